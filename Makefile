@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and
+# install everything pinned (pyproject.toml) on first use.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+EXTRA ?= cpu
+STAMP := $(VENV)/.installed-$(EXTRA)
+
+.PHONY: venv demo test test-fast bench bench-real clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRA),dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) train.py
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" tests
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+bench-real: $(STAMP)
+	$(PY) bench/real_barcodes.py
+
+clean:
+	rm -rf $(VENV) .cache runs data/demo

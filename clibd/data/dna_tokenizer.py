@@ -1,0 +1,129 @@
+"""Vectorised k-mer tokenisation of DNA barcodes, compatible with BarcodeBERT checkpoints.
+
+Cleaning (documented behaviour, applied identically by the test oracle):
+  1. letters are upper-cased; alignment gaps (``-``, ``.``) and whitespace are removed;
+     any other non-ACGT character (N, IUPAC codes, digits, non-ASCII) stays and makes
+     every k-mer that covers it ``UNK``;
+  2. trailing ``N`` runs are stripped (BOLD pads barcodes with N; they carry no signal);
+  3. the sequence is truncated / right-padded with ``N`` to ``max_nucleotides``.
+Tokens are the k-mers starting every ``stride`` nucleotides (stride = k: non-overlapping).
+A k-mer lying wholly in the padding gets ``attention_mask`` 0, so pooling never counts it;
+its id is ``UNK``, what the checkpoints saw for N padding.
+
+Vocabulary layouts (REFERENCE.md section 4): ``barcodebert`` = ``[MASK]``, ``[UNK]``, then
+all 4^k ACGT k-mers in ``itertools.product("ACGT", repeat=k)`` order; ``barcodebert_v1``
+(the checkpoint CLIBD used) = ``<MASK>``, ``<CLS>``, ``<UNK>``, then k-mers, and every
+sequence gets the ``<CLS>`` prefix token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+VOCAB_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "barcodebert": ("[MASK]", "[UNK]"),
+    "barcodebert_v1": ("<MASK>", "<CLS>", "<UNK>"),
+}
+
+# Bytes removed by cleaning: alignment gaps and ASCII whitespace.
+_DELETE = b"-. \t\r\n\v\f"
+# Upper-casing table for bytes.translate.
+_UPPER = bytes(range(256)).upper()
+# Nucleotide byte -> 2-bit code; everything else -> 4 (makes the k-mer UNK).
+_CODE = np.full(256, 4, dtype=np.uint8)
+for _i, _b in enumerate(b"ACGT"):
+    _CODE[_b] = _i
+
+
+class KmerEncoding(NamedTuple):
+    ids: np.ndarray  # int32 [n, tokens]
+    attention_mask: np.ndarray  # int8 [n, tokens], 0 on padding
+
+
+def clean_sequence(seq: str) -> bytes:
+    """Steps 1-2 of the cleaning rules for one sequence (a C-level pass, no k-mer loop)."""
+    return seq.encode("ascii", "replace").translate(_UPPER, _DELETE).rstrip(b"N")
+
+
+class KmerTokenizer:
+    """``KmerTokenizer(k=4, vocab="barcodebert")(["ACGT...", ...]) -> (ids, mask)``."""
+
+    def __init__(
+        self,
+        k: int = 4,
+        vocab: str = "barcodebert",
+        max_nucleotides: int = 660,
+        stride: int | None = None,
+    ) -> None:
+        if vocab not in VOCAB_LAYOUTS:
+            raise ValueError(f"unknown DNA vocabulary layout {vocab!r}; choose one of {sorted(VOCAB_LAYOUTS)}")
+        if k < 1 or max_nucleotides < k:
+            raise ValueError(f"need 1 <= k <= max_nucleotides, got k={k}, max_nucleotides={max_nucleotides}")
+        self.k = k
+        self.stride = stride or k
+        self.layout = vocab
+        self.max_nucleotides = max_nucleotides
+        self.special_tokens = VOCAB_LAYOUTS[vocab]
+        self.unk_id = len(self.special_tokens) - 1  # UNK is the last special token in both layouts
+        self.mask_id = 0
+        self.cls_id = self.special_tokens.index("<CLS>") if "<CLS>" in self.special_tokens else None
+        self.kmer_offset = len(self.special_tokens)
+        self.vocab_size = self.kmer_offset + 4**k
+        self.n_kmers = (max_nucleotides - k) // self.stride + 1
+        self.length = self.n_kmers + (self.cls_id is not None)
+        self._powers = (4 ** np.arange(k - 1, -1, -1)).astype(np.int64)
+
+    @property
+    def vocab(self) -> list[str]:
+        """Token strings in id order (the layout a checkpoint's vocab file uses)."""
+        return list(self.special_tokens) + ["".join(p) for p in itertools.product("ACGT", repeat=self.k)]
+
+    def settings(self) -> dict:
+        return {"k": self.k, "stride": self.stride, "vocab": self.layout, "max_nucleotides": self.max_nucleotides}
+
+    def __call__(self, sequences: Sequence[str], chunk_size: int = 32768) -> KmerEncoding:
+        n = len(sequences)
+        ids = np.empty((n, self.length), dtype=np.int32)
+        mask = np.empty((n, self.length), dtype=np.int8)
+        for start in range(0, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            ids[start:stop], mask[start:stop] = self._encode_chunk(sequences[start:stop])
+        return KmerEncoding(ids, mask)
+
+    def _encode_chunk(self, sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        L, k, s = self.max_nucleotides, self.k, self.stride
+        cleaned = [clean_sequence(seq)[:L] for seq in sequences]
+        lengths = np.fromiter(map(len, cleaned), dtype=np.int64, count=len(cleaned))
+        raw = np.frombuffer(b"".join(c.ljust(L, b"N") for c in cleaned), dtype=np.uint8)
+        codes = _CODE[raw.reshape(len(cleaned), L)]
+        # [n, n_kmers, k] view of the k-mer windows, stepping by stride.
+        windows = np.lib.stride_tricks.sliding_window_view(codes, k, axis=1)[:, ::s][:, : self.n_kmers]
+        values = windows.astype(np.int64) @ self._powers  # base-4 number of each k-mer
+        invalid = (windows == 4).any(axis=2)
+        ids = np.where(invalid, self.unk_id, values + self.kmer_offset)
+        starts = np.arange(self.n_kmers) * s
+        mask = starts[None, :] < lengths[:, None]
+        if self.cls_id is not None:
+            ids = np.concatenate([np.full((len(cleaned), 1), self.cls_id), ids], axis=1)
+            mask = np.concatenate([np.ones((len(cleaned), 1), dtype=bool), mask], axis=1)
+        return ids, mask
+
+    def encode_cached(self, sequences: Sequence[str], cache_dir: str | Path) -> KmerEncoding:
+        """Tokenise once per (content, settings); later calls load the ``.npz``."""
+        digest = hashlib.sha256(repr(sorted(self.settings().items())).encode())
+        digest.update("\0".join(sequences).encode("utf-8", "replace"))
+        path = Path(cache_dir) / f"dna-{digest.hexdigest()[:24]}.npz"
+        if path.is_file():
+            with np.load(path) as cached:
+                return KmerEncoding(cached["ids"], cached["attention_mask"])
+        encoding = self(sequences)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, ids=encoding.ids, attention_mask=encoding.attention_mask)
+        tmp.replace(path)
+        return encoding
