@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import warnings
+import zipfile
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -119,8 +121,11 @@ class KmerTokenizer:
         digest.update("\0".join(sequences).encode("utf-8", "replace"))
         path = Path(cache_dir) / f"dna-{digest.hexdigest()[:24]}.npz"
         if path.is_file():
-            with np.load(path) as cached:
-                return KmerEncoding(cached["ids"], cached["attention_mask"])
+            try:
+                with np.load(path) as cached:
+                    return KmerEncoding(cached["ids"], cached["attention_mask"])
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+                warnings.warn(f"DNA token cache {path} is unreadable ({err}); rebuilding it", stacklevel=2)
         encoding = self(sequences)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")

@@ -1,0 +1,30 @@
+"""Plain reference implementations that the fast code is checked against."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from clibd.data.dna_tokenizer import VOCAB_LAYOUTS
+
+
+def kmer_tokenize_reference(
+    sequences: list[str], k: int, vocab: str, max_nucleotides: int, stride: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One dict look-up per k-mer, one sequence at a time: the documented rules, spelt out."""
+    stride = stride or k
+    specials = VOCAB_LAYOUTS[vocab]
+    table = {"".join(p): i + len(specials) for i, p in enumerate(itertools.product("ACGT", repeat=k))}
+    unk = len(specials) - 1
+    prefix = [specials.index("<CLS>")] if "<CLS>" in specials else []
+    ids, masks = [], []
+    for seq in sequences:
+        s = "".join(seq.split()).replace("-", "").replace(".", "").upper()
+        s = "".join(c if c.isascii() else "?" for c in s).rstrip("N")[:max_nucleotides]
+        n_real = len(s)
+        s = s.ljust(max_nucleotides, "N")
+        starts = range(0, max_nucleotides - k + 1, stride)
+        ids.append(prefix + [table.get(s[i : i + k], unk) for i in starts])
+        masks.append([1] * len(prefix) + [int(i < n_real) for i in starts])
+    return np.array(ids), np.array(masks)
