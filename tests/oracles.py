@@ -21,7 +21,7 @@ def kmer_tokenize_reference(
     ids, masks = [], []
     for seq in sequences:
         s = "".join(seq.split()).replace("-", "").replace(".", "").upper()
-        s = "".join(c if c.isascii() else "?" for c in s).rstrip("N")[:max_nucleotides]
+        s = s.encode("ascii", "replace").decode().rstrip("N")[:max_nucleotides]
         n_real = len(s)
         s = s.ljust(max_nucleotides, "N")
         starts = range(0, max_nucleotides - k + 1, stride)

@@ -78,7 +78,6 @@ class KmerTokenizer:
         self.vocab_size = self.kmer_offset + 4**k
         self.n_kmers = (max_nucleotides - k) // self.stride + 1
         self.length = self.n_kmers + (self.cls_id is not None)
-        self._powers = (4 ** np.arange(k - 1, -1, -1)).astype(np.int64)
 
     @property
     def vocab(self) -> list[str]:
@@ -103,10 +102,14 @@ class KmerTokenizer:
         lengths = np.fromiter(map(len, cleaned), dtype=np.int64, count=len(cleaned))
         raw = np.frombuffer(b"".join(c.ljust(L, b"N") for c in cleaned), dtype=np.uint8)
         codes = _CODE[raw.reshape(len(cleaned), L)]
-        # [n, n_kmers, k] view of the k-mer windows, stepping by stride.
-        windows = np.lib.stride_tricks.sliding_window_view(codes, k, axis=1)[:, ::s][:, : self.n_kmers]
-        values = windows.astype(np.int64) @ self._powers  # base-4 number of each k-mer
-        invalid = (windows == 4).any(axis=2)
+        # Build each k-mer's base-4 number one nucleotide column at a time: k vector
+        # operations over [n, n_kmers] arrays instead of a per-k-mer loop.
+        values = np.zeros((len(cleaned), self.n_kmers), dtype=np.int32)
+        invalid = np.zeros((len(cleaned), self.n_kmers), dtype=bool)
+        for j in range(k):
+            column = codes[:, j : j + s * self.n_kmers : s]
+            values = (values << 2) | (column & 3)
+            invalid |= column > 3
         ids = np.where(invalid, self.unk_id, values + self.kmer_offset)
         starts = np.arange(self.n_kmers) * s
         mask = starts[None, :] < lengths[:, None]
