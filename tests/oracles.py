@@ -20,8 +20,8 @@ def kmer_tokenize_reference(
     prefix = [specials.index("<CLS>")] if "<CLS>" in specials else []
     ids, masks = [], []
     for seq in sequences:
-        s = "".join(seq.split()).replace("-", "").replace(".", "").upper()
-        s = s.encode("ascii", "replace").decode().rstrip("N")[:max_nucleotides]
+        s = seq.encode("ascii", "replace").decode()  # any non-ASCII character -> "?"
+        s = s.translate({ord(c): None for c in "-. \t\r\n\v\f"}).upper().rstrip("N")[:max_nucleotides]
         n_real = len(s)
         s = s.ljust(max_nucleotides, "N")
         starts = range(0, max_nucleotides - k + 1, stride)

@@ -1,7 +1,7 @@
 """Vectorised k-mer tokenisation of DNA barcodes, compatible with BarcodeBERT checkpoints.
 
 Cleaning (documented behaviour, applied identically by the test oracle):
-  1. letters are upper-cased; alignment gaps (``-``, ``.``) and whitespace are removed;
+  1. non-ASCII characters become ``?`` (one each), ASCII letters are upper-cased; alignment gaps (``-``, ``.``) and ASCII whitespace are removed;
      any other non-ACGT character (N, IUPAC codes, digits, non-ASCII) stays and makes
      every k-mer that covers it ``UNK``;
   2. trailing ``N`` runs are stripped (BOLD pads barcodes with N; they carry no signal);
