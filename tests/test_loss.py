@@ -1,0 +1,69 @@
+"""ContrastiveLoss on cases small enough to compute by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from clibd.loss import ContrastiveLoss
+
+EYE = torch.eye(2)
+ZERO = torch.tensor(0.0)  # log scale 0 -> scale 1, logits = cosine similarities
+
+
+def test_identity_targets_two_orthogonal_pairs() -> None:
+    # logits = I: each row is CE([1, 0], target = own column) = log(1 + e^-1)
+    loss, pairs = ContrastiveLoss()({"image": EYE, "dna": EYE}, ZERO)
+    assert list(pairs) == ["image-dna"]
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
+
+
+def test_logit_scale_is_exponentiated() -> None:
+    loss, _ = ContrastiveLoss()({"image": EYE, "dna": EYE}, torch.tensor(math.log(3.0)))
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-3)), abs=1e-6)
+
+
+def test_label_targets_share_positives() -> None:
+    # Both samples share label 0: target row [.5, .5]; loss = log(1 + e) - 0.5
+    loss, _ = ContrastiveLoss("label")({"image": EYE, "dna": EYE}, ZERO, torch.tensor([0, 0]))
+    assert loss.item() == pytest.approx(math.log(1 + math.e) - 0.5, abs=1e-6)
+
+
+def test_unknown_labels_are_positives_only_of_themselves() -> None:
+    feats = {"image": EYE, "dna": EYE}
+    identity, _ = ContrastiveLoss()(feats, ZERO)
+    unknown, _ = ContrastiveLoss("label")(feats, ZERO, torch.tensor([-1, -1]))
+    distinct, _ = ContrastiveLoss("label")(feats, ZERO, torch.tensor([3, 4]))
+    torch.testing.assert_close(unknown, identity)
+    torch.testing.assert_close(distinct, identity)
+
+
+def test_three_modalities_average_the_symmetric_pairs() -> None:
+    swapped = EYE.flip(0)  # text matches the other sample: logits = [[0,1],[1,0]]
+    loss, pairs = ContrastiveLoss()({"text": swapped, "image": EYE, "dna": EYE}, ZERO)
+    assert list(pairs) == ["image-dna", "image-text", "dna-text"]
+    good, bad = math.log(1 + math.exp(-1)), math.log(1 + math.exp(1))
+    assert pairs["image-dna"].item() == pytest.approx(good, abs=1e-6)
+    assert pairs["image-text"].item() == pytest.approx(bad, abs=1e-6)
+    assert loss.item() == pytest.approx((good + 2 * bad) / 3, abs=1e-6)
+
+
+def test_asymmetric_logits_average_both_directions() -> None:
+    image = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    dna = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # image->dna rows: [1,0] twice (targets 0, 1); dna->image rows: [1,1] and [0,0]
+    i2d = (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(1))) / 2
+    d2i = math.log(2)
+    loss, _ = ContrastiveLoss()({"image": image, "dna": dna}, ZERO)
+    assert loss.item() == pytest.approx((i2d + d2i) / 2, abs=1e-6)
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="at least two modalities"):
+        ContrastiveLoss()({"image": EYE}, ZERO)
+    with pytest.raises(ValueError, match="need the labels"):
+        ContrastiveLoss("label")({"image": EYE, "dna": EYE}, ZERO)
+    with pytest.raises(ValueError, match="identity"):
+        ContrastiveLoss("soft")
