@@ -21,6 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 
 from clibd.data.dna_tokenizer import KmerTokenizer
+from clibd.metrics import topk_accuracy
+from clibd.taxonomy import label_codes
 
 ROLE_KEY, ROLE_SEEN, ROLE_UNSEEN = "key", "query_seen", "query_unseen"
 
@@ -60,12 +62,6 @@ def nearest_key(queries: np.ndarray | sp.spmatrix, keys: np.ndarray | sp.spmatri
     return search.kneighbors(queries, return_distance=False)[:, 0]
 
 
-def macro_top1(truth: Sequence, predicted: Sequence) -> float:
-    """Mean over true classes of the fraction of that class predicted correctly."""
-    frame = pd.DataFrame({"truth": np.asarray(truth), "hit": np.asarray(truth) == np.asarray(predicted)})
-    return float(frame.groupby("truth")["hit"].mean().mean())
-
-
 def nn_macro_top1(
     query_emb: np.ndarray | sp.spmatrix,
     key_emb: np.ndarray | sp.spmatrix,
@@ -73,11 +69,12 @@ def nn_macro_top1(
     key_taxa: pd.DataFrame,
     ranks: Sequence[str],
 ) -> dict[str, float]:
-    """Cosine 1-NN macro top-1 of queries against keys at each of ``ranks``."""
+    """Cosine 1-NN macro top-1 of queries against keys at each of ``ranks`` (``clibd.metrics``)."""
     hit = nearest_key(query_emb, key_emb)
-    return {
-        rank: macro_top1(query_taxa[rank].to_numpy(), key_taxa[rank].to_numpy()[hit]) for rank in ranks
-    }
+    codes = label_codes(pd.concat([query_taxa[list(ranks)], key_taxa[list(ranks)]]), tuple(ranks))
+    query_codes, key_codes = codes[: len(query_taxa)], codes[len(query_taxa) :]
+    scores = topk_accuracy(query_codes, key_codes[hit][:, None, :], ks=(1,), ranks=tuple(ranks))
+    return {rank: scores["macro"][rank]["top1"] for rank in ranks}
 
 
 def linear_probe(
