@@ -34,12 +34,15 @@ VOCAB_LAYOUTS: dict[str, tuple[str, ...]] = {
 
 # Bytes removed by cleaning: alignment gaps and ASCII whitespace.
 _DELETE = b"-. \t\r\n\v\f"
-# Upper-casing table for bytes.translate.
-_UPPER = bytes(range(256)).upper()
-# Nucleotide byte -> 2-bit code; everything else -> 4 (makes the k-mer UNK).
-_CODE = np.full(256, 4, dtype=np.uint8)
+# One bytes.translate pass maps every byte to its code: A/C/G/T (either case) -> 0-3,
+# N/n -> 5, anything else -> 4. Codes above 3 make a k-mer UNK.
+_N_CODE = 5
+_CODE_TABLE = bytearray([4] * 256)
 for _i, _b in enumerate(b"ACGT"):
-    _CODE[_b] = _i
+    _CODE_TABLE[_b] = _CODE_TABLE[_b + 32] = _i
+_CODE_TABLE[ord("N")] = _CODE_TABLE[ord("n")] = _N_CODE
+_CODE_TABLE = bytes(_CODE_TABLE)
+_N_BYTE = bytes([_N_CODE])
 
 
 class KmerEncoding(NamedTuple):
@@ -47,9 +50,9 @@ class KmerEncoding(NamedTuple):
     attention_mask: np.ndarray  # int8 [n, tokens], 0 on padding
 
 
-def clean_sequence(seq: str) -> bytes:
-    """Steps 1-2 of the cleaning rules for one sequence (a C-level pass, no k-mer loop)."""
-    return seq.encode("ascii", "replace").translate(_UPPER, _DELETE).rstrip(b"N")
+def encode_sequence(seq: str) -> bytes:
+    """Cleaning steps 1-2 for one sequence, as nucleotide codes (one C-level pass)."""
+    return seq.encode("ascii", "replace").translate(_CODE_TABLE, _DELETE).rstrip(_N_BYTE)
 
 
 class KmerTokenizer:
@@ -98,10 +101,10 @@ class KmerTokenizer:
 
     def _encode_chunk(self, sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         L, k, s = self.max_nucleotides, self.k, self.stride
-        cleaned = [clean_sequence(seq)[:L] for seq in sequences]
+        cleaned = [encode_sequence(seq)[:L] for seq in sequences]
         lengths = np.fromiter(map(len, cleaned), dtype=np.int64, count=len(cleaned))
-        raw = np.frombuffer(b"".join(c.ljust(L, b"N") for c in cleaned), dtype=np.uint8)
-        codes = _CODE[raw.reshape(len(cleaned), L)]
+        raw = b"".join(c.ljust(L, _N_BYTE) for c in cleaned)
+        codes = np.frombuffer(raw, dtype=np.uint8).reshape(len(cleaned), L)
         # Build each k-mer's base-4 number one nucleotide column at a time: k vector
         # operations over [n, n_kmers] arrays instead of a per-k-mer loop.
         values = np.zeros((len(cleaned), self.n_kmers), dtype=np.int32)
@@ -110,7 +113,8 @@ class KmerTokenizer:
             column = codes[:, j : j + s * self.n_kmers : s]
             values = (values << 2) | (column & 3)
             invalid |= column > 3
-        ids = np.where(invalid, self.unk_id, values + self.kmer_offset)
+        ids = values + self.kmer_offset
+        ids[invalid] = self.unk_id
         starts = np.arange(self.n_kmers) * s
         mask = starts[None, :] < lengths[:, None]
         if self.cls_id is not None:
