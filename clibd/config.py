@@ -170,6 +170,27 @@ class EvalConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Masked-token pretraining of the DNA tower (``clibd pretrain-dna``), BarcodeBERT-style."""
+
+    splits: list[str] = field(default_factory=lambda: ["pretrain", "other_heldout"])  # [] = every row
+    epochs: int = 35
+    max_steps: Optional[int] = None  # stop early (tests, smoke runs)
+    batch_size: int = 128  # per process
+    grad_accum: int = 1
+    lr: float = 1e-4  # OneCycle peak
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1  # OneCycle pct_start
+    mask_ratio: float = 0.5  # of the maskable tokens (never UNK, padding or CLS)
+    seed: int = 0
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    log_every_steps: int = 50
+    # HF BertForMaskedLM directory, rewritten at the end of every epoch; a training config
+    # uses it as ``model.dna.pretrained``.
+    out_dir: str = "runs/${name}/dna_mlm"
+
+
+@dataclass
 class Config:
     name: str = "clibd"
     out_dir: str = "runs/${name}"
@@ -177,6 +198,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 class ConfigError(ValueError):
