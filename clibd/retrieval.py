@@ -1,0 +1,252 @@
+"""``ReferenceIndex``: cosine nearest-key search over FAISS, with the keys' ids and taxonomy.
+
+Vectors are L2-normalised float32 (a copy; the caller's arrays are never changed), so
+inner product is cosine similarity. Kinds:
+
+- ``flat``: exact ``IndexFlatIP`` (the default, and what the published evaluation used);
+- ``ivf``: ``IVF{nlist},Flat``, trained on the first ``add`` batch; ``nlist`` defaults to
+  ``4*sqrt(N)`` (at most ``N/39``, FAISS's minimum of training points per list);
+  ``nprobe`` lists are visited per query;
+- ``hnsw``: ``HNSW32,Flat`` with ``ef_search`` (CPU only: FAISS has no GPU HNSW).
+
+``device="auto"`` uses every GPU FAISS sees (``index_cpu_to_all_gpus``, sharded) and the
+CPU otherwise; ``device="cuda"`` without a GPU build of FAISS is an error.
+
+Search results are sorted by similarity, ties broken by key position (the key added
+first comes first), so results do not depend on FAISS's heap order.
+
+On disk (``save``): ``index.faiss`` (the CPU index), ``keys.parquet`` (``id`` + taxonomy
+columns), ``meta.json`` (dim, kind, parameters, ``checkpoint_hash`` and the free
+``metadata`` dict, e.g. a calibrated new-species threshold).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import faiss
+import numpy as np
+import pandas as pd
+
+KINDS = ("flat", "ivf", "hnsw")
+FORMAT_VERSION = 1
+INDEX_FILE, KEYS_FILE, META_FILE = "index.faiss", "keys.parquet", "meta.json"
+
+
+class IndexMismatchError(ValueError):
+    """A saved index that does not fit what the caller expects (dimension, checkpoint)."""
+
+
+def normalized_float32(x: np.ndarray, what: str) -> np.ndarray:
+    """A C-contiguous float32 L2-normalised copy of ``x`` ``[n, d]``; zero or non-finite rows are an error."""
+    x = np.array(x, dtype=np.float32, order="C", copy=True)
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be a 2-d array [n, dim], got shape {x.shape}")
+    bad = ~np.isfinite(x).all(axis=1)
+    norms = np.linalg.norm(np.where(bad[:, None], 0.0, x), axis=1)
+    bad |= norms == 0
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{what}: {len(rows)} rows are zero or non-finite (first rows {rows[:5].tolist()})")
+    x /= norms[:, None]
+    return x
+
+
+def _use_gpu(device: str, kind: str) -> bool:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if device == "cuda" and gpus == 0:
+        raise RuntimeError("device='cuda' but FAISS sees no GPU (install faiss-gpu instead of faiss-cpu)")
+    if device == "cuda" and kind == "hnsw":
+        raise ValueError("FAISS has no GPU HNSW; use kind='flat' or 'ivf' on the GPU, or device='cpu'")
+    return gpus > 0 and device != "cpu" and kind != "hnsw"
+
+
+def _to_all_gpus(index: faiss.Index) -> faiss.Index:
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = True  # split the keys across GPUs instead of replicating them
+    return faiss.index_cpu_to_all_gpus(index, co=options)
+
+
+class ReferenceIndex:
+    """Cosine search over reference embeddings: ``add`` keys, ``search`` queries, ``save``/``load``.
+
+    ``positions`` returned by ``search`` index ``self.ids`` and ``self.taxonomy`` (row order
+    of ``add``). ``metadata`` is a free JSON-able dict saved with the index; ``checkpoint_hash``
+    names the model that made the embeddings, checked by ``load``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "flat",
+        device: str = "auto",
+        nlist: Optional[int] = None,
+        nprobe: int = 32,
+        ef_search: int = 128,
+        hnsw_m: int = 32,
+        checkpoint_hash: Optional[str] = None,
+        metadata: Optional[dict[str, Any]] = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"index kind must be one of {KINDS}, got {kind!r}")
+        if dim < 1:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self.dim, self.kind, self.device = dim, kind, device
+        self.nlist, self.nprobe, self.ef_search, self.hnsw_m = nlist, nprobe, ef_search, hnsw_m
+        self.checkpoint_hash = checkpoint_hash
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.ids: np.ndarray = np.empty(0, dtype=object)
+        self.taxonomy: Optional[pd.DataFrame] = None
+        self._gpu = _use_gpu(device, kind)
+        self._index: Optional[faiss.Index] = None  # built on the first add (IVF needs the keys to train)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self._gpu
+
+    def _build(self, first: np.ndarray) -> faiss.Index:
+        if self.kind == "flat":
+            index = faiss.IndexFlatIP(self.dim)
+        elif self.kind == "hnsw":
+            index = faiss.index_factory(self.dim, f"HNSW{self.hnsw_m},Flat", faiss.METRIC_INNER_PRODUCT)
+        else:
+            if self.nlist is None:
+                self.nlist = max(1, min(round(4 * math.sqrt(len(first))), len(first) // 39))
+            index = faiss.index_factory(self.dim, f"IVF{self.nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+            index.train(first)
+        return _to_all_gpus(index) if self._gpu else index
+
+    def _apply_search_params(self) -> None:
+        if self.kind == "ivf":
+            space = faiss.GpuParameterSpace() if self._gpu else faiss.ParameterSpace()
+            space.set_index_parameter(self._index, "nprobe", self.nprobe)
+        elif self.kind == "hnsw":
+            self._index.hnsw.efSearch = self.ef_search
+
+    def add(self, embeddings: np.ndarray, ids: Sequence[str], taxonomy: Optional[pd.DataFrame] = None) -> None:
+        """Append keys. ``ids`` unique strings, one per row; ``taxonomy`` one row per key (rank columns) or None."""
+        x = normalized_float32(embeddings, "key embeddings")
+        if x.shape[1] != self.dim:
+            raise ValueError(f"key embeddings have dim {x.shape[1]}, the index {self.dim}")
+        ids = np.asarray(ids, dtype=object)
+        if len(ids) != len(x):
+            raise ValueError(f"{len(ids)} ids for {len(x)} key embeddings")
+        if (taxonomy is None) != (self.taxonomy is None) and len(self):
+            raise ValueError("add taxonomy with every batch of keys or with none")
+        if taxonomy is not None and len(taxonomy) != len(x):
+            raise ValueError(f"taxonomy has {len(taxonomy)} rows for {len(x)} key embeddings")
+        all_ids = np.concatenate([self.ids, ids])
+        dup = pd.Index(all_ids).duplicated()
+        if dup.any():
+            raise ValueError(f"duplicate key ids, e.g. {all_ids[dup][:5].tolist()}")
+        if self._index is None:
+            self._index = self._build(x)
+        self._index.add(x)
+        self.ids = all_ids
+        if taxonomy is not None:
+            batch = taxonomy.reset_index(drop=True)
+            self.taxonomy = batch if self.taxonomy is None else pd.concat([self.taxonomy, batch], ignore_index=True)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores [Q,k] float32, positions [Q,k] int64)``, most similar first.
+
+        ``k`` larger than the number of keys is an error; approximate kinds may return
+        position ``-1`` (score ``-inf``) where they found fewer than k keys.
+        """
+        if not len(self):
+            raise ValueError("search on an empty ReferenceIndex: add keys first")
+        if not 1 <= k <= len(self):
+            raise ValueError(f"k={k} must lie in 1..{len(self)} (the number of keys)")
+        q = normalized_float32(queries, "queries")
+        if q.shape[1] != self.dim:
+            raise ValueError(f"queries have dim {q.shape[1]}, the index {self.dim}")
+        self._apply_search_params()  # nprobe / ef_search may have been changed since the last search
+        scores, positions = self._index.search(q, k)
+        scores = np.where(positions < 0, -np.inf, scores).astype(np.float32)
+        # Re-sort: similarity descending, then key position ascending (missing last).
+        tiebreak = np.where(positions < 0, np.iinfo(np.int64).max, positions)
+        order = np.lexsort((tiebreak, -scores), axis=1)
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(positions, order, 1).astype(np.int64)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``index.faiss``, ``keys.parquet`` and ``meta.json`` into ``directory``."""
+        if self._index is None:
+            raise ValueError("refusing to save an empty ReferenceIndex")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        cpu_index = faiss.index_gpu_to_cpu(self._index) if self._gpu else self._index
+        faiss.write_index(cpu_index, str(directory / INDEX_FILE))
+        keys = pd.DataFrame({"id": pd.array(self.ids.tolist(), dtype="string")})
+        if self.taxonomy is not None:
+            keys = pd.concat([keys, self.taxonomy], axis=1)
+        keys.to_parquet(directory / KEYS_FILE, index=False)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "dim": self.dim,
+            "kind": self.kind,
+            "count": len(self),
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+            "ef_search": self.ef_search,
+            "hnsw_m": self.hnsw_m,
+            "checkpoint_hash": self.checkpoint_hash,
+            "metadata": self.metadata,
+        }
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        expected_dim: Optional[int] = None,
+        expected_checkpoint_hash: Optional[str] = None,
+        device: str = "auto",
+    ) -> "ReferenceIndex":
+        """Read a saved index; refuse one whose dim or checkpoint hash differs from the expected."""
+        directory = Path(directory)
+        missing = [name for name in (INDEX_FILE, KEYS_FILE, META_FILE) if not (directory / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{directory} is not a saved ReferenceIndex: missing {missing}")
+        meta = json.loads((directory / META_FILE).read_text())
+        if expected_dim is not None and meta["dim"] != expected_dim:
+            raise IndexMismatchError(
+                f"index {directory} holds {meta['dim']}-d embeddings but the model makes {expected_dim}-d ones; "
+                "rebuild the index with this checkpoint"
+            )
+        if expected_checkpoint_hash is not None and meta["checkpoint_hash"] != expected_checkpoint_hash:
+            raise IndexMismatchError(
+                f"index {directory} was built with checkpoint {meta['checkpoint_hash']!r}, not "
+                f"{expected_checkpoint_hash!r}; its embeddings are not comparable: rebuild the index with this checkpoint"
+            )
+        self = cls(
+            meta["dim"],
+            meta["kind"],
+            device,
+            nlist=meta["nlist"],
+            nprobe=meta["nprobe"],
+            ef_search=meta["ef_search"],
+            hnsw_m=meta["hnsw_m"],
+            checkpoint_hash=meta["checkpoint_hash"],
+            metadata=meta["metadata"],
+        )
+        index = faiss.read_index(str(directory / INDEX_FILE))
+        keys = pd.read_parquet(directory / KEYS_FILE)
+        if index.ntotal != len(keys) or index.d != meta["dim"]:
+            raise IndexMismatchError(
+                f"index {directory} is inconsistent: {index.ntotal} vectors of dim {index.d}, "
+                f"{len(keys)} key rows, meta dim {meta['dim']}"
+            )
+        self._index = _to_all_gpus(index) if self._gpu else index
+        self.ids = keys["id"].to_numpy(dtype=object)
+        taxonomy = keys.drop(columns="id")
+        self.taxonomy = taxonomy if len(taxonomy.columns) else None
+        return self
