@@ -99,6 +99,8 @@ class SplitRoles:
     test_unseen: list[str] = field(default_factory=lambda: ["test_unseen"])
     val_seen: list[str] = field(default_factory=lambda: ["val"])
     val_unseen: list[str] = field(default_factory=lambda: ["val_unseen"])
+    # Splits that are read and counted but play no role (anything else is an "unknown split").
+    unused: list[str] = field(default_factory=lambda: ["other_heldout"])
 
 
 @dataclass
@@ -125,6 +127,8 @@ class DataConfig:
     demo_seed: int = 0
     splits: SplitRoles = field(default_factory=SplitRoles)
     bad_records: str = "error"  # error | skip (skips are counted and reported)
+    # Ranks every key/query row (splits of keys, test_*, val_* roles) must carry; [] = none.
+    required_ranks: list[str] = field(default_factory=lambda: ["order", "family", "genus", "species"])
     cache_dir: str = ".cache/clibd"
     # Image normalisation: BIOSCAN-5M cropped statistics by default.
     mean: list[float] = field(default_factory=lambda: [0.7628, 0.7650, 0.7637])
