@@ -1,0 +1,203 @@
+"""CLIBDModel: image / DNA / text towers, projection heads, a shared embedding space.
+
+``save_pretrained(dir)`` writes ``model.safetensors``, ``config.json`` and
+``text_tokenizer/``; ``CLIBDModel.from_pretrained(dir)`` rebuilds the model from those alone
+(no training config, data, hub or the towers' original checkpoints).
+
+``config.json``: ``{"format": 1, "model": <ModelConfig as a dict>, "architectures":
+{modality: <what the tower was built as>}, "dna_tokenizer": <KmerTokenizer settings>}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from clibd.config import ModelConfig
+from clibd.models.dna import DnaTower
+from clibd.models.finetune import apply_finetune
+from clibd.models.image import ImageTower
+from clibd.models.text import TextTower, build_text_tokenizer
+from clibd.models.weights import CheckpointMismatchError, mismatch_message
+
+MODALITIES = ("image", "dna", "text")
+FORMAT_VERSION = 1
+# Batch keys each modality reads (docs/architecture.md, "Batch").
+_BATCH_KEYS = {"image": ("image",), "dna": ("dna_ids", "dna_mask"), "text": ("text_ids", "text_mask")}
+# Config fields that change how weights are obtained or trained, not what the model computes.
+_NOT_ARCHITECTURE = {"pretrained", "finetune", "lora", "gradient_checkpointing", "logit_scale_init", "logit_scale_max"}
+
+
+class CLIBDModel(nn.Module):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        text_tokenizer: Optional[PreTrainedTokenizerBase] = None,
+        architectures: Optional[dict[str, dict]] = None,
+    ) -> None:
+        """``architectures`` (from a saved model) rebuilds the towers with random init and
+        loads none of their pretrained weights; ``from_pretrained`` then fills them in."""
+        super().__init__()
+        self.cfg = cfg
+        self.modalities = tuple(m for m in MODALITIES if getattr(cfg, m).enabled)
+        if not self.modalities:
+            raise ValueError("model: every modality is disabled; enable at least one of image, dna, text")
+        arch = architectures or {}
+        towers: dict[str, nn.Module] = {}
+        if cfg.image.enabled:
+            towers["image"] = ImageTower(cfg.image, arch.get("image"))
+        if cfg.dna.enabled:
+            towers["dna"] = DnaTower(cfg.dna, arch.get("dna"))
+        self.text_tokenizer = None
+        if cfg.text.enabled:
+            self.text_tokenizer = text_tokenizer or build_text_tokenizer(cfg.text)
+            towers["text"] = TextTower(cfg.text, self.text_tokenizer, arch.get("text"))
+        for name, tower in towers.items():
+            tower_cfg = getattr(cfg, name)
+            apply_finetune(tower, tower_cfg.finetune, tower_cfg.lora, tower.default_lora_targets, f"model.{name}")
+            if tower_cfg.gradient_checkpointing:
+                tower.enable_gradient_checkpointing()
+        self.towers = nn.ModuleDict(towers)
+        self.heads = nn.ModuleDict({name: nn.Linear(t.output_dim, cfg.embed_dim) for name, t in towers.items()})
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init)))
+        self.dna_tokenizer = towers["dna"].tokenizer if "dna" in towers else None
+
+    # ---- encoding -------------------------------------------------------------------------
+    def _embed(self, modality: str, *inputs: torch.Tensor) -> torch.Tensor:
+        if modality not in self.towers:
+            raise ValueError(f"this model has no {modality} tower (enabled: {', '.join(self.modalities)})")
+        return F.normalize(self.heads[modality](self.towers[modality](*inputs)), dim=-1)
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        return self._embed("image", image)
+
+    def encode_dna(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self._embed("dna", ids, mask)
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self._embed("text", ids, mask)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The embedding of every enabled modality whose inputs are in ``batch``."""
+        return {
+            m: self._embed(m, *(batch[k] for k in _BATCH_KEYS[m]))
+            for m in self.modalities
+            if all(k in batch for k in _BATCH_KEYS[m])
+        }
+
+    def clamp_logit_scale(self) -> None:
+        """Keep the scale in [1, logit_scale_max] (call after each optimizer step)."""
+        with torch.no_grad():
+            self.logit_scale.clamp_(0.0, math.log(self.cfg.logit_scale_max))
+
+    def train(self, mode: bool = True) -> "CLIBDModel":
+        super().train(mode)
+        for name, tower in self.towers.items():
+            if getattr(self.cfg, name).finetune == "frozen":
+                tower.eval()  # a frozen tower runs deterministically: no dropout
+        return self
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write the model atomically: into a temporary sibling, then renamed into place."""
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            save_model(self, str(tmp / "model.safetensors"))
+            meta = {
+                "format": FORMAT_VERSION,
+                "model": dataclasses.asdict(self.cfg),
+                "architectures": {name: tower.arch for name, tower in self.towers.items()},
+                "dna_tokenizer": self.dna_tokenizer.settings() if self.dna_tokenizer else None,
+            }
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+            if self.text_tokenizer is not None:
+                self.text_tokenizer.save_pretrained(tmp / "text_tokenizer")
+            _fsync_tree(tmp)
+            _replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, expected: Optional[ModelConfig] = None) -> "CLIBDModel":
+        """Load a saved model; with ``expected``, refuse one whose architecture differs."""
+        directory = Path(directory)
+        config_file = directory / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{directory}: not a saved CLIBD model (no config.json)")
+        meta = json.loads(config_file.read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{config_file}: unsupported format {meta.get('format')!r} (expected {FORMAT_VERSION})")
+        cfg: ModelConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), meta["model"]))
+        if expected is not None:
+            diffs = architecture_differences(cfg, expected)
+            if diffs:
+                raise CheckpointMismatchError(mismatch_message(directory, "saved model config", diffs))
+        # The saved weights replace everything, so never fetch the towers' own checkpoints
+        # (the text tower's ``name`` is not read when its architecture is given).
+        cfg.image = dataclasses.replace(cfg.image, pretrained=None)
+        cfg.dna = dataclasses.replace(cfg.dna, pretrained=None)
+        tokenizer = None
+        if cfg.text.enabled:
+            tokenizer = AutoTokenizer.from_pretrained(directory / "text_tokenizer", local_files_only=True)
+        model = cls(cfg, text_tokenizer=tokenizer, architectures=meta["architectures"])
+        missing, unexpected = load_model(model, str(directory / "model.safetensors"), strict=False)
+        if missing or unexpected:
+            raise CheckpointMismatchError(
+                f"{directory / 'model.safetensors'}: weights do not fit the model built from config.json: "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+        return model
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _NOT_ARCHITECTURE:
+            continue
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def architecture_differences(found: ModelConfig, expected: ModelConfig) -> dict[str, tuple[Any, Any]]:
+    """Dotted config fields (towers, sizes, vocabulary, embed_dim, ...) whose values differ."""
+    a, b = _flatten(dataclasses.asdict(found)), _flatten(dataclasses.asdict(expected))
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an old ``target`` is moved aside first, then deleted."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old)

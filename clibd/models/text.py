@@ -1,0 +1,95 @@
+"""Text tower: a transformers encoder over taxonomy strings, masked-mean or CLS pooled.
+
+``cfg.name`` (``TextTowerConfig``) is a model name (``prajjwal1/bert-small``) or a local
+directory holding model + tokenizer. With ``name: null`` the tower is a BERT built from the
+size fields over a WordPiece vocabulary trained on the data's taxonomy strings
+(:func:`build_text_tokenizer`), which is what the offline demo uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from tokenizers import BertWordPieceTokenizer
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
+from transformers import PreTrainedTokenizerBase
+
+from clibd.config import TextTowerConfig
+from clibd.models.pooling import pool
+
+_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Position table of a tower built from the size fields; taxonomy strings are far shorter.
+_MIN_POSITIONS = 512
+
+
+def _local(name: str) -> bool:
+    return Path(name).exists()
+
+
+def build_text_tokenizer(cfg: TextTowerConfig, corpus: Optional[Sequence[str]] = None) -> PreTrainedTokenizerBase:
+    """The tokenizer of ``cfg.name``, or (``name: null``) a WordPiece one trained on ``corpus``."""
+    if cfg.name is not None:
+        return AutoTokenizer.from_pretrained(cfg.name, local_files_only=_local(cfg.name))
+    if not corpus:
+        raise ValueError("text.name is null: a tokenizer must be trained, so pass the taxonomy strings as corpus")
+    wordpiece = BertWordPieceTokenizer(lowercase=False)
+    # Sorted unique strings: the vocabulary then depends only on the set of strings.
+    wordpiece.train_from_iterator(
+        sorted(set(corpus)), vocab_size=cfg.vocab_size, min_frequency=1, special_tokens=_SPECIAL_TOKENS, show_progress=False
+    )
+    return BertTokenizerFast(
+        tokenizer_object=wordpiece._tokenizer,
+        unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
+    )
+
+
+def _drop_pooler(model: nn.Module) -> nn.Module:
+    # The pooler is never used; left in, its parameters get no gradient, which DDP rejects.
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+    return model
+
+
+class TextTower(nn.Module):
+    """``forward(ids [B,T], mask [B,T]) -> [B, hidden]``."""
+
+    default_lora_targets = ["query", "value"]
+
+    def __init__(self, cfg: TextTowerConfig, tokenizer: PreTrainedTokenizerBase, arch: Optional[dict] = None) -> None:
+        super().__init__()
+        if cfg.pooling not in ("mean", "cls"):
+            raise ValueError(f"text.pooling={cfg.pooling!r}: choose 'mean' or 'cls'")
+        self.pooling = cfg.pooling
+        if arch is not None:
+            config = AutoConfig.for_model(**arch["config"])
+            self.backbone = _drop_pooler(AutoModel.from_config(config))
+        elif cfg.name is not None:
+            self.backbone = _drop_pooler(AutoModel.from_pretrained(cfg.name, local_files_only=_local(cfg.name)))
+        else:
+            config = BertConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=cfg.hidden_size,
+                num_hidden_layers=cfg.num_layers,
+                num_attention_heads=cfg.num_heads,
+                intermediate_size=cfg.intermediate_size,
+                max_position_embeddings=max(cfg.max_length or 0, _MIN_POSITIONS),
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            self.backbone = BertModel(config, add_pooling_layer=False)
+        if self.backbone.config.vocab_size < len(tokenizer):
+            raise ValueError(
+                f"text tokenizer has {len(tokenizer)} tokens but the text model's vocab_size is "
+                f"{self.backbone.config.vocab_size}"
+            )
+        self.output_dim = self.backbone.config.hidden_size
+        self.arch = {"config": self.backbone.config.to_dict()}
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        return pool(hidden, mask, self.pooling)
