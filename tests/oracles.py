@@ -28,3 +28,28 @@ def kmer_tokenize_reference(
         ids.append(prefix + [table.get(s[i : i + k], unk) for i in starts])
         masks.append([1] * len(prefix) + [int(i < n_real) for i in starts])
     return np.array(ids), np.array(masks)
+
+
+def topk_accuracy_reference(
+    query_labels: np.ndarray, neighbour_labels: np.ndarray, ks: tuple[int, ...], ranks: tuple[str, ...]
+) -> dict:
+    """Per query, per rank, per k: is the label among the first k neighbours' labels? (clibd.metrics rules)"""
+    queries, neighbours = np.asarray(query_labels).tolist(), np.asarray(neighbour_labels).tolist()
+    out: dict = {"micro": {}, "macro": {}}
+    for j, rank in enumerate(ranks):
+        out["micro"][rank], out["macro"][rank] = {}, {}
+        for k in ks:
+            hits: dict[int, int] = {}
+            counts: dict[int, int] = {}
+            for label_row, neighbour_rows in zip(queries, neighbours):
+                label = label_row[j]
+                if label < 0:
+                    continue
+                found = label in [row[j] for row in neighbour_rows[:k]]
+                hits[label] = hits.get(label, 0) + found
+                counts[label] = counts.get(label, 0) + 1
+            n = sum(counts.values())
+            out["micro"][rank][f"top{k}"] = sum(hits.values()) / n if n else float("nan")
+            per_class = [hits[c] / counts[c] for c in counts]
+            out["macro"][rank][f"top{k}"] = sum(per_class) / len(per_class) if per_class else float("nan")
+    return out

@@ -1,0 +1,131 @@
+"""clibd.retrieval.ReferenceIndex: exact search, approximate recall, ties, save/load, refusals."""
+
+import json
+
+import faiss
+import numpy as np
+import pandas as pd
+import pytest
+
+from clibd import ReferenceIndex
+from clibd.retrieval import IndexMismatchError
+
+
+def _clustered(n: int, dim: int, centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return centres[rng.integers(len(centres), size=n)] + rng.normal(size=(n, dim)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clustered() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(200, 64)).astype(np.float32)
+    return _clustered(20_000, 64, centres, rng), _clustered(500, 64, centres, rng)
+
+
+def _taxonomy(n: int) -> pd.DataFrame:
+    genus = pd.array([f"G{i % 7}" for i in range(n)], dtype="string")
+    species = pd.array([None if i % 5 == 0 else f"G{i % 7} s{i % 13}" for i in range(n)], dtype="string")
+    return pd.DataFrame({"genus": genus, "species": species})
+
+
+def test_flat_is_exact_cosine_and_leaves_inputs_alone() -> None:
+    rng = np.random.default_rng(1)
+    keys = rng.normal(size=(300, 16)) * rng.uniform(0.1, 10, size=(300, 1))  # float64, not normalised
+    queries = rng.normal(size=(40, 16))
+    keys_before = keys.copy()
+    index = ReferenceIndex(16, device="cpu")
+    index.add(keys, ids=[f"k{i}" for i in range(300)])
+    scores, positions = index.search(queries, 5)
+    cos = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (keys / np.linalg.norm(keys, axis=1, keepdims=True)).T
+    want = np.argsort(-cos, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(positions, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(cos, want, 1), atol=1e-5)
+    assert scores.dtype == np.float32 and positions.dtype == np.int64
+    np.testing.assert_array_equal(keys, keys_before)
+    assert index.ids[positions[0, 0]] == f"k{want[0, 0]}"
+
+
+def test_ties_go_to_the_key_added_first() -> None:
+    keys = np.array([[0, 1], [1, 0], [1, 0], [2, 0], [0, 3]], dtype=np.float32)  # keys 1..3 identical in direction
+    index = ReferenceIndex(2, device="cpu")
+    index.add(keys, ids=list("abcde"))
+    scores, positions = index.search(np.array([[1.0, 0.0]] * 30), 4)  # 30 queries: FAISS's batched path too
+    np.testing.assert_array_equal(positions, [[1, 2, 3, 0]] * 30)
+    np.testing.assert_allclose(scores[0], [1, 1, 1, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kind, options, weak", [("ivf", {"nprobe": 32}, {"nprobe": 1}), ("hnsw", {"ef_search": 128}, {"ef_search": 1})]
+)
+def test_approximate_recall_at_1_against_exact(clustered, kind: str, options: dict, weak: dict) -> None:
+    keys, queries = clustered
+    ids = np.arange(len(keys)).astype(str)
+    exact = ReferenceIndex(64, "flat", device="cpu")
+    exact.add(keys, ids)
+    approx = ReferenceIndex(64, kind, device="cpu", **options)
+    approx.add(keys, ids)
+    _, want = exact.search(queries, 1)
+    _, got = approx.search(queries, 1)
+    recall = float((got[:, 0] == want[:, 0]).mean())
+    assert recall >= 0.95, f"{kind} recall@1 {recall:.3f} < 0.95"
+    # The search parameter is live: a starved search on the same index loses recall.
+    for name, value in weak.items():
+        setattr(approx, name, value)
+    _, starved = approx.search(queries, 1)
+    assert float((starved[:, 0] == want[:, 0]).mean()) < 0.9
+    if kind == "ivf":
+        assert approx.nlist == min(round(4 * np.sqrt(len(keys))), len(keys) // 39)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_save_load_round_trip(tmp_path, kind: str) -> None:
+    rng = np.random.default_rng(2)
+    keys, queries = rng.normal(size=(2000, 8)), rng.normal(size=(50, 8))
+    index = ReferenceIndex(8, kind, device="cpu", checkpoint_hash="abc123", metadata={"new_species_threshold": 0.42})
+    index.add(keys[:1500], [f"id{i}" for i in range(1500)], _taxonomy(2000).iloc[:1500])
+    index.add(keys[1500:], [f"id{i}" for i in range(1500, 2000)], _taxonomy(2000).iloc[1500:])
+    before = index.search(queries, 5)
+    index.save(tmp_path / "ref")
+    loaded = ReferenceIndex.load(tmp_path / "ref", expected_dim=8, expected_checkpoint_hash="abc123", device="cpu")
+    after = loaded.search(queries, 5)
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(before[0], after[0])
+    assert loaded.ids.tolist() == [f"id{i}" for i in range(2000)]
+    pd.testing.assert_frame_equal(loaded.taxonomy, _taxonomy(2000))
+    assert loaded.metadata == {"new_species_threshold": 0.42}
+    assert (loaded.kind, loaded.dim, loaded.checkpoint_hash, len(loaded)) == (kind, 8, "abc123", 2000)
+    assert json.loads((tmp_path / "ref" / "meta.json").read_text())["count"] == 2000
+
+
+def test_load_refuses_mismatch(tmp_path) -> None:
+    index = ReferenceIndex(4, device="cpu", checkpoint_hash="model-A")
+    index.add(np.eye(4), list("abcd"))
+    index.save(tmp_path)
+    with pytest.raises(IndexMismatchError, match=r"4-d embeddings but the model makes 8-d"):
+        ReferenceIndex.load(tmp_path, expected_dim=8)
+    with pytest.raises(IndexMismatchError, match=r"'model-A', not 'model-B'"):
+        ReferenceIndex.load(tmp_path, expected_checkpoint_hash="model-B")
+    with pytest.raises(FileNotFoundError, match="not a saved ReferenceIndex"):
+        ReferenceIndex.load(tmp_path / "nowhere")
+
+
+def test_bad_input_is_refused_with_the_problem_named() -> None:
+    index = ReferenceIndex(3, device="cpu")
+    with pytest.raises(ValueError, match=r"zero or non-finite \(first rows \[1, 2\]\)"):
+        index.add(np.array([[1, 0, 0], [0, 0, 0], [np.nan, 1, 0]]), list("abc"))
+    with pytest.raises(ValueError, match="dim 2, the index 3"):
+        index.add(np.ones((2, 2)), list("ab"))
+    index.add(np.eye(3), list("abc"))
+    with pytest.raises(ValueError, match=r"duplicate key ids, e.g. \['b'\]"):
+        index.add(np.eye(3)[:1], ["b"])
+    with pytest.raises(ValueError, match="k=4 must lie in 1..3"):
+        index.search(np.eye(3), 4)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ReferenceIndex(3, kind="lsh")
+
+
+@pytest.mark.skipif(faiss.get_num_gpus() > 0, reason="checks the CPU-only build's refusal")
+def test_cuda_without_gpu_faiss_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="faiss-gpu"):
+        ReferenceIndex(4, device="cuda")
+    assert not ReferenceIndex(4, device="auto").on_gpu
