@@ -1,0 +1,130 @@
+"""Image decoding (bytes -> RGB PIL image) and the evaluation / training transforms.
+
+Decoding rules:
+  - grey-scale, palette, CMYK and 16-bit images are converted to RGB; images with
+    transparency are composited on white (the BIOSCAN background), not on black;
+  - JPEGs decode in PIL's draft mode at the smallest DCT scale (1/2, 1/4, 1/8) that still
+    covers the size the transform needs, so 1024x768 originals decode several times faster;
+  - empty, unidentifiable or truncated data raises ``ImageDecodeError`` naming the ref;
+  - an image whose header declares more than ``MAX_IMAGE_PIXELS`` pixels is refused before
+    any pixel is decoded (decompression-bomb guard).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from clibd.config import AugmentConfig, DataConfig
+
+# 50 megapixels: ~60x a BIOSCAN original (1024x768) and above any camera photo a user
+# would classify; a decoded RGB image this size already takes 150 MB.
+MAX_IMAGE_PIXELS = 50_000_000
+
+WHITE = (255, 255, 255)
+
+
+class ImageDecodeError(ValueError):
+    """Image bytes that cannot be turned into an RGB image; the message names the ref."""
+
+
+def decode_image(
+    data: bytes, ref: str, min_side: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+) -> Image.Image:
+    """Decode ``data`` into an RGB image; ``min_side`` lets JPEGs decode at reduced size.
+
+    With ``min_side`` the result's shorter side is at least ``min_side`` (or the original's,
+    if smaller), never scaled below what the transform needs.
+    """
+    if not data:
+        raise ImageDecodeError(f"image {ref}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # PIL's own bomb limit is looser than ours; its warning would only duplicate our check.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageDecodeError(
+                f"image {ref}: {width}x{height} = {width * height} pixels exceeds the limit of "
+                f"{max_pixels} (decompression-bomb guard)"
+            )
+        if min_side is not None:
+            img.draft("RGB", (min_side, min_side))  # no-op for formats other than JPEG
+        img.load()
+    except ImageDecodeError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        # OSError covers UnidentifiedImageError and "image file is truncated".
+        raise ImageDecodeError(f"image {ref}: cannot decode ({type(err).__name__}: {err})") from None
+    return _to_rgb(img)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", img.size, WHITE)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: rescale to 8 bits rather than clipping everything above 255.
+        scale = 1 / 256 if img.mode.startswith("I;16") else 1 / 65536
+        img = img.point(lambda v: v * scale).convert("L")
+    return img.convert("RGB")
+
+
+def decode_side(image_size: int, augment: AugmentConfig | None) -> int:
+    """Shorter side an image must keep before the transform so nothing is upsampled.
+
+    RandomResizedCrop takes a crop of ``scale_min`` of the area at smallest, i.e. a side
+    ``sqrt(scale_min)`` of the original's, and scales it up to ``image_size``.
+    """
+    if augment is None or not augment.enabled:
+        return image_size
+    return math.ceil(image_size / math.sqrt(augment.scale_min))
+
+
+def build_transform(
+    image_size: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    augment: AugmentConfig | None = None,
+) -> v2.Compose:
+    """PIL RGB image -> normalised float32 tensor ``[3, image_size, image_size]``.
+
+    ``augment`` None (or disabled) gives the deterministic evaluation transform: resize the
+    shorter side to ``image_size`` and center-crop. Otherwise RandomResizedCrop with
+    ``scale=(augment.scale_min, 1)``, then the configured flips, rotation (corners filled
+    white) and colour jitter. ``mean``/``std`` default to the BIOSCAN-5M statistics.
+    """
+    defaults = DataConfig()
+    mean = list(defaults.mean if mean is None else mean)
+    std = list(defaults.std if std is None else std)
+    if augment is None or not augment.enabled:
+        geometry: list[v2.Transform] = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
+    else:
+        if not 0 < augment.scale_min <= 1:
+            raise ValueError(f"augment.scale_min must be in (0, 1], got {augment.scale_min}")
+        geometry = [v2.RandomResizedCrop(image_size, scale=(augment.scale_min, 1.0), antialias=True)]
+        if augment.hflip > 0:
+            geometry.append(v2.RandomHorizontalFlip(augment.hflip))
+        if augment.vflip > 0:
+            geometry.append(v2.RandomVerticalFlip(augment.vflip))
+        if augment.rotate_degrees > 0:
+            geometry.append(v2.RandomRotation(augment.rotate_degrees, fill=WHITE))
+        if augment.color_jitter > 0:
+            j = augment.color_jitter
+            geometry.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    return v2.Compose(
+        [*geometry, v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    )
