@@ -37,6 +37,7 @@ def reduce_umap(
         min_dist=0.0,
         metric=metric,
         random_state=seed,
+        n_jobs=1,  # a seeded UMAP runs on one thread anyway
     )
     return reducer.fit_transform(emb)
 
