@@ -1,0 +1,113 @@
+"""BIOSCAN-5M as it ships (REFERENCE.md section 1), the same root the ``bioscan-dataset`` package reads:
+
+    <root>/bioscan5m/metadata/csv/BIOSCAN_5M_Insect_Dataset_metadata.csv   (23 columns)
+    <root>/bioscan5m/images/<package>/<split>/<chunk>/<processid>.jpg
+
+``root`` may also be the ``bioscan5m`` folder itself. ``chunk`` is the first 2 hex
+characters of md5(processid) for pretrain, the first 1 for train and other_heldout, and
+absent (no sub-folder) for the other splits. The CSV's ``chunk`` column is used where
+filled (as bioscan-dataset does); where it is empty the chunk is computed (hashlib, one
+call per such processid: a Python loop, but only over rows lacking a chunk). Filled
+chunks are checked against the rule on an evenly spaced sample of rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from clibd.data.sources.delimited import read_delimited
+from clibd.data.specimens import normalise_table
+from clibd.taxonomy import ALL_RANKS
+
+FOLDER = "bioscan5m"
+METADATA_FILE = Path("metadata", "csv", "BIOSCAN_5M_Insect_Dataset_metadata.csv")
+# The 23 columns in file order and their types (text unless typed).
+COLUMN_TYPES: dict[str, pa.DataType] = {
+    "processid": pa.string(),
+    "sampleid": pa.string(),
+    "taxon": pa.string(),
+    **{rank: pa.string() for rank in ALL_RANKS},
+    "dna_bin": pa.string(),
+    "dna_barcode": pa.string(),
+    "country": pa.string(),
+    "province_state": pa.string(),
+    "coord-lat": pa.float64(),
+    "coord-lon": pa.float64(),
+    "image_measurement_value": pa.float64(),
+    "area_fraction": pa.float64(),
+    "scale_factor": pa.float64(),
+    "inferred_ranks": pa.uint8(),
+    "split": pa.string(),
+    "index_bioscan_1M_insect": pa.int64(),
+    "chunk": pa.string(),
+}
+COLUMNS: tuple[str, ...] = tuple(COLUMN_TYPES)
+# The contract columns every metadata file must hold; the others are read when present.
+REQUIRED = ("processid", "split", *ALL_RANKS, "dna_bin", "dna_barcode")
+CHUNK_CHARS = {"pretrain": 2, "train": 1, "other_heldout": 1}
+SPLITS = ("pretrain", "train", "val", "test", "key_unseen", "val_unseen", "test_unseen", "other_heldout")
+CHUNK_CHECK_SAMPLE = 10_000
+
+
+def dataset_dir(root: str | Path) -> Path:
+    """The ``bioscan5m`` folder under (or at) ``root``."""
+    root = Path(root)
+    for base in (root / FOLDER, root):
+        if (base / METADATA_FILE).is_file():
+            return base
+    raise FileNotFoundError(
+        f"BIOSCAN-5M metadata not found: expected {root / FOLDER / METADATA_FILE} "
+        f"(or {root / METADATA_FILE} when data.root is the {FOLDER} folder itself)"
+    )
+
+
+def md5_chunk(processid: str, split: str) -> str:
+    """The image sub-folder of one specimen ('' for splits without chunks)."""
+    n = CHUNK_CHARS.get(split, 0)
+    return hashlib.md5(processid.encode()).hexdigest()[:n] if n else ""
+
+
+def _fill_chunks(meta: pd.DataFrame) -> pd.Series:
+    chunk = meta["chunk"].astype("string") if "chunk" in meta else pd.Series(pd.NA, index=meta.index, dtype="string")
+    chunk = chunk.str.strip().mask(chunk.str.strip().eq("").fillna(False))
+    todo = np.flatnonzero((chunk.isna() & meta["split"].isin(list(CHUNK_CHARS))).to_numpy(dtype=bool))
+    if len(todo):
+        ids, splits = meta["processid"].iloc[todo], meta["split"].iloc[todo]
+        chunk.iloc[todo] = [md5_chunk(p, s) for p, s in zip(ids.fillna(""), splits)]
+    return chunk
+
+
+def _check_chunks(meta: pd.DataFrame, chunk: pd.Series, source: Path) -> None:
+    """Filled chunks must follow the md5 rule (sampled: a wrong layout shows on any row)."""
+    rows = np.flatnonzero((chunk.notna() & meta["split"].isin(SPLITS) & meta["processid"].notna()).to_numpy(dtype=bool))
+    if len(rows) > CHUNK_CHECK_SAMPLE:
+        rows = rows[np.linspace(0, len(rows) - 1, CHUNK_CHECK_SAMPLE).astype(int)]
+    for i in rows:
+        pid, split, got = meta["processid"].iat[i], meta["split"].iat[i], chunk.iat[i]
+        expected = md5_chunk(pid, split)
+        if got != expected:
+            raise ValueError(
+                f"{source}: record {pid!r} (row {i}): chunk column {got!r} disagrees with the "
+                f"BIOSCAN-5M rule for split {split!r} (md5 prefix {expected!r})"
+            )
+
+
+def read_bioscan5m(root: str | Path, image_package: str = "cropped_256", check_images: bool = True) -> pd.DataFrame:
+    """The specimen table of a BIOSCAN-5M root (every split; the 23 columns kept as extras)."""
+    base = dataset_dir(root).resolve()
+    image_dir = base / "images" / image_package
+    if check_images and not image_dir.is_dir():
+        raise FileNotFoundError(f"BIOSCAN-5M images not found: expected the folder {image_dir} (data.image_package)")
+    csv_path = base / METADATA_FILE
+    meta = read_delimited(csv_path, required=REQUIRED, types=COLUMN_TYPES)
+    chunk = _fill_chunks(meta)
+    _check_chunks(meta, chunk, csv_path)
+    sub = (chunk + "/").fillna("")
+    meta["chunk"] = chunk
+    meta["image_ref"] = f"{image_dir}/" + meta["split"].str.strip() + "/" + sub + meta["processid"].str.strip() + ".jpg"
+    return normalise_table(meta)

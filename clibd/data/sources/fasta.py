@@ -1,0 +1,58 @@
+"""Barcodes from FASTA, and FASTA written from a specimen table.
+
+Accepted headers (after ``>``):
+
+- ``id`` or ``id description``: the id is the first word; the description is dropped;
+- ``id|split|order|family|genus|species``: fields separated by ``|`` (they may hold spaces,
+  e.g. a species name; trailing fields may be left out; an empty field is unknown).
+
+Sequence lines are joined with all whitespace removed; CRLF and a UTF-8 BOM are accepted.
+Text before the first header, or a header with more than 6 fields, is an error naming the line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clibd.data.specimens import normalise_table
+
+HEADER_FIELDS = ("processid", "split", "order", "family", "genus", "species")
+
+
+def read_fasta(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FASTA file not found: {path}")
+    text = path.read_text(encoding="utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+    chunks = ("\n" + text).split("\n>")
+    if chunks[0].strip():
+        line = next(i for i, s in enumerate(text.split("\n"), 1) if s.strip())
+        raise ValueError(f"{path}: line {line}: expected a '>' header line, found {chunks[0].strip()[:60]!r}")
+    records = pd.Series(chunks[1:], dtype="string")
+    parts = records.str.partition("\n")
+    head, seq = parts[0], parts[2].str.replace(r"\s+", "", regex=True)
+    line_of = 1 + np.concatenate([[0], np.cumsum(records.str.count("\n").to_numpy(dtype=np.int64) + 1)[:-1]])
+    piped = head.str.contains("|", regex=False)
+    fields = head.str.split("|", expand=True) if len(head) else pd.DataFrame()
+    if fields.shape[1] > len(HEADER_FIELDS):
+        bad = int(np.flatnonzero(fields[len(HEADER_FIELDS)].notna().to_numpy())[0])
+        raise ValueError(
+            f"{path}: line {line_of[bad]}: header has more than {len(HEADER_FIELDS)} '|'-separated fields "
+            f"({'|'.join(HEADER_FIELDS)}): {head.iat[bad][:80]!r}"
+        )
+    table = pd.DataFrame({name: fields[j] if j in fields else pd.NA for j, name in enumerate(HEADER_FIELDS)})
+    first_word = head.str.strip().str.split(n=1).str[0]
+    table["processid"] = table["processid"].where(piped, first_word) if len(table) else table["processid"]
+    table["dna_barcode"] = seq
+    return normalise_table(table)
+
+
+def write_fasta(table: pd.DataFrame, path: str | Path) -> None:
+    """One record per row: ``>processid|split|order|family|genus|species`` and the barcode on one line."""
+    fields = [table[c].astype("string").fillna("") for c in HEADER_FIELDS]
+    header = fields[0].str.cat(fields[1:], sep="|")
+    body = ">" + header + "\n" + table["dna_barcode"].astype("string").fillna("") + "\n"
+    Path(path).write_text("".join(body.tolist()), encoding="utf-8")

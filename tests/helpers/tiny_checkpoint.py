@@ -1,0 +1,42 @@
+"""A tiny CLIBD model (all three towers) saved in the real checkpoint layout, for the
+embed / classify / eval tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from clibd.config import Config, DnaTowerConfig, ImageTowerConfig, ModelConfig, TextTowerConfig, save_config
+from clibd.models.clibd_model import CLIBDModel
+from clibd.models.text import build_text_tokenizer
+
+CORPUS = [
+    "Diptera Cecidomyiidae not_classified not_classified",
+    "Diptera Sciaridae Bradysia Bradysia_impatiens",
+    "Hymenoptera Braconidae Aleiodes not_classified",
+]
+
+
+def tiny_model_cfg(image_size: int = 32) -> ModelConfig:
+    return ModelConfig(
+        embed_dim=16,
+        image=ImageTowerConfig(name="test_vit", image_size=image_size),
+        dna=DnaTowerConfig(k=4, max_nucleotides=660, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+        text=TextTowerConfig(name=None, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=200),
+    )
+
+
+def tiny_model(corpus: Sequence[str] = CORPUS, seed: int = 0, cfg: ModelConfig | None = None) -> CLIBDModel:
+    torch.manual_seed(seed)
+    cfg = cfg or tiny_model_cfg()
+    return CLIBDModel(cfg, text_tokenizer=build_text_tokenizer(cfg.text, list(corpus))).eval()
+
+
+def save_run(run_dir: Path, model: CLIBDModel, cfg: Config | None = None) -> Path:
+    """``run_dir/model`` (save_pretrained) + ``run_dir/config.yaml``, as ``python train.py`` leaves them."""
+    cfg = cfg or Config()
+    cfg.model = model.cfg
+    save_config(cfg, run_dir / "config.yaml")
+    return model.save_pretrained(run_dir / "model")
