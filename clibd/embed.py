@@ -69,6 +69,10 @@ def shard(n: int, rank: int, world: int) -> range:
     return range(rank * n // world, (rank + 1) * n // world)
 
 
+def _identity(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch
+
+
 @torch.inference_mode()
 def embed_dataset(
     model: torch.nn.Module,
@@ -76,35 +80,36 @@ def embed_dataset(
     modality: str,
     batch_size: int,
     accelerator: Any = None,
-    collate_fn: Optional[Callable] = None,
     num_workers: int = 0,
     bf16: bool = True,
     progress: bool = True,
 ) -> np.ndarray:
     """float32 ``[len(dataset), D]`` embeddings in dataset order, on every process.
 
-    Under ``accelerate launch`` each process embeds a contiguous shard; the shards are
-    padded to equal length, gathered, and the padding dropped, so every rank gets the
-    same array as a single-process run.
+    ``dataset.__getitems__(rows)`` returns the batch dict (``SpecimenDataset``), with
+    ``index`` = the rows served; a row it drops (a bad record under ``bad_records=skip``)
+    stays NaN. Under ``accelerate launch`` each process embeds a contiguous shard; the
+    shards are padded to equal length, gathered, and the padding dropped, so every rank
+    gets the same array as a single-process run.
     """
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
-    n = len(dataset)
+    n, dim = len(dataset), int(model.cfg.embed_dim)
     rows = shard(n, rank, world)
-    collate_fn = collate_fn or getattr(dataset, "collate", None)
-    loader = DataLoader(Subset(dataset, rows), batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers)
+    loader = DataLoader(
+        Subset(dataset, rows), batch_size=batch_size, collate_fn=_identity, num_workers=num_workers
+    )
+    local = torch.full((len(rows), dim), float("nan"), device=device)
     was_training = model.training
     model.eval()
-    parts = []
     bar = tqdm(loader, desc=f"embed {modality}", disable=not progress or rank != 0, leave=False)
     with _autocast(device, bf16):
         for batch in bar:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            parts.append(encode_batch(model, batch, modality).float())
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if len(batch["index"]):
+                local[batch["index"] - rows.start] = encode_batch(model, batch, modality).float()
     model.train(was_training)
-    dim = int(model.cfg.embed_dim)
-    local = torch.cat(parts) if parts else torch.zeros((0, dim), device=device)
     if world == 1:
         return local.cpu().numpy()
     longest = -(-n // world)
@@ -183,6 +188,9 @@ class Embedder:
     ``Embedder("runs/demo/model").embed_images(["a.jpg", ...]) -> (emb [N,D], ids, skipped)``;
     ``embed_dna(sequences, ids) -> (emb, ids)``; ``embed_text(strings) -> emb``.
     Embeddings are float32, L2-normalised, in input order (skipped inputs left out).
+
+    Image normalisation: ``mean``/``std`` if given, else ``data.mean``/``data.std`` of the
+    run's ``config.yaml`` (:func:`find_run_config`), else the BIOSCAN-5M defaults (with a warning). The image size is the checkpoint's.
     """
 
     def __init__(
@@ -192,6 +200,8 @@ class Embedder:
         batch_size: int = 64,
         bf16: bool = True,
         num_workers: int = 0,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
     ) -> None:
         from clibd.data.transforms import build_transform
         from clibd.models.clibd_model import CLIBDModel
@@ -199,14 +209,15 @@ class Embedder:
         if isinstance(model_or_checkpoint_dir, (str, Path)):
             self.checkpoint_hash: Optional[str] = checkpoint_hash(model_or_checkpoint_dir)
             model = CLIBDModel.from_pretrained(model_or_checkpoint_dir)
+            if mean is None or std is None:
+                mean, std = _run_normalisation(Path(model_or_checkpoint_dir), mean, std)
         else:
             self.checkpoint_hash, model = None, model_or_checkpoint_dir
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.batch_size, self.bf16, self.num_workers = batch_size, bf16, num_workers
-        image = self.model.cfg.image
-        self.image_size = int(image.image_size)
-        self.transform = build_transform(self.image_size, image.mean, image.std)
+        self.image_size = int(self.model.cfg.image.image_size)
+        self.transform = build_transform(self.image_size, mean, std)
 
     @property
     def dim(self) -> int:
@@ -268,3 +279,30 @@ class Embedder:
             )
             parts.append(self._encode({"text_ids": tokens["input_ids"], "text_mask": tokens["attention_mask"]}, "text"))
         return self._stack(parts)
+
+
+def find_run_config(checkpoint_dir: str | Path) -> Optional[Path]:
+    """The run's ``config.yaml`` in the checkpoint folder or up to three folders above it
+    (``python train.py`` writes OUT/config.yaml, OUT/model and OUT/checkpoints/<name>/model)."""
+    folder = Path(checkpoint_dir).resolve()
+    for candidate in (folder, *list(folder.parents)[:3]):
+        if (candidate / "config.yaml").is_file():
+            return candidate / "config.yaml"
+    return None
+
+
+def _run_normalisation(
+    checkpoint_dir: Path, mean: Optional[Sequence[float]], std: Optional[Sequence[float]]
+) -> tuple[Sequence[float], Sequence[float]]:
+    from clibd.config import DataConfig, load_config
+
+    found = find_run_config(checkpoint_dir)
+    if found is not None:
+        data = load_config(found).data
+        return mean or data.mean, std or data.std
+    warnings.warn(
+        f"no run config.yaml at or above {checkpoint_dir}: normalising images with the BIOSCAN-5M "
+        "mean/std defaults; pass mean= and std= if the model was trained with others",
+        stacklevel=3,
+    )
+    return mean or DataConfig().mean, std or DataConfig().std

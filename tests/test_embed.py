@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from clibd.embed import cached_embeddings, embed_dataset, shard
 
 N, L, DIM = 11, 7, 5  # 11 rows over 2 processes: shards of 5 and 6 (padded gather)
+DROPPED = (0, 7)  # rows the dataset refuses to serve: they come back NaN, in place
 
 
 class CountingDna(nn.Module):
@@ -36,15 +37,19 @@ class CountingDna(nn.Module):
 
 
 class Rows(Dataset):
-    def __init__(self) -> None:
+    """Serves whole batches like SpecimenDataset; drops ``dropped`` rows as a skipped bad record would be."""
+
+    def __init__(self, dropped: tuple[int, ...] = ()) -> None:
         g = torch.Generator().manual_seed(3)
         self.ids = torch.randint(0, 20, (N, L), generator=g)
+        self.dropped = dropped
 
     def __len__(self) -> int:
         return N
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"dna_ids": self.ids[i], "dna_mask": (self.ids[i] > 2).long(), "index": torch.tensor(i)}
+    def __getitems__(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        served = torch.tensor([r for r in rows if r not in self.dropped], dtype=torch.long)
+        return {"dna_ids": self.ids[served], "dna_mask": (self.ids[served] > 2).long(), "index": served}
 
 
 def test_shard_covers_rows_once() -> None:
@@ -61,7 +66,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     )
     torch.set_num_threads(1)
     accelerator = Accelerator(cpu=True)
-    emb = embed_dataset(CountingDna(), Rows(), "dna", batch_size=2, accelerator=accelerator, progress=False)
+    emb = embed_dataset(CountingDna(), Rows(DROPPED), "dna", batch_size=2, accelerator=accelerator, progress=False)
     np.save(Path(out) / f"rank{rank}.npy", emb)
     accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()
@@ -74,8 +79,11 @@ def _free_port() -> int:
 
 
 def test_two_process_embedding_equals_one_process(tmp_path: Path) -> None:
-    single = embed_dataset(CountingDna(), Rows(), "dna", batch_size=3, progress=False)
+    single = embed_dataset(CountingDna(), Rows(DROPPED), "dna", batch_size=3, progress=False)
     assert single.shape == (N, DIM)
+    assert np.isnan(single).all(axis=1).tolist() == [i in DROPPED for i in range(N)]
+    whole = embed_dataset(CountingDna(), Rows(), "dna", batch_size=N, progress=False)
+    np.testing.assert_allclose(single[1:5], whole[1:5], rtol=1e-6)  # batching does not change rows
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         np.testing.assert_allclose(np.load(tmp_path / f"rank{rank}.npy"), single, rtol=1e-6, atol=1e-6)
@@ -93,3 +101,69 @@ def test_cache_hit_does_not_call_the_model(tmp_path: Path) -> None:
     cached_embeddings(tmp_path, {**key, "role": "test_seen"}, compute)
     assert model.calls == 6  # another role is another entry
     assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 2
+
+
+# ---- Embedder on real photos and barcodes -------------------------------------------------
+# The model stack is imported inside the tests: the spawned workers above re-import this module.
+
+from tests.data_paths import BOLD_4K, REAL_IMAGES, needs_shared_data  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from clibd.config import Config
+    from tests.helpers.tiny_checkpoint import save_run, tiny_model
+
+    cfg = Config()
+    cfg.data.mean, cfg.data.std = [0.5, 0.4, 0.3], [0.2, 0.2, 0.2]
+    return save_run(tmp_path_factory.mktemp("run"), tiny_model(), cfg)
+
+
+def test_embedder_reads_normalisation_from_the_run_config(checkpoint: Path) -> None:
+    from clibd.embed import Embedder, checkpoint_hash
+
+    embedder = Embedder(checkpoint, device="cpu")
+    normalize = embedder.transform.transforms[-1]
+    assert list(normalize.mean) == [0.5, 0.4, 0.3] and list(normalize.std) == [0.2, 0.2, 0.2]
+    assert embedder.checkpoint_hash == checkpoint_hash(checkpoint) and len(embedder.checkpoint_hash) == 16
+
+
+@needs_shared_data
+def test_embed_real_photos_and_skip_unreadable_by_name(checkpoint: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from clibd.embed import Embedder
+
+    photos = sorted(REAL_IMAGES.glob("*.jpg"))[:6]
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    embedder = Embedder(checkpoint, device="cpu", batch_size=4)
+    with pytest.warns(UserWarning, match="empty.jpg"):
+        emb, ids, skipped = embedder.embed_images([photos[0], empty, *photos[1:]])
+    assert emb.shape == (6, 16) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    assert ids == [p.stem for p in photos]
+    assert [name for name, _ in skipped] == [str(empty)] and "empty" in skipped[0][1]
+    # Batch composition does not change a photo's embedding.
+    single = Embedder(checkpoint, device="cpu", batch_size=1)
+    alone, _, _ = single.embed_images([photos[2]])
+    np.testing.assert_allclose(alone[0], emb[2], atol=1e-5)
+    # An in-memory image (fully decoded; files decode in JPEG draft mode) lands next to its file.
+    in_memory, ids, _ = single.embed_images([Image.open(photos[2])])
+    assert ids == ["image-0"] and float(in_memory[0] @ emb[2]) > 0.999
+
+
+@needs_shared_data
+def test_embed_real_barcodes_and_text(checkpoint: Path) -> None:
+    from clibd.embed import Embedder
+    from clibd.specimen_inputs import read_barcodes
+
+    ids, seqs, skipped = read_barcodes([BOLD_4K])
+    assert len(ids) == 4278 and skipped == []
+    embedder = Embedder(checkpoint, device="cpu", batch_size=16)
+    emb, out_ids = embedder.embed_dna(seqs[:40], ids[:40])
+    assert emb.shape == (40, 16) and out_ids == ids[:40]
+    again, _ = embedder.embed_dna(seqs[5:6], ids[5:6])
+    np.testing.assert_allclose(again[0], emb[5], atol=1e-5)
+    text = embedder.embed_text(["Diptera Sciaridae Bradysia Bradysia_impatiens", "Diptera Sciaridae"])
+    assert text.shape == (2, 16) and not np.allclose(text[0], text[1])
