@@ -155,7 +155,8 @@ def pretrain_dna(cfg: Config) -> dict[str, Any]:
     """Read ``cfg.data``, keep ``cfg.pretrain.splits``, de-duplicate and pretrain."""
     from clibd.data.sources import read_specimens
 
-    table = read_specimens(cfg.data)
+    table, skips = read_specimens(cfg.data, require_image=False)  # DNA only: images are not needed
+    print(f"pretrain-dna: {skips.summary()}")
     if cfg.pretrain.splits:
         unknown = sorted(set(cfg.pretrain.splits) - set(table["split"].dropna().unique()))
         if unknown:
