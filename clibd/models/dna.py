@@ -126,7 +126,7 @@ class DnaTower(nn.Module):
         self.arch = {"bert": self.backbone.config.to_dict()}
 
     def enable_gradient_checkpointing(self) -> None:
-        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state

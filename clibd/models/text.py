@@ -35,13 +35,15 @@ def build_text_tokenizer(cfg: TextTowerConfig, corpus: Optional[Sequence[str]] =
         return AutoTokenizer.from_pretrained(cfg.name, local_files_only=_local(cfg.name))
     if not corpus:
         raise ValueError("text.name is null: a tokenizer must be trained, so pass the taxonomy strings as corpus")
-    wordpiece = BertWordPieceTokenizer(lowercase=False)
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
     # Sorted unique strings: the vocabulary then depends only on the set of strings.
     wordpiece.train_from_iterator(
         sorted(set(corpus)), vocab_size=cfg.vocab_size, min_frequency=1, special_tokens=_SPECIAL_TOKENS, show_progress=False
     )
     return BertTokenizerFast(
         tokenizer_object=wordpiece._tokenizer,
+        # transformers rebuilds the normalizer from this flag when the tokenizer is reloaded
+        do_lower_case=True,
         unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
     )
 
@@ -88,7 +90,7 @@ class TextTower(nn.Module):
         self.arch = {"config": self.backbone.config.to_dict()}
 
     def enable_gradient_checkpointing(self) -> None:
-        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
