@@ -1,0 +1,104 @@
+"""Training checkpoints that a kill at any moment cannot corrupt.
+
+A checkpoint is a directory: accelerate's state (model, optimizer, scheduler, RNG states of
+every process), the model as ``CLIBDModel.save_pretrained`` under ``model/``, and
+``trainer_state.json`` (step, epoch, position in the epoch), written last. It is written
+under a temporary name, every file fsynced, then renamed into place; the previous copy is
+moved to ``<name>.old`` for the instant between the two renames, so one complete
+checkpoint exists at every moment (``resolve_checkpoint`` falls back to ``.old``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from accelerate import Accelerator
+
+STATE_FILE = "trainer_state.json"
+MODEL_DIR = "model"
+
+
+@dataclass
+class TrainerState:
+    epoch: int = 0
+    step: int = 0  # optimizer steps done
+    batch_in_epoch: int = 0  # micro-batches of ``epoch`` already consumed
+    skipped_nonfinite: int = 0
+    best: Optional[float] = None  # best value of train.best_metric so far
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or one could not be written."""
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")) + [root]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_complete(path: Path) -> bool:
+    return (path / STATE_FILE).is_file() and (path / MODEL_DIR).is_dir()
+
+
+def save_checkpoint(accelerator: Accelerator, model, path: Path, state: TrainerState) -> None:
+    """Write ``path`` atomically. Called on every process (accelerate saves per-rank RNG)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    old = path.with_name(f"{path.name}.old")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)  # left by a run killed while writing
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(model).save_pretrained(tmp / MODEL_DIR)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=1))
+            _fsync_tree(tmp)
+            if path.exists():
+                if old.exists():
+                    shutil.rmtree(old)
+                path.rename(old)
+            tmp.rename(path)
+            _fsync_dir(path.parent)
+            if old.exists():
+                shutil.rmtree(old)
+    except OSError as err:
+        raise CheckpointError(f"could not write checkpoint {path}: {err}") from err
+    accelerator.wait_for_everyone()
+
+
+def resolve_checkpoint(out_dir: Path, resume: str) -> Path:
+    """``latest`` -> OUT/checkpoints/last (or its ``.old`` twin after a kill mid-swap); else a path."""
+    if resume != "latest":
+        path = Path(resume)
+        if not is_complete(path):
+            raise CheckpointError(f"{path} is not a complete checkpoint (no {STATE_FILE} or {MODEL_DIR}/)")
+        return path
+    last = out_dir / "checkpoints" / "last"
+    for candidate in (last, last.with_name("last.old")):
+        if is_complete(candidate):
+            return candidate
+    raise CheckpointError(f"--resume latest: no complete checkpoint under {last.parent}")
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path) -> TrainerState:
+    accelerator.load_state(str(path))
+    return TrainerState(**json.loads((path / STATE_FILE).read_text()))

@@ -1,0 +1,71 @@
+"""``python train.py [--config CONFIG] [--out DIR] [--resume latest|PATH] [key=value ...]``.
+
+With no ``--config`` it trains ``configs/demo.yaml`` on the demo data (generated if absent).
+Exit status 0 when done, 143 when SIGTERM stopped it after a checkpoint (resume with
+``--resume latest``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+SIGTERM_EXIT = 143  # 128 + SIGTERM: "stopped, not finished", as schedulers expect
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help=f"run config (default: {DEMO_CONFIG.relative_to(DEMO_CONFIG.parents[1])})")
+    parser.add_argument("--out", help="output folder (default: the config's out_dir)")
+    parser.add_argument("--resume", help="'latest' (OUT/checkpoints/last) or a checkpoint directory")
+    parser.add_argument("--no-eval", action="store_true", help="skip the retrieval evaluation after training")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
+
+
+def run(args: argparse.Namespace) -> int:
+    from clibd.config import load_config
+    from clibd.training import train
+
+    cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
+    out = Path(args.out or cfg.out_dir)
+    cfg.out_dir = str(out)
+    result = train(cfg, out, resume=args.resume)
+    if result.interrupted:
+        print(f"stopped by SIGTERM at step {result.steps}; resume with: python train.py --config ... --out {out} --resume latest")
+        return SIGTERM_EXIT
+    evaluated = None if args.no_eval else _evaluate(cfg, result.model_dir)
+    _print_summary(result, evaluated)
+    return 0
+
+
+def _evaluate(cfg, model_dir: Path):
+    """The retrieval evaluation of ``clibd eval`` on the trained model (main process writes)."""
+    from accelerate import Accelerator
+
+    from clibd.model_eval import run_evaluation
+    from clibd.models.clibd_model import CLIBDModel
+
+    accelerator = Accelerator()
+    model = CLIBDModel.from_pretrained(model_dir).to(accelerator.device)
+    out = model_dir.parent / f"eval-{cfg.eval.split}"
+    run_evaluation(cfg, model, out, cfg.eval.split, accelerator, str(model_dir))
+    return out if accelerator.is_main_process else None
+
+
+def _print_summary(result, evaluated) -> None:
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
+    first, last = (result.losses[0][1], result.losses[-1][1]) if result.losses else (float("nan"), float("nan"))
+    out = result.out_dir
+    print(
+        f"\ndone: {result.steps} steps in {result.seconds:.0f} s ({result.samples_per_s:.1f} samples/s), "
+        f"loss {first:.4f} -> {last:.4f}, {result.skipped_nonfinite} non-finite steps skipped\n"
+        f"  config       {out / 'config.yaml'}\n"
+        f"  model        {result.model_dir}\n"
+        f"  checkpoints  {out / 'checkpoints'} (last, best)\n"
+        f"  step log     {out / 'train_log.jsonl'}\n"
+        f"  tensorboard  tensorboard --logdir {out}"
+        + (f"\n  evaluation   {evaluated}" if evaluated else "")
+    )

@@ -1,0 +1,92 @@
+"""What the training loop trains on: the model and the train / validation loaders built
+from the configured source (the demo data generated first when the config asks for it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from clibd.config import Config
+from clibd.data.dataset import SpecimenDataset, build_dataloader
+from clibd.data.roles import select_role
+from clibd.models.clibd_model import CLIBDModel
+from clibd.models.finetune import trainable_parameters
+from clibd.models.text import build_text_tokenizer
+from clibd.taxonomy import taxonomy_text
+
+
+@dataclass
+class TrainingData:
+    model: CLIBDModel
+    train: SpecimenDataset
+    train_loader: DataLoader
+    val_loader: Optional[DataLoader]  # None when the val_seen role has no rows
+    trainable: dict[str, tuple[int, int]]  # tower -> (trainable, total) parameters
+
+    def train_ids(self, index: torch.Tensor) -> list[str]:
+        """The processids of training rows (a batch's ``index``), for error messages."""
+        return [str(p) for p in self.train.processid[index.cpu().numpy()]]
+
+
+def build_model(cfg: Config, train_rows, model_dir: Optional[Path]) -> CLIBDModel:
+    """A fresh model, or the one saved in a checkpoint (its text vocabulary included)."""
+    if model_dir is not None:
+        return CLIBDModel.from_pretrained(model_dir, expected=cfg.model)
+    text = cfg.model.text
+    tokenizer = None
+    if text.enabled and text.name is None:
+        # Trained on the training rows only: held-out species names must not shape the vocabulary.
+        tokenizer = build_text_tokenizer(text, taxonomy_text(train_rows, text.template, text.missing_word).tolist())
+    return CLIBDModel(cfg.model, tokenizer)
+
+
+def build_training_data(cfg: Config, accelerator: Accelerator, model_dir: Optional[Path] = None) -> TrainingData:
+    from clibd.data.sources import read_specimens
+
+    if cfg.data.demo_specimens:
+        from clibd.data.demo import ensure_demo
+
+        with accelerator.main_process_first():
+            ensure_demo(cfg.data)
+    table, skips = read_specimens(cfg.data)
+    if skips.skipped:
+        accelerator.print(f"data: {skips.summary()}")
+    train_rows = select_role(table, cfg.data.splits, "train")
+    val_rows = select_role(table, cfg.data.splits, "val_seen")
+    if not len(train_rows):
+        raise ValueError(f"no training rows: no specimen has a split in data.splits.train={cfg.data.splits.train}")
+    model = build_model(cfg, train_rows, model_dir)
+
+    def dataset(rows, train: bool) -> SpecimenDataset:
+        return SpecimenDataset(
+            rows,
+            cfg.data,
+            image_size=cfg.model.image.image_size if "image" in model.modalities else None,
+            dna_tokenizer=model.dna_tokenizer,
+            text_tokenizer=model.text_tokenizer,
+            text_cfg=cfg.model.text,
+            train=train,
+        )
+
+    tc, dc = cfg.train, cfg.data
+    train = dataset(train_rows, train=True)
+    # drop_last: every process holds a full batch, so the rank losses average to the global one.
+    train_loader = build_dataloader(
+        train, tc.batch_size, shuffle=True, seed=tc.seed, num_workers=dc.num_workers, pin_memory=dc.pin_memory, drop_last=True
+    )
+    val_loader = None
+    if len(val_rows):
+        val_loader = build_dataloader(
+            dataset(val_rows, train=False), tc.batch_size, shuffle=False, num_workers=dc.num_workers, pin_memory=dc.pin_memory
+        )
+    accelerator.print(
+        f"data: {len(train_rows)} training specimens ({', '.join(cfg.data.splits.train)}), "
+        f"{len(val_rows)} validation ({', '.join(cfg.data.splits.val_seen)}); modalities {', '.join(model.modalities)}"
+    )
+    return TrainingData(model, train, train_loader, val_loader, trainable_parameters(model))
+
