@@ -117,7 +117,7 @@ def _checks(
             )
     if require_dna:
         dna = table["dna_barcode"]
-        no_dna = (dna.isna() | dna.str.fullmatch(r"[\sNn.\-]*").fillna(True)).to_numpy(dtype=bool)
+        no_dna = (dna.isna() | dna.str.fullmatch(r"[Nn.\- \t\r\n\f\v]*").fillna(True)).to_numpy(dtype=bool)
         checks.append(
             (REASON_DNA, no_dna, lambda i: "empty barcode" if pd.isna(dna.iat[i]) or not dna.iat[i].strip() else "barcode is all N")
         )

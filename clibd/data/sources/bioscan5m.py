@@ -68,17 +68,20 @@ def dataset_dir(root: str | Path) -> Path:
 
 def md5_chunk(processid: str, split: str) -> str:
     """The image sub-folder of one specimen ('' for splits without chunks)."""
-    n = CHUNK_CHARS.get(split, 0)
-    return hashlib.md5(processid.encode()).hexdigest()[:n] if n else ""
+    return _md5_prefixes([processid], [split])[0]
+
+
+def _md5_prefixes(processids: list[str], splits: list[str]) -> list[str]:
+    return [hashlib.md5(p.encode()).hexdigest()[: CHUNK_CHARS.get(s, 0)] for p, s in zip(processids, splits)]
 
 
 def _fill_chunks(meta: pd.DataFrame) -> pd.Series:
-    chunk = meta["chunk"].astype("string") if "chunk" in meta else pd.Series(pd.NA, index=meta.index, dtype="string")
-    chunk = chunk.str.strip().mask(chunk.str.strip().eq("").fillna(False))
+    chunk = meta["chunk"].astype("string").str.strip() if "chunk" in meta else pd.Series(pd.NA, index=meta.index, dtype="string")
+    chunk = chunk.mask(chunk.eq("").fillna(False))
     todo = np.flatnonzero((chunk.isna() & meta["split"].isin(list(CHUNK_CHARS))).to_numpy(dtype=bool))
     if len(todo):
-        ids, splits = meta["processid"].iloc[todo], meta["split"].iloc[todo]
-        chunk.iloc[todo] = [md5_chunk(p, s) for p, s in zip(ids.fillna(""), splits)]
+        ids = meta["processid"].iloc[todo].fillna("").tolist()
+        chunk.iloc[todo] = _md5_prefixes(ids, meta["split"].iloc[todo].tolist())
     return chunk
 
 
@@ -87,14 +90,16 @@ def _check_chunks(meta: pd.DataFrame, chunk: pd.Series, source: Path) -> None:
     rows = np.flatnonzero((chunk.notna() & meta["split"].isin(SPLITS) & meta["processid"].notna()).to_numpy(dtype=bool))
     if len(rows) > CHUNK_CHECK_SAMPLE:
         rows = rows[np.linspace(0, len(rows) - 1, CHUNK_CHECK_SAMPLE).astype(int)]
-    for i in rows:
-        pid, split, got = meta["processid"].iat[i], meta["split"].iat[i], chunk.iat[i]
-        expected = md5_chunk(pid, split)
-        if got != expected:
-            raise ValueError(
-                f"{source}: record {pid!r} (row {i}): chunk column {got!r} disagrees with the "
-                f"BIOSCAN-5M rule for split {split!r} (md5 prefix {expected!r})"
-            )
+    ids, splits = meta["processid"].iloc[rows].tolist(), meta["split"].iloc[rows].tolist()
+    got = chunk.iloc[rows].tolist()
+    expected = _md5_prefixes(ids, splits)
+    wrong = [j for j, (a, b) in enumerate(zip(got, expected)) if a != b]
+    if wrong:
+        j = wrong[0]
+        raise ValueError(
+            f"{source}: record {ids[j]!r} (row {rows[j]}): chunk column {got[j]!r} disagrees with the "
+            f"BIOSCAN-5M rule for split {splits[j]!r} (md5 prefix {expected[j]!r})"
+        )
 
 
 def read_bioscan5m(root: str | Path, image_package: str = "cropped_256", check_images: bool = True) -> pd.DataFrame:
