@@ -219,8 +219,9 @@ def test_save_and_load_round_trip(tmp_path, text_tokenizer) -> None:
         a, b = model(batch), loaded(batch)
     for m in a:
         assert torch.equal(a[m], b[m]), m
-    # the loaded text tokenizer is the saved one
+    # the loaded text tokenizer is the saved one (same casing, same truncation limit)
     assert loaded.text_tokenizer(CORPUS)["input_ids"] == text_tokenizer(CORPUS)["input_ids"]
+    assert loaded.text_tokenizer.model_max_length == 512 == loaded.towers["text"].backbone.config.max_position_embeddings
 
 
 def test_from_pretrained_refuses_other_architecture(tmp_path, text_tokenizer) -> None:

@@ -25,6 +25,10 @@ _SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _MIN_POSITIONS = 512
 
 
+def _positions(cfg: TextTowerConfig) -> int:
+    return max(cfg.max_length or 0, _MIN_POSITIONS)
+
+
 def _local(name: str) -> bool:
     return Path(name).exists()
 
@@ -44,6 +48,7 @@ def build_text_tokenizer(cfg: TextTowerConfig, corpus: Optional[Sequence[str]] =
         tokenizer_object=wordpiece._tokenizer,
         # transformers rebuilds the normalizer from this flag when the tokenizer is reloaded
         do_lower_case=True,
+        model_max_length=_positions(cfg),
         unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
     )
 
@@ -77,7 +82,7 @@ class TextTower(nn.Module):
                 num_hidden_layers=cfg.num_layers,
                 num_attention_heads=cfg.num_heads,
                 intermediate_size=cfg.intermediate_size,
-                max_position_embeddings=max(cfg.max_length or 0, _MIN_POSITIONS),
+                max_position_embeddings=_positions(cfg),
                 pad_token_id=tokenizer.pad_token_id,
             )
             self.backbone = BertModel(config, add_pooling_layer=False)
