@@ -393,3 +393,11 @@ def test_from_pretrained_never_reloads_tower_checkpoints(tmp_path, text_tokenize
     loaded = CLIBDModel.from_pretrained(tmp_path / "clibd")
     assert loaded.towers["dna"].backbone.config.max_position_embeddings == 512
     torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
+
+
+def test_unknown_image_weights_and_lora_targets_are_named(text_tokenizer) -> None:
+    with pytest.raises(FileNotFoundError, match="image.pretrained='no_such_tag'.*test_vit"):
+        ImageTower(ImageTowerConfig(name="test_vit", image_size=32, pretrained="no_such_tag"))
+    bad = {"finetune": "lora", "lora": LoraConfig(targets=["nope"])}
+    with pytest.raises(ValueError, match=r"model.image.lora.targets=\['nope'\]"):
+        CLIBDModel(tiny_cfg(image=bad), text_tokenizer=text_tokenizer)
