@@ -1,5 +1,6 @@
 """New specimens from the command line: image files / folders, and barcodes from FASTA,
-CSV or TSV files. Unreadable or empty records are returned as named skips."""
+CSV, TSV or parquet files (read with ``clibd.data.sources``). Unreadable files and empty
+records are returned as named skips."""
 
 from __future__ import annotations
 
@@ -32,45 +33,46 @@ def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def _read_fasta(path: Path) -> pd.DataFrame:
-    ids, seqs = [], []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith(">"):
-            ids.append(line[1:].split(maxsplit=1)[0] if line[1:].strip() else f"{path.name}:{len(ids) + 1}")
-            seqs.append([])
-        elif line.strip():
-            if not seqs:
-                raise ValueError(f"{path}: sequence data before the first '>' header")
-            seqs[-1].append(line.strip())
-    return pd.DataFrame({"id": ids, "sequence": ["".join(s) for s in seqs]})
+def _read_barcode_file(path: Path) -> pd.DataFrame:
+    """``id`` + ``sequence`` columns, via the data sources' FASTA / CSV / TSV / parquet readers."""
+    from clibd.data.sources.delimited import table_columns
+    from clibd.data.sources.fasta import read_fasta
+    from clibd.data.sources.tabular import read_tabular
 
-
-def _read_table(path: Path) -> pd.DataFrame:
-    sep = "\t" if path.suffix.lower() in (".tsv", ".tab", ".txt") else ","
-    table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    lower = {c.lower(): c for c in table.columns}
-    seq_col = next((lower[c] for c in SEQUENCE_COLUMNS if c in lower), None)
-    if seq_col is None:
-        raise ValueError(f"{path}: no barcode column; expected one of {list(SEQUENCE_COLUMNS)}, found {list(table.columns)}")
-    id_col = next((lower[c] for c in ID_COLUMNS if c in lower), None)
-    ids = table[id_col] if id_col else pd.Series([f"{path.name}:{i + 2}" for i in range(len(table))])
-    return pd.DataFrame({"id": ids.to_numpy(), "sequence": table[seq_col].to_numpy()})
+    if path.suffix.lower() in FASTA_SUFFIXES:
+        table = read_fasta(path)
+    else:
+        lower = {c.lower(): c for c in table_columns(path)}
+        found = {
+            ours: next((lower[c] for c in names if c in lower), None)
+            for ours, names in (("processid", ID_COLUMNS), ("dna_barcode", SEQUENCE_COLUMNS))
+        }
+        missing = [ours for ours, theirs in found.items() if theirs is None]
+        if missing:
+            raise ValueError(
+                f"{path}: no {' or '.join(missing)} column; ids are read from one of {list(ID_COLUMNS)}, "
+                f"barcodes from one of {list(SEQUENCE_COLUMNS)}; found {list(lower.values())}"
+            )
+        table = read_tabular(path, found)
+    ids = table["processid"].astype("string")
+    ids = ids.fillna(pd.Series([f"{path.name}:{i + 1}" for i in range(len(table))], dtype="string"))
+    return pd.DataFrame({"id": ids, "sequence": table["dna_barcode"].astype("string").fillna("")})
 
 
 def read_barcodes(paths: Sequence[str | Path]) -> tuple[list[str], list[str], Skipped]:
-    """``(ids, sequences, skipped)`` from FASTA / CSV / TSV files. A record whose barcode is
-    empty (or only N, gaps and spaces) is skipped by id; an unreadable file by path."""
+    """``(ids, sequences, skipped)`` from FASTA / CSV / TSV / parquet files. A record whose
+    barcode is empty (or only N, gaps and spaces) is skipped by id; an unreadable file by path."""
     frames, skipped = [], []
     for path in map(Path, paths):
         try:
-            frames.append(_read_fasta(path) if path.suffix.lower() in FASTA_SUFFIXES else _read_table(path))
-        except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+            frames.append(_read_barcode_file(path))
+        except (OSError, ValueError) as err:
             skipped.append((str(path), f"cannot read: {err}"))
-    records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"id": [], "sequence": []})
-    informative = records["sequence"].str.upper().str.replace(r"[N\-.\s]", "", regex=True).str.len() > 0
+    records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"id": [], "sequence": []}, dtype="string")
+    informative = (records["sequence"].str.upper().str.replace(r"[N\-.\s]", "", regex=True).str.len() > 0).to_numpy(bool)
     skipped += [(str(i), "empty barcode (only N, gaps or spaces)") for i in records.loc[~informative, "id"]]
     kept = records[informative]
-    return kept["id"].astype(str).tolist(), kept["sequence"].tolist(), skipped
+    return kept["id"].astype(str).tolist(), kept["sequence"].astype(str).tolist(), skipped
 
 
 def embed_specimens(

@@ -87,3 +87,97 @@ def test_calibrate_threshold_matches_brute_force() -> None:
 def test_calibrate_threshold_needs_both_sets() -> None:
     with pytest.raises(ValueError, match="0 unseen"):
         calibrate_threshold(np.array([0.5]), np.array([]))
+
+
+# ---- `clibd index build` + `clibd classify` on real photos and barcodes --------------------
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from clibd.cli import main  # noqa: E402
+from tests.data_paths import BOLD_4K, REAL_IMAGES, needs_shared_data  # noqa: E402
+
+COLUMNS = [
+    "id",
+    *[f"{rank}{suffix}" for rank in ("order", "family", "genus", "species") for suffix in ("", "_similarity", "_vote_share")],
+    "nearest_id",
+    "best_similarity",
+    "possible_new_species",
+]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> tuple[Path, Path]:
+    from tests.helpers.real_table import real_run
+
+    if not REAL_IMAGES.is_dir():
+        pytest.skip(f"real data folder {REAL_IMAGES} is absent")
+    folder = tmp_path_factory.mktemp("library")
+    checkpoint = real_run(folder)
+    assert main(["index", "build", "--checkpoint", str(checkpoint), "--modality", "dna",
+                 "--out", str(folder / "index"), "eval.batch_size=8"]) == 0
+    return checkpoint, folder / "index"
+
+
+@needs_shared_data
+def test_index_metadata(library: tuple[Path, Path]) -> None:
+    from clibd.embed import checkpoint_hash
+
+    checkpoint, index = library
+    meta = json.loads((index / "meta.json").read_text())
+    assert meta["dim"] == 16 and meta["count"] == 30  # train (20) + key_unseen (10) keys
+    assert meta["checkpoint_hash"] == checkpoint_hash(checkpoint)
+    assert meta["metadata"]["modality"] == "dna"
+    for query in ("image", "dna"):
+        cal = meta["metadata"]["thresholds"][query]
+        assert (cal["n_seen"], cal["n_unseen"], cal["keys_held_out"]) == (10, 5, 10)
+        assert 0.5 <= cal["balanced_accuracy"] <= 1.0 and -1.0 <= cal["threshold"] <= 1.0 + 1e-5
+
+
+@needs_shared_data
+def test_classify_real_photos_one_row_each_and_skip_unreadable(library, tmp_path, capsys) -> None:
+    checkpoint, index = library
+    empty = tmp_path / "broken.jpg"
+    empty.write_bytes(b"")
+    out = tmp_path / "pred.csv"
+    code = main(["classify", "--checkpoint", str(checkpoint), "--index", str(index),
+                 "--images", str(REAL_IMAGES), str(empty), "--k", "3", "--out", str(out)])
+    assert code == 0
+    assert f"skipped {empty}" in capsys.readouterr().err
+    table = pd.read_csv(out)
+    photos = sorted(REAL_IMAGES.glob("*.jpg"))
+    assert list(table.columns) == COLUMNS
+    assert table["id"].tolist() == [p.stem for p in photos]
+    keys = pd.read_parquet(index / "keys.parquet")
+    assert set(table["species"]) <= set(keys["species"]) and table["nearest_id"].isin(keys["id"]).all()
+    assert table["species_vote_share"].between(1 / 3 - 1e-4, 1).all()  # the winner has >= 1/k of the vote
+    threshold = json.loads((index / "meta.json").read_text())["metadata"]["thresholds"]["image"]["threshold"]
+    clear = (table["best_similarity"] - threshold).abs() > 1e-4  # the CSV rounds to 4 decimals
+    assert (table.loc[clear, "possible_new_species"] == (table.loc[clear, "best_similarity"] < threshold)).all()
+
+
+@needs_shared_data
+def test_classify_real_barcodes_table_format(library, tmp_path, capsys) -> None:
+    checkpoint, index = library
+    subset = pd.read_csv(BOLD_4K, sep="\t", dtype=str).iloc[100:125]
+    subset.loc[subset.index[3], "nucleotides"] = "NNNN---"
+    path = tmp_path / "barcodes.tsv"
+    subset.to_csv(path, sep="\t", index=False)
+    assert main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--dna", str(path),
+                 "--format", "table"]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped {subset['processid'].iloc[3]}: empty barcode" in captured.err
+    lines = captured.out.strip().splitlines()
+    assert lines[0].split() == COLUMNS and len(lines) == 1 + 24
+    assert [line.split()[0] for line in lines[1:]] == subset["processid"].drop(subset.index[3]).tolist()
+
+
+@needs_shared_data
+def test_classify_refuses_an_index_of_another_checkpoint(library, tmp_path) -> None:
+    from clibd.retrieval import IndexMismatchError
+    from tests.helpers.real_table import real_run
+
+    _, index = library
+    other = real_run(tmp_path, seed=1)
+    with pytest.raises(IndexMismatchError, match="rebuild the index"):
+        main(["classify", "--checkpoint", str(other), "--index", str(index), "--dna", str(BOLD_4K)])

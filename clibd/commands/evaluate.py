@@ -1,0 +1,73 @@
+"""``python eval.py --checkpoint DIR [--config CONFIG] [--split test|val] [--out DIR]
+[--task retrieval|cluster] [key=value ...]``.
+
+The config is ``--config`` if given, else the run's saved ``config.yaml`` found in the
+checkpoint directory or up to three folders above it (``python train.py`` writes
+OUT/config.yaml, OUT/model and OUT/checkpoints/<name>/model); overrides apply on top. Output goes to ``--out``, default
+``CHECKPOINT/../eval-<split>``. Works under ``accelerate launch`` (embedding split across
+processes; files written by the main process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Optional
+
+from clibd.config import Config, ConfigError, load_config
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="model directory written by save_pretrained")
+    parser.add_argument("--config", help="run config (default: the run's config.yaml in or up to 3 folders above the checkpoint)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.batch_size=64")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_checkpoint_arguments(parser)
+    parser.add_argument("--split", choices=("test", "val"), help="query split (default: the config's eval.split)")
+    parser.add_argument("--out", help="output folder (default: CHECKPOINT/../eval-<split>)")
+    parser.add_argument("--task", choices=("retrieval", "cluster"), default="retrieval")
+    parser.add_argument("--modality", nargs="+", choices=("image", "dna", "text"),
+                        help="cluster: towers to embed with (default: image and dna where enabled)")
+    parser.add_argument("--kmer-k", type=int, default=4, help="cluster: k of the k-mer-count DNA baseline")
+
+
+def resolve_config(checkpoint: str | Path, config: Optional[str], overrides: list[str]) -> Config:
+    from clibd.embed import find_run_config
+
+    path = config or find_run_config(checkpoint)
+    if path is None:
+        raise ConfigError(
+            f"no --config given and no config.yaml in {checkpoint} or up to three folders above it; "
+            "pass the config the model was trained with"
+        )
+    return load_config(path, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from accelerate import Accelerator
+
+    from clibd.clustering import cluster_report
+    from clibd.evaluation import results_markdown
+    from clibd.model_eval import run_clustering, run_evaluation
+    from clibd.models.clibd_model import CLIBDModel
+
+    cfg = resolve_config(args.checkpoint, args.config, args.overrides)
+    split = args.split or cfg.eval.split
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{split}"
+    accelerator = Accelerator()
+    model = CLIBDModel.from_pretrained(args.checkpoint).to(accelerator.device)
+    if args.task == "cluster":
+        scores = run_clustering(cfg, model, out, split, args.modality, args.kmer_k, accelerator, args.checkpoint)
+        if accelerator.is_main_process:
+            print(json.dumps(scores["ami"], indent=1))
+            print(cluster_report(scores["ami"]))
+    else:
+        results = run_evaluation(cfg, model, out, split, accelerator, args.checkpoint)
+        if accelerator.is_main_process:
+            body = {k: v for k, v in results.items() if k != "meta"}
+            print(results_markdown(body).split("## Micro")[0])
+    if accelerator.is_main_process:
+        print(f"written to {out}")
+    return 0

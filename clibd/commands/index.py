@@ -1,0 +1,35 @@
+"""``clibd index build --checkpoint DIR [--config CONFIG] --modality dna|image|text --out INDEX [key=value ...]``:
+a reference library of the config's key specimens with a calibrated new-species threshold
+(``clibd.library``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from clibd.commands.evaluate import add_checkpoint_arguments, resolve_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    build = actions.add_parser("build", help="embed the config's key specimens into a reference library")
+    add_checkpoint_arguments(build)
+    build.add_argument("--modality", required=True, choices=("image", "dna", "text"), help="key embeddings")
+    build.add_argument("--out", required=True, help="index folder to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    from accelerate import Accelerator
+
+    from clibd.library import build_library
+    from clibd.models.clibd_model import CLIBDModel
+
+    cfg = resolve_config(args.checkpoint, args.config, args.overrides)
+    accelerator = Accelerator()
+    model = CLIBDModel.from_pretrained(args.checkpoint).to(accelerator.device)
+    index = build_library(cfg, model, args.modality, args.checkpoint, accelerator)
+    if accelerator.is_main_process:
+        index.save(args.out)
+        print(f"{len(index)} {args.modality} keys -> {args.out}")
+        print("new-species thresholds: " + json.dumps(index.metadata["thresholds"], indent=1))
+    return 0

@@ -1,0 +1,85 @@
+"""A reference library: labelled specimens embedded into a ``ReferenceIndex``, with the
+new-species threshold calibrated on validation data, for ``clibd classify``.
+
+Calibration (per query modality, image and/or DNA): the validation queries of seen species
+(role ``val_seen``) and of unseen species (``val_unseen``) search the keys, from which every
+key of a ``val_unseen`` species has been removed, so those species are truly absent from
+the library, as a new species would be. The threshold on the best-match similarity that
+best separates the two (balanced accuracy, ``clibd.classify.calibrate_threshold``) is
+stored in the index metadata with the checkpoint hash (checked, with the dimension, when
+the library is loaded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clibd.classify import calibrate_threshold
+from clibd.config import Config
+from clibd.embed import Embedder, checkpoint_hash
+from clibd.model_eval import embed_roles, role_tables
+from clibd.retrieval import ReferenceIndex
+from clibd.taxonomy import ALL_RANKS
+
+QUERY_MODALITIES = ("image", "dna")  # what `clibd classify` can read from files
+
+
+def build_library(
+    cfg: Config, model: Any, modality: str, checkpoint: str | Path, accelerator: Any = None
+) -> ReferenceIndex:
+    """Embed the ``keys`` role with ``modality`` into an index; calibrate a threshold for
+    each query modality the model has."""
+    from clibd.data.sources import read_specimens
+
+    if modality not in model.modalities:
+        raise ValueError(f"the model has no {modality} tower (enabled: {list(model.modalities)})")
+    table, _ = read_specimens(cfg.data)
+    tables = role_tables(cfg, table, ["keys", "val_seen", "val_unseen"])
+    empty = [role for role in ("val_seen", "val_unseen") if not len(tables[role])]
+    if empty:
+        raise ValueError(f"calibrating the new-species threshold needs validation queries; roles {empty} are empty")
+    model_hash = checkpoint_hash(checkpoint)
+    keys, _ = embed_roles(cfg, model, {"keys": tables["keys"]}, [modality], accelerator, model_hash)
+    key_emb, key_rows = keys["keys"][modality]
+    query_modalities = [m for m in QUERY_MODALITIES if m in model.modalities]
+    queries, _ = embed_roles(
+        cfg, model, {r: tables[r] for r in ("val_seen", "val_unseen")}, query_modalities, accelerator, model_hash
+    )
+
+    unseen_species = tables["val_unseen"]["species"].dropna().unique()
+    present = ~key_rows["species"].isin(unseen_species).to_numpy(dtype=bool)
+    calibration_keys = ReferenceIndex(key_emb.shape[1], kind="flat")
+    calibration_keys.add(key_emb[present], ids=key_rows["processid"][present].tolist())
+    thresholds = {}
+    for query in query_modalities:
+        best = {role: calibration_keys.search(queries[role][query][0], 1)[0][:, 0] for role in ("val_seen", "val_unseen")}
+        thresholds[query] = {
+            **calibrate_threshold(best["val_seen"], best["val_unseen"]).to_dict(),
+            "keys_held_out": int((~present).sum()),
+        }
+
+    index = ReferenceIndex(
+        key_emb.shape[1],
+        kind=cfg.eval.index,
+        checkpoint_hash=model_hash,
+        metadata={
+            "modality": modality,
+            "thresholds": thresholds,
+            "checkpoint": str(checkpoint),
+            "dataset": f"{cfg.data.format}:{cfg.data.root}",
+            "key_splits": list(cfg.data.splits.keys),
+        },
+    )
+    index.add(key_emb, ids=key_rows["processid"].tolist(), taxonomy=key_rows[list(ALL_RANKS)])
+    return index
+
+
+def load_library(directory: str | Path, embedder: Embedder) -> ReferenceIndex:
+    """Load a library, refusing one built with another checkpoint or dimension."""
+    index = ReferenceIndex.load(directory, expected_dim=embedder.dim, expected_checkpoint_hash=embedder.checkpoint_hash)
+    if "thresholds" not in index.metadata or index.taxonomy is None:
+        raise ValueError(f"{directory} is a ReferenceIndex without taxonomy or thresholds: build it with `clibd index build`")
+    return index
