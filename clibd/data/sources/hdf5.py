@@ -65,7 +65,7 @@ UNION_GROUPS = ("all_keys", "no_split_and_seen_train")
 ID_DATASETS = ("processid", "sampleid")
 # Our column -> the dataset name in a group (``dna_bin`` is our addition; absent in published files).
 DATASETS = {"dna_barcode": "barcode", "dna_bin": "dna_bin", "sampleid": "sampleid", **{r: r for r in ALL_RANKS}}
-IMAGE_CHUNK = 8192  # bytes per HDF5 chunk of an image row: one row is read without its neighbours
+IMAGE_CHUNK = 8192  # most bytes per HDF5 chunk of an image row: one row is read without its neighbours
 
 
 def _strings(values: np.ndarray) -> pd.Series:
@@ -125,7 +125,7 @@ def read_clibd_hdf5(path: str | Path) -> pd.DataFrame:
             part = {"processid": ids[g].iloc[rows].reset_index(drop=True), "split": g}
             for column, name in DATASETS.items():
                 if name in grp:
-                    part[column] = _strings(grp[name][()]).iloc[rows].reset_index(drop=True)
+                    part[column] = _strings(grp[name][()][rows])
             ref = pd.Series(f"{H5_SCHEME}{path}#{g}/" + pd.Series(rows).astype(str), dtype="string")
             if "image" in grp and "image_mask" in grp:
                 part["image_ref"] = ref.mask(grp["image_mask"][()][rows] <= 0)
@@ -166,28 +166,31 @@ def write_clibd_hdf5(
             for rank in ALL_RANKS:  # variable-length strings, as the published files store ranks
                 names = rows[rank].astype("string").fillna(MISSING_RANK_WORD).to_numpy(dtype=object)
                 g.create_dataset(rank, data=names, dtype=h5py.string_dtype())
-            image = g.create_dataset(
-                "image", shape=(n, 0), maxshape=(n, None) if n else None, dtype="uint8", chunks=(1, IMAGE_CHUNK) if n else None
-            )
+            image = None
             lengths = np.zeros(n, dtype=np.int64)
+            refs, ids = rows["image_ref"].tolist(), rows["processid"].tolist()
             for start in range(0, n, block):
                 stop = min(start + block, n)
                 blobs = []
-                for i in range(start, stop):
-                    ref = rows["image_ref"].iat[i]
+                for ref, pid in zip(refs[start:stop], ids[start:stop]):
                     try:
                         blobs.append(b"" if pd.isna(ref) else image_bytes_fn(ref))
                     except ImageReadError:
                         blobs.append(b"")
                     if not blobs[-1]:
-                        missing.append(str(rows["processid"].iat[i]))
+                        missing.append(str(pid))
                 lengths[start:stop] = [len(b) for b in blobs]
                 width = int(lengths[start:stop].max(initial=0))
+                if image is None:  # one row per chunk, as wide as the first images (<= IMAGE_CHUNK)
+                    chunk = (1, min(IMAGE_CHUNK, max(width, 1)))
+                    image = g.create_dataset("image", shape=(n, 0), maxshape=(n, None), dtype="uint8", chunks=chunk)
                 if width > image.shape[1]:
                     image.resize(width, axis=1)
                 buf = np.zeros((stop - start, image.shape[1]), dtype=np.uint8)
                 for j, blob in enumerate(blobs):
                     buf[j, : len(blob)] = np.frombuffer(blob, dtype=np.uint8)
                 image[start:stop] = buf
+            if image is None:
+                g.create_dataset("image", shape=(0, 0), dtype="uint8")
             g.create_dataset("image_mask", data=lengths)
     return {"groups": sizes, "missing_images": missing}
