@@ -22,6 +22,7 @@ from clibd.data.dataset import (
 from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.data.specimens import REASON_DNA, REASON_IMAGE
 from clibd.data.text import encode_taxonomy
+from clibd.data.transforms import build_transform, decode_image
 from clibd.taxonomy import ALL_RANKS, label_codes, taxonomy_text
 from tests.helpers.image_faults import bomb_jpeg, noise_jpeg, truncated_jpeg
 
@@ -174,6 +175,15 @@ def test_same_indices_give_identical_eval_batches(table, tmp_path, text_tokenize
     a, b = ds.__getitems__([3, 8, 1]), ds.__getitems__([3, 8, 1])
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_batch_images_equal_the_per_image_eval_transform(table, tmp_path):
+    ds = SpecimenDataset(table, data_cfg(tmp_path), IMAGE_SIZE)
+    images = ds.__getitems__([4, 9])["image"]
+    for got, row in zip(images, [4, 9]):
+        ref = table["image_ref"].iat[row]
+        img = decode_image(Path(ref).read_bytes(), ref, min_side=IMAGE_SIZE)
+        torch.testing.assert_close(got, build_transform(IMAGE_SIZE)(img))
 
 
 def test_train_mode_augments_differently_between_calls(table, tmp_path):

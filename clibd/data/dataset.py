@@ -28,7 +28,7 @@ from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.data.images import ImageReadError, read_image_bytes
 from clibd.data.specimens import POLICIES, REASON_DNA, REASON_IMAGE
 from clibd.data.text import TextEncoding, encode_taxonomy
-from clibd.data.transforms import ImageDecodeError, build_transform, decode_image, decode_side
+from clibd.data.transforms import ImageDecodeError, build_normalize, build_pil_transform, decode_image, decode_side
 from clibd.taxonomy import label_codes
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ class SpecimenDataset(Dataset):
         self.image_size = image_size
         if image_size is not None:
             augment = data_cfg.augment if train else None
-            self.transform = build_transform(image_size, data_cfg.mean, data_cfg.std, augment)
+            self.transform = build_pil_transform(image_size, augment)
+            self.normalize = build_normalize(data_cfg.mean, data_cfg.std)
             self._decode_side = decode_side(image_size, augment)
             self.image_ref = table["image_ref"].to_numpy(dtype=object, na_value=None)
             self._refuse(np.array([r is None for r in self.image_ref], dtype=bool), REASON_IMAGE, "no image_ref")
@@ -119,7 +120,8 @@ class SpecimenDataset(Dataset):
             rows = rows[served]
             images = [img for img in images if img is not None]
             size = self.image_size
-            batch["image"] = torch.stack(images) if images else torch.empty(0, 3, size, size)
+            stacked = torch.stack(images) if images else torch.empty(0, 3, size, size, dtype=torch.uint8)
+            batch["image"] = self.normalize(stacked)
         if self.dna is not None:
             batch["dna_ids"] = torch.from_numpy(self.dna[0][rows]).long()
             batch["dna_mask"] = torch.from_numpy(self.dna[1][rows]).long()

@@ -94,37 +94,50 @@ def decode_side(image_size: int, augment: AugmentConfig | None) -> int:
     return math.ceil(image_size / math.sqrt(augment.scale_min))
 
 
+def build_pil_transform(image_size: int, augment: AugmentConfig | None = None) -> v2.Compose:
+    """PIL RGB image -> uint8 tensor ``[3, image_size, image_size]`` (geometry and colour only).
+
+    ``augment`` None (or disabled) gives the deterministic evaluation transform: resize the
+    shorter side to ``image_size`` and center-crop. Otherwise RandomResizedCrop with
+    ``scale=(augment.scale_min, 1)``, then the configured flips, rotation (corners filled
+    white) and colour jitter.
+    """
+    if augment is None or not augment.enabled:
+        steps: list[v2.Transform] = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
+    else:
+        if not 0 < augment.scale_min <= 1:
+            raise ValueError(f"augment.scale_min must be in (0, 1], got {augment.scale_min}")
+        steps = [v2.RandomResizedCrop(image_size, scale=(augment.scale_min, 1.0), antialias=True)]
+        if augment.hflip > 0:
+            steps.append(v2.RandomHorizontalFlip(augment.hflip))
+        if augment.vflip > 0:
+            steps.append(v2.RandomVerticalFlip(augment.vflip))
+        if augment.rotate_degrees > 0:
+            steps.append(v2.RandomRotation(augment.rotate_degrees, fill=WHITE))
+        if augment.color_jitter > 0:
+            j = augment.color_jitter
+            steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    return v2.Compose([*steps, v2.PILToTensor()])
+
+
+def build_normalize(mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> v2.Compose:
+    """uint8 image(s) ``[..., 3, H, W]`` -> float32 normalised; BIOSCAN-5M statistics by default.
+
+    Works on a whole batch: the dataset applies it once per batch, since a small per-image
+    float op costs more in thread start-up than in arithmetic.
+    """
+    defaults = DataConfig()
+    mean = list(defaults.mean if mean is None else mean)
+    std = list(defaults.std if std is None else std)
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
 def build_transform(
     image_size: int,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     augment: AugmentConfig | None = None,
 ) -> v2.Compose:
-    """PIL RGB image -> normalised float32 tensor ``[3, image_size, image_size]``.
-
-    ``augment`` None (or disabled) gives the deterministic evaluation transform: resize the
-    shorter side to ``image_size`` and center-crop. Otherwise RandomResizedCrop with
-    ``scale=(augment.scale_min, 1)``, then the configured flips, rotation (corners filled
-    white) and colour jitter. ``mean``/``std`` default to the BIOSCAN-5M statistics.
-    """
-    defaults = DataConfig()
-    mean = list(defaults.mean if mean is None else mean)
-    std = list(defaults.std if std is None else std)
-    if augment is None or not augment.enabled:
-        geometry: list[v2.Transform] = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
-    else:
-        if not 0 < augment.scale_min <= 1:
-            raise ValueError(f"augment.scale_min must be in (0, 1], got {augment.scale_min}")
-        geometry = [v2.RandomResizedCrop(image_size, scale=(augment.scale_min, 1.0), antialias=True)]
-        if augment.hflip > 0:
-            geometry.append(v2.RandomHorizontalFlip(augment.hflip))
-        if augment.vflip > 0:
-            geometry.append(v2.RandomVerticalFlip(augment.vflip))
-        if augment.rotate_degrees > 0:
-            geometry.append(v2.RandomRotation(augment.rotate_degrees, fill=WHITE))
-        if augment.color_jitter > 0:
-            j = augment.color_jitter
-            geometry.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
-    return v2.Compose(
-        [*geometry, v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    )
+    """PIL RGB image -> normalised float32 tensor ``[3, image_size, image_size]``
+    (``build_pil_transform`` then ``build_normalize``)."""
+    return v2.Compose([build_pil_transform(image_size, augment), build_normalize(mean, std)])
