@@ -12,9 +12,10 @@ import pytest
 
 from clibd.config import DataConfig, SplitRoles
 from clibd.data.images import read_image_bytes
+from clibd.data.roles import select_role
 from clibd.data.sources import read_specimens
 from clibd.data.sources.fasta import read_fasta, write_fasta
-from clibd.data.sources.hdf5 import BIOSCAN5M_GROUPS, read_clibd_hdf5, write_clibd_hdf5
+from clibd.data.sources.hdf5 import BIOSCAN1M_GROUPS, BIOSCAN5M_GROUPS, read_clibd_hdf5, write_clibd_hdf5
 from clibd.data.specimens import SPECIMEN_COLUMNS
 from clibd.taxonomy import ALL_RANKS
 from tests.data_paths import BOLD_4K, BOLD_NL, needs_shared_data
@@ -302,3 +303,24 @@ def test_bioscan1m_wrong_root_and_split_sources(tmp_path):
     )
     assert table["split"].eq("train").all() and table["order"].notna().all()
     assert table["species"].isna().sum() == 3  # "not_classified" is unknown
+
+
+def test_bioscan1m_hdf5_layout_without_processid_reads_ids_from_sampleid(tmp_path):
+    make_bioscan1m_root(tmp_path)
+    table, _ = read_specimens(DataConfig(format="bioscan1m", root=str(tmp_path), splits=ROLES_1M))
+    h5 = tmp_path / "BioScan_data_in_splits.hdf5"
+    write_clibd_hdf5(table, h5, groups=BIOSCAN1M_GROUPS)
+    with h5py.File(h5, "a") as f:  # the published 1M file has no processid dataset
+        for g in f.values():
+            del g["processid"]
+    roles = SplitRoles(  # as configs/bioscan1m/*.yaml
+        train=["no_split", "train_seen"], keys=["seen_keys", "val_unseen_keys", "test_unseen_keys"],
+        test_seen=["test_seen"], test_unseen=["test_unseen"], val_seen=["val_seen"], val_unseen=["val_unseen"],
+        unused=["single_species"],
+    )  # fmt: skip
+    back, report = read_specimens(DataConfig(format="hdf5", root=str(h5), splits=roles))
+    assert report.skipped == 0
+    assert sorted(back["processid"]) == sorted(table["sampleid"])
+    # all_keys (a union group) ties with test_unseen_keys here: the non-union group names the split
+    assert dict(zip(back["processid"], back["split"])) == dict(zip(table["sampleid"], table["split"]))
+    assert len(select_role(back, roles, "train")) == 5 and len(select_role(back, roles, "keys")) == 1
