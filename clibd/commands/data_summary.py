@@ -47,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     from clibd.data.sources import read_specimens
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.data.demo_specimens:  # demo configs: generate the demo dataset at data.root when absent
+        from clibd.data.demo import ensure_demo
+
+        ensure_demo(cfg.data)
     table, report = read_specimens(cfg.data)
     print(summarise(table, report, cfg))
     return 0
