@@ -1,0 +1,124 @@
+"""`python eval.py`: results files and schema, the embedding cache, --split val, --task cluster."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clibd.cli import main
+from tests.data_paths import needs_shared_data
+
+ROOT = Path(__file__).resolve().parents[1]
+MODALITIES = ("image", "dna", "text")
+RANKS = ("order", "family", "genus", "species")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from tests.data_paths import REAL_IMAGES
+    from tests.helpers.real_table import real_run
+
+    if not REAL_IMAGES.is_dir():
+        pytest.skip(f"real data folder {REAL_IMAGES} is absent")
+    return real_run(tmp_path_factory.mktemp("eval"))
+
+
+def assert_results_schema(results: dict, pairs: list[str], roles: tuple[str, ...]) -> None:
+    assert sorted(k for k in results if k != "meta") == sorted(pairs)
+    for pair in pairs:
+        assert tuple(results[pair]) == roles
+        for role in roles:
+            assert set(results[pair][role]) == {"micro", "macro"}
+            for avg in ("micro", "macro"):
+                assert tuple(results[pair][role][avg]) == RANKS
+                for rank in RANKS:
+                    values = results[pair][role][avg][rank]
+                    assert set(values) == {"top1", "top3", "top5"}
+                    assert all(v is None or 0.0 <= v <= 1.0 for v in values.values())
+                    assert values["top1"] <= values["top3"] <= values["top5"] or role == "harmonic_mean"
+
+
+@needs_shared_data
+def test_eval_writes_results_files(checkpoint: Path, capsys) -> None:
+    assert main(["eval", "--checkpoint", str(checkpoint)]) == 0
+    out = checkpoint.parent / "eval-test"  # the default: CHECKPOINT/../eval-<split>
+    assert "| dna->dna |" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    pairs = [f"{q}->{k}" for k in MODALITIES for q in MODALITIES]
+    assert_results_schema(results, pairs, ("seen", "unseen", "harmonic_mean"))
+    meta = results["meta"]
+    assert meta["split"] == "test" and meta["checkpoint"] == str(checkpoint)
+    assert meta["counts"]["keys"] == {m: 30 for m in MODALITIES}
+    assert meta["counts"]["queries"] == {"seen": {m: 10 for m in MODALITIES}, "unseen": {m: 5 for m in MODALITIES}}
+    # Text queries find their own taxonomy string among the text keys: exact at every rank.
+    assert results["text->text"]["seen"]["macro"]["species"]["top1"] == 1.0
+    hm = results["dna->dna"]["harmonic_mean"]["macro"]["genus"]["top1"]
+    seen, unseen = (results["dna->dna"][r]["macro"]["genus"]["top1"] for r in ("seen", "unseen"))
+    assert hm == pytest.approx(0.0 if 0 in (seen, unseen) else 2 / (1 / seen + 1 / unseen))
+    assert "| image->dna |" in (out / "results.md").read_text()
+    assert (out / "accuracy.png").stat().st_size > 1000
+    assert (out / "per_class_accuracy.csv").read_text().startswith("pair,role,")
+
+
+@needs_shared_data
+def test_second_evaluation_reads_the_cache(checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    from clibd.embed import find_run_config
+    from clibd.config import load_config
+    from clibd.model_eval import run_evaluation
+    from clibd.models.clibd_model import CLIBDModel
+
+    towers = ("dna", "text")  # images are covered above; decoding the photos again costs seconds
+    cfg = load_config(find_run_config(checkpoint), [f"data.cache_dir={tmp_path / 'cache'}", "eval.modalities=[dna,text]"])
+    model = CLIBDModel.from_pretrained(checkpoint)
+    calls = {m: 0 for m in towers}
+    for modality in towers:
+        encode = getattr(model, f"encode_{modality}")
+
+        def counting(*args, _encode=encode, _m=modality):
+            calls[_m] += 1
+            return _encode(*args)
+
+        monkeypatch.setattr(model, f"encode_{modality}", counting)
+    first = run_evaluation(cfg, model, tmp_path / "a", "val", checkpoint=checkpoint)
+    assert all(n > 0 for n in calls.values())
+    assert len(list((tmp_path / "cache" / "embeddings").glob("*.npy"))) == 6  # 3 roles x 2 modalities
+    calls.update({m: 0 for m in towers})
+    second = run_evaluation(cfg, model, tmp_path / "b", "val", checkpoint=checkpoint)
+    assert calls == {m: 0 for m in towers}
+    assert json.dumps(first, sort_keys=True, default=str) == json.dumps(second, sort_keys=True, default=str)
+    assert first["meta"]["counts"]["queries"]["seen"]["dna"] == 10  # the val split: val / val_unseen
+    # Without a checkpoint to name the weights nothing is cached or reused.
+    run_evaluation(cfg, model, tmp_path / "c", "val")
+    assert all(n > 0 for n in calls.values())
+
+
+def test_missing_config_is_named(tmp_path: Path) -> None:
+    from clibd.config import ConfigError
+    from tests.helpers.tiny_checkpoint import tiny_model
+
+    checkpoint = tiny_model().save_pretrained(tmp_path / "model")
+    with pytest.raises(ConfigError, match="no --config given and no config.yaml"):
+        main(["eval", "--checkpoint", str(checkpoint)])
+
+
+def test_eval_py_entry_point_help() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and "--task {retrieval,cluster}" in done.stdout
+
+
+@pytest.mark.slow
+@needs_shared_data
+def test_eval_cluster_task(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    assert main(["eval", "--checkpoint", str(checkpoint), "--task", "cluster", "--split", "val", "--out", str(tmp_path)]) == 0
+    document = json.loads((tmp_path / "clustering.json").read_text())
+    assert set(document["ami"]) == {"image", "dna", "4-mer counts"}
+    assert all(set(v) == set(RANKS) for v in document["ami"].values())
+    assert document["meta"]["specimens"] == 15
+    assert all(v is None or (-1 <= v <= 1 and not math.isnan(v)) for s in document["ami"].values() for v in s.values())
+    assert "| 4-mer counts |" in capsys.readouterr().out
