@@ -9,7 +9,7 @@ at once naming the expected path or column. Bad records then follow ``data.bad_r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import pandas as pd
 
@@ -24,26 +24,26 @@ _IMAGE_FORMATS = ("bioscan5m", "bioscan1m", "hdf5")
 _MAPPED_FORMATS = ("tabular", "bioscan1m")
 
 
-def _reader(cfg: DataConfig, check_images: bool) -> Callable[[], pd.DataFrame]:
+def _read(cfg: DataConfig, check_images: bool) -> pd.DataFrame:
     if cfg.format == "bioscan5m":
         from clibd.data.sources.bioscan5m import read_bioscan5m
 
-        return lambda: read_bioscan5m(cfg.root, cfg.image_package, check_images)
+        return read_bioscan5m(cfg.root, cfg.image_package, check_images)
     if cfg.format == "bioscan1m":
         from clibd.data.sources.bioscan1m import read_bioscan1m
 
-        return lambda: read_bioscan1m(cfg.root, cfg.image_package, cfg.columns, check_images)
+        return read_bioscan1m(cfg.root, cfg.image_package, cfg.columns, check_images)
     if cfg.format == "hdf5":
         from clibd.data.sources.hdf5 import read_clibd_hdf5
 
-        return lambda: read_clibd_hdf5(cfg.root)
+        return read_clibd_hdf5(cfg.root)
     if cfg.format == "tabular":
         from clibd.data.sources.tabular import read_tabular
 
-        return lambda: read_tabular(cfg.root, cfg.columns)
+        return read_tabular(cfg.root, cfg.columns)
     from clibd.data.sources.fasta import read_fasta
 
-    return lambda: read_fasta(cfg.root)
+    return read_fasta(cfg.root)
 
 
 def _has_column(cfg: DataConfig, column: str) -> bool:
@@ -68,7 +68,7 @@ def read_specimens(
         raise ValueError(f"data.format must be one of {FORMATS}, got {data_cfg.format!r}")
     if data_cfg.columns and data_cfg.format not in _MAPPED_FORMATS:
         raise ValueError(f"data.columns is used by formats {_MAPPED_FORMATS} only, not {data_cfg.format!r}")
-    table = _reader(data_cfg, check_images=require_image is not False)()
+    table = _read(data_cfg, check_images=require_image is not False)
     if require_dna is None:
         require_dna = data_cfg.format in _DNA_FORMATS or _has_column(data_cfg, "dna_barcode")
     if require_image is None:
