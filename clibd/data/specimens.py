@@ -88,9 +88,11 @@ def _checks(
         (REASON_NO_ID, pid.isna().to_numpy(), lambda i: "no processid"),
     ]
     dup = (pid.duplicated(keep="first") & pid.notna()).to_numpy(dtype=bool)
-    checks.append(
-        (REASON_DUPLICATE, dup, lambda i: f"duplicate processid (first at row {table.index[pid.eq(pid.iat[i]).fillna(False).to_numpy().argmax()]})")
-    )
+
+    def first_row(i: int) -> object:
+        return table.index[pid.eq(pid.iat[i]).fillna(False).to_numpy().argmax()]
+
+    checks.append((REASON_DUPLICATE, dup, lambda i: f"duplicate processid (first at row {first_row(i)})"))
     if roles is not None and split.notna().any():
         known = known_splits(roles)
         bad_split = ~split.isin(known).to_numpy(dtype=bool)
@@ -117,10 +119,13 @@ def _checks(
             )
     if require_dna:
         dna = table["dna_barcode"]
+        # only N, gaps, whitespace (spelled out: pandas runs \s through Python's re, not pyarrow)
         no_dna = (dna.isna() | dna.str.fullmatch(r"[Nn.\- \t\r\n\f\v]*").fillna(True)).to_numpy(dtype=bool)
-        checks.append(
-            (REASON_DNA, no_dna, lambda i: "empty barcode" if pd.isna(dna.iat[i]) or not dna.iat[i].strip() else "barcode is all N")
-        )
+
+        def dna_problem(i: int) -> str:
+            return "empty barcode" if pd.isna(dna.iat[i]) or not dna.iat[i].strip() else "barcode is all N"
+
+        checks.append((REASON_DNA, no_dna, dna_problem))
     if require_image:
         checks.append((REASON_IMAGE, table["image_ref"].isna().to_numpy(), lambda i: "no image"))
     return checks
