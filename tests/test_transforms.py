@@ -41,6 +41,12 @@ def test_palette_png_with_transparency_is_composited_on_white():
     assert img.getpixel((0, 0)) == (255, 255, 255)
 
 
+def test_16_bit_grey_png_is_rescaled_not_clipped():
+    grey16 = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))
+    img = decode_image(encode(grey16, "PNG"), "grey16.png")
+    assert np.array(img)[0, :, 0].tolist() == [0, 128, 255]
+
+
 def test_cmyk_jpeg_decodes_to_its_rgb_colour():
     cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # pure red in CMYK
     img = decode_image(encode(cmyk, quality=95), "cmyk.jpg")
