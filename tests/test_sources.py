@@ -242,6 +242,16 @@ def test_tabular_errors_name_line_column_and_file(tmp_path):
         read_specimens(DataConfig(format="fasta", root=str(path), columns={"processid": "id"}))
 
 
+def test_parquet_and_unquoted_tsv(root5m, tmp_path):
+    table = _read5m(root5m[0])
+    table.to_parquet(tmp_path / "t.parquet")
+    back, _ = read_specimens(DataConfig(format="tabular", root=str(tmp_path / "t.parquet")))
+    pd.testing.assert_frame_equal(back[list(SPECIMEN_COLUMNS)], table[list(SPECIMEN_COLUMNS)])
+    (tmp_path / "q.tsv").write_text('processid\tspecies\nP1\t"Aus bus\nP2\tA "b" c\n')
+    quoted, _ = read_specimens(DataConfig(format="tabular", root=str(tmp_path / "q.tsv")))
+    assert quoted["species"].tolist() == ['"Aus bus', 'A "b" c']
+
+
 def test_tabular_relative_image_paths_resolve_beside_the_file(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.jpg").write_bytes(b"\xff\xd8abc")
@@ -290,6 +300,9 @@ def test_fasta_errors_name_the_line(tmp_path):
         read_fasta(path)
     path.write_text(">P1\nACGT\nAC\n>P2|a|b|c|d|e|f\nACGT\n")
     with pytest.raises(ValueError, match=r"x\.fa: line 4: header has more than 6"):
+        read_fasta(path)
+    path.write_text("")
+    with pytest.raises(ValueError, match=r"x\.fa: no FASTA records"):
         read_fasta(path)
 
 

@@ -31,12 +31,13 @@ def read_fasta(path: str | Path) -> pd.DataFrame:
     if chunks[0].strip():
         line = next(i for i, s in enumerate(text.split("\n"), 1) if s.strip())
         raise ValueError(f"{path}: line {line}: expected a '>' header line, found {chunks[0].strip()[:60]!r}")
+    if len(chunks) == 1:
+        raise ValueError(f"{path}: no FASTA records (no '>' header line)")
     records = pd.Series(chunks[1:], dtype="string")
     parts = records.str.partition("\n")
     head, seq = parts[0], parts[2].str.replace(r"\s+", "", regex=True)
     line_of = 1 + np.concatenate([[0], np.cumsum(records.str.count("\n").to_numpy(dtype=np.int64) + 1)[:-1]])
-    piped = head.str.contains("|", regex=False)
-    fields = head.str.split("|", expand=True) if len(head) else pd.DataFrame()
+    fields = head.str.split("|", expand=True)
     if fields.shape[1] > len(HEADER_FIELDS):
         bad = int(np.flatnonzero(fields[len(HEADER_FIELDS)].notna().to_numpy())[0])
         raise ValueError(
@@ -44,8 +45,8 @@ def read_fasta(path: str | Path) -> pd.DataFrame:
             f"({'|'.join(HEADER_FIELDS)}): {head.iat[bad][:80]!r}"
         )
     table = pd.DataFrame({name: fields[j] if j in fields else pd.NA for j, name in enumerate(HEADER_FIELDS)})
-    first_word = head.str.strip().str.split(n=1).str[0]
-    table["processid"] = table["processid"].where(piped, first_word) if len(table) else table["processid"]
+    piped = head.str.contains("|", regex=False)
+    table["processid"] = table["processid"].where(piped, head.str.strip().str.split(n=1).str[0])
     table["dna_barcode"] = seq
     return normalise_table(table)
 
