@@ -120,6 +120,10 @@ def test_wrong_root_missing_image_package_and_missing_column_name_what_is_expect
         read_specimens(DataConfig(format="hdf5", root=str(tmp_path / "missing.h5")))
     with pytest.raises(FileNotFoundError, match=r"table file not found: .*missing\.tsv"):
         read_specimens(DataConfig(format="tabular", root=str(tmp_path / "missing.tsv")))
+    with pytest.raises(FileNotFoundError, match=r"FASTA file not found: .*missing\.fa"):
+        read_specimens(DataConfig(format="fasta", root=str(tmp_path / "missing.fa")))
+    with pytest.raises(ValueError, match=r"data.format must be one of .* got 'bioscan6m'"):
+        read_specimens(DataConfig(format="bioscan6m", root=str(root)))
 
 
 def test_bioscan_dataset_package_reads_the_same_root(root5m, monkeypatch):
