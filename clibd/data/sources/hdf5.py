@@ -130,8 +130,9 @@ def read_clibd_hdf5(path: str | Path) -> pd.DataFrame:
             if "image" in grp and "image_mask" in grp:
                 part["image_ref"] = ref.mask(grp["image_mask"][()][rows] <= 0)
             parts.append(pd.DataFrame(part))
-    table = pd.concat(parts, ignore_index=True)
-    return normalise_table(table)
+    if not parts:
+        raise ValueError(f"{path}: every group is empty")
+    return normalise_table(pd.concat(parts, ignore_index=True))
 
 
 def _fixed_bytes(values: pd.Series, missing: str) -> np.ndarray:
