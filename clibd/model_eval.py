@@ -155,8 +155,9 @@ def run_evaluation(
 ) -> dict:
     """Retrieval evaluation of ``model`` on ``split`` (test | val): seen and unseen queries
     against all keys, every enabled query modality x key modality. Writes results.json/md,
-    accuracy.png and per_class_accuracy.csv into ``out_dir`` (main process) and returns the
-    results dict (with ``"meta"``) on every process. ``checkpoint`` (the saved model
+    accuracy.png and per_class_accuracy.csv into ``out_dir`` and returns the results dict
+    (with ``"meta"``). Under ``accelerate launch`` all processes embed; the main process
+    searches, scores and writes, and every process gets the results. ``checkpoint`` (the saved model
     directory) enables the embedding cache."""
     from clibd.data.sources import read_specimens
     from clibd.evaluation import evaluate_retrieval, write_results
@@ -169,20 +170,34 @@ def run_evaluation(
     model_hash = checkpoint_hash(checkpoint) if checkpoint is not None else None
     embedded, missing = embed_roles(cfg, model, tables, _modalities(cfg, model), accelerator, model_hash)
     queries = {name: embedded[role] for name, role in roles.items() if name != "keys" and len(tables[role])}
-    retrieval = evaluate_retrieval(queries, embedded["keys"], ks=cfg.eval.ks, index_kind=cfg.eval.index)
-    meta = {
-        "checkpoint": str(checkpoint) if checkpoint is not None else None,
-        "checkpoint_hash": model_hash,
-        "dataset": f"{cfg.data.format}:{cfg.data.root}",
-        "split": split,
-        "roles": {name: list(getattr(cfg.data.splits, role)) for name, role in roles.items()},
-        "counts": retrieval.counts,
-        "left_out": missing,
-        "skipped_records": skips.as_dict(),
-    }
-    if accelerator is None or accelerator.is_main_process:
+    document = None
+    if _is_main(accelerator):  # search and score once; the other processes receive the results
+        retrieval = evaluate_retrieval(queries, embedded["keys"], ks=cfg.eval.ks, index_kind=cfg.eval.index)
+        meta = {
+            "checkpoint": str(checkpoint) if checkpoint is not None else None,
+            "checkpoint_hash": model_hash,
+            "dataset": f"{cfg.data.format}:{cfg.data.root}",
+            "split": split,
+            "roles": {name: list(getattr(cfg.data.splits, role)) for name, role in roles.items()},
+            "counts": retrieval.counts,
+            "left_out": missing,
+            "skipped_records": skips.as_dict(),
+        }
         write_results(retrieval.results, meta, out_dir, retrieval.per_class)
-    return {"meta": meta, **retrieval.results}
+        document = {"meta": meta, **retrieval.results}
+    return _from_main(document, accelerator)
+
+
+def _is_main(accelerator: Any) -> bool:
+    return accelerator is None or accelerator.is_main_process
+
+
+def _from_main(value: Any, accelerator: Any) -> Any:
+    if accelerator is None or accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
 
 
 def run_clustering(
@@ -208,7 +223,7 @@ def run_clustering(
     wanted = _modalities(cfg, model, modalities or [m for m in model.modalities if m != "text"])
     embedded, missing = embed_roles(cfg, model, {f"{split}_seen+unseen": rows}, wanted, accelerator, model_hash)
     scores: dict[str, dict[str, float]] = {}
-    if accelerator is None or accelerator.is_main_process:
+    if _is_main(accelerator):
         for modality, (emb, labels) in next(iter(embedded.values())).items():
             scores[modality] = cluster_ami(emb, labels, seed=cfg.train.seed)
         barcodes = rows[rows["dna_barcode"].notna()]
@@ -222,4 +237,4 @@ def run_clustering(
         ami = {name: {rank: None if np.isnan(v) else v for rank, v in by_rank.items()} for name, by_rank in scores.items()}
         (out / "clustering.json").write_text(json.dumps({"meta": meta, "ami": ami}, indent=2) + "\n")
         (out / "clustering.md").write_text(f"# Zero-shot clustering AMI (%), {split}\n\n" + cluster_report(scores))
-    return {"ami": scores}
+    return {"ami": _from_main(scores, accelerator)}
