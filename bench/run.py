@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 from bench.common import REPO, Result  # noqa: E402
 
 # Benchmark modules, each with run(device, quick) -> list[Result].
-BENCHMARKS = ["tokenization", "retrieval"]
+BENCHMARKS = ["tokenization", "retrieval", "metadata"]
 
 
 def print_table(results: list[Result]) -> None:
