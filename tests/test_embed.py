@@ -167,3 +167,27 @@ def test_embed_real_barcodes_and_text(checkpoint: Path) -> None:
     np.testing.assert_allclose(again[0], emb[5], atol=1e-5)
     text = embedder.embed_text(["Diptera Sciaridae Bradysia Bradysia_impatiens", "Diptera Sciaridae"])
     assert text.shape == (2, 16) and not np.allclose(text[0], text[1])
+
+
+@needs_shared_data
+def test_embed_command_parquet_and_npy(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    import pandas as pd
+
+    from clibd.cli import main
+
+    photos = sorted(REAL_IMAGES.glob("valid_*.jpg"))[:5]
+    out = tmp_path / "images.parquet"
+    assert main(["embed", "--checkpoint", str(checkpoint), "--images", *map(str, photos), "--out", str(out)]) == 0
+    table = pd.read_parquet(out)
+    assert table["id"].tolist() == [p.stem for p in photos]
+    vectors = np.stack(table["embedding"].to_numpy())
+    assert vectors.shape == (5, 16) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+    fasta = tmp_path / "new.fasta"
+    fasta.write_text(">new1 first\nACGTTGCAACGTTGCAACGT\n>new2\nNNNN\n>new3\nTTGCAACGTAACCGGTTAAC\n")
+    out = tmp_path / "dna.npy"
+    assert main(["embed", "--checkpoint", str(checkpoint), "--dna", str(fasta), "--out", str(out)]) == 0
+    assert np.load(out).shape == (2, 16)
+    assert (tmp_path / "dna.ids.txt").read_text().split() == ["new1", "new3"]
+    assert "skipped new2: empty barcode" in capsys.readouterr().err
