@@ -13,7 +13,7 @@ the library is loaded).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -29,9 +29,10 @@ QUERY_MODALITIES = ("image", "dna")  # what `clibd classify` can read from files
 
 def build_library(
     cfg: Config, model: Any, modality: str, checkpoint: str | Path, accelerator: Any = None
-) -> ReferenceIndex:
+) -> Optional[ReferenceIndex]:
     """Embed the ``keys`` role with ``modality`` into an index; calibrate a threshold for
-    each query modality the model has."""
+    each query modality the model has. Under ``accelerate launch`` the index is returned
+    on the main process only (None elsewhere)."""
     from clibd.data.sources import read_specimens
 
     if modality not in model.modalities:
@@ -48,6 +49,8 @@ def build_library(
     queries, _ = embed_roles(
         cfg, model, {r: tables[r] for r in ("val_seen", "val_unseen")}, query_modalities, accelerator, model_hash
     )
+    if accelerator is not None and not accelerator.is_main_process:
+        return None  # every process embeds its share; the main one calibrates and builds
 
     unseen_species = tables["val_unseen"]["species"].dropna().unique()
     present = ~key_rows["species"].isin(unseen_species).to_numpy(dtype=bool)

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     accelerator = Accelerator()
     model = CLIBDModel.from_pretrained(args.checkpoint).to(accelerator.device)
     index = build_library(cfg, model, args.modality, args.checkpoint, accelerator)
-    if accelerator.is_main_process:
+    if index is not None:  # the main process
         index.save(args.out)
         print(f"{len(index)} {args.modality} keys -> {args.out}")
         print("new-species thresholds: " + json.dumps(index.metadata["thresholds"], indent=1))
