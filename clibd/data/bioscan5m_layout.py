@@ -43,7 +43,9 @@ METADATA_DTYPES: dict[str, str] = {
 }
 METADATA_COLUMNS: tuple[str, ...] = tuple(METADATA_DTYPES)
 
-SPLITS: tuple[str, ...] = ("pretrain", "train", "val", "test", "key_unseen", "val_unseen", "test_unseen", "other_heldout")
+SPLITS: tuple[str, ...] = (
+    "pretrain", "train", "val", "test", "key_unseen", "val_unseen", "test_unseen", "other_heldout"
+)
 SEEN_SPLITS: tuple[str, ...] = ("train", "val", "test")
 UNSEEN_SPLITS: tuple[str, ...] = ("key_unseen", "val_unseen", "test_unseen")
 

@@ -1,0 +1,62 @@
+"""Write the synthetic demo dataset in the exact BIOSCAN-5M layout.
+
+``generate_demo(out, n, seed)`` writes ``out/bioscan5m/metadata/csv/...csv`` and the
+``images/cropped_256/<split>/<chunk>/<processid>.jpg`` tree, so the demo goes through
+the same reader as the real dataset. The metadata CSV is written last: its presence
+means the dataset is complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clibd.config import DataConfig
+from clibd.data.bioscan5m_layout import BASE_FOLDER, METADATA_CSV, image_relpaths
+from clibd.data.demo.barcodes import evolve, read_barcodes
+from clibd.data.demo.images import body_traits, plan_drawings, write_images
+from clibd.data.demo.metadata import build_metadata
+from clibd.data.demo.names import ORDERS
+from clibd.data.demo.specimens import assign_splits, barcode_groups, haplotypes, specimen_counts
+from clibd.data.demo.tree import build_tree
+
+DEFAULT_SPECIMENS = 4000
+SPECIMENS_PER_SPECIES = 9  # on average, before the log-normal imbalance
+
+
+def generate_demo(out: Path, n_specimens: int = DEFAULT_SPECIMENS, seed: int = 0) -> pd.DataFrame:
+    """Simulate ``n_specimens`` specimens, write them under ``out`` and return the metadata table."""
+    out = Path(out)
+    if (out / BASE_FOLDER).exists():
+        raise FileExistsError(f"{out / BASE_FOLDER} already exists: remove it or choose another folder")
+    tree_rng, dna_rng, split_rng, image_rng, meta_rng = np.random.default_rng(seed).spawn(5)
+    n_orders = int(np.clip(n_specimens // 300 + 4, 5, len(ORDERS)))
+    tree = build_tree(tree_rng, max(20, n_specimens // SPECIMENS_PER_SPECIES), n_orders)
+    total, labelled = specimen_counts(split_rng, tree, n_specimens)
+    species, haplotype, haplotype_species = haplotypes(split_rng, total)
+    barcodes = read_barcodes(dna_rng, evolve(dna_rng, tree, haplotype_species)[haplotype])
+    split, depth = assign_splits(split_rng, tree, species, barcode_groups(haplotype, barcodes), labelled)
+
+    shuffle = meta_rng.permutation(n_specimens)
+    species, depth, split, barcodes = species[shuffle], depth[shuffle], split[shuffle], barcodes[shuffle]
+    drawing = plan_drawings(image_rng, body_traits(image_rng, tree, species))
+    table = build_metadata(meta_rng, tree, species, depth, split, barcodes, drawing)
+
+    root = out / BASE_FOLDER
+    paths = [root / p for p in image_relpaths(table)]
+    for folder in sorted({p.parent for p in paths}):
+        folder.mkdir(parents=True, exist_ok=True)
+    write_images(image_rng, drawing, paths)
+    csv = out / METADATA_CSV
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv, index=False, lineterminator="\n")
+    return table
+
+
+def ensure_demo(data_cfg: DataConfig) -> None:
+    """Generate the demo dataset at ``data_cfg.root`` if it asks for one and it is not there yet."""
+    root = Path(data_cfg.root)
+    if data_cfg.demo_specimens > 0 and not (root / METADATA_CSV).is_file():
+        generate_demo(root, data_cfg.demo_specimens, data_cfg.demo_seed)

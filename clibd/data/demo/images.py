@@ -1,0 +1,293 @@
+"""Specimen photographs: body plans inherited down the tree, drawn as cropped_256 JPEGs.
+
+Every trait (body proportions, wings, legs, antennae, colours, banding, size) is a
+latent value that drifts a lot between orders, less between families and genera, and
+little between species, plus individual variation; a trait's value is its latent
+squashed into a plausible range. The geometry of all specimens (rotated, scaled,
+cropped to the insect as in BIOSCAN's cropped images) is computed in numpy at once;
+per image only PIL's C drawing, blur and JPEG encoding run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.colors import hsv_to_rgb
+from PIL import Image, ImageDraw
+
+from clibd.data.demo.tree import Tree, descend
+
+# name: (low, high); each trait = low + (high - low) * sigmoid(latent).
+TRAITS: dict[str, tuple[float, float]] = {
+    "abdomen_len": (0.25, 0.8),
+    "abdomen_wid": (0.04, 0.26),
+    "thorax_len": (0.12, 0.35),
+    "thorax_wid": (0.05, 0.2),
+    "head_size": (0.04, 0.14),
+    "eye_size": (0.0, 0.9),
+    "waist": (0.0, 0.12),
+    "wing_len": (0.0, 1.1),
+    "wing_wid": (0.05, 0.45),
+    "wing_angle": (0.05, 0.9),
+    "wing_alpha": (0.05, 0.95),
+    "hind_wing": (0.0, 1.0),
+    "leg_len": (0.1, 0.7),
+    "antenna_len": (0.03, 0.8),
+    "stripes": (0.0, 5.99),
+    "stripe_duty": (0.15, 0.7),
+    "body_h": (0.0, 0.25),
+    "body_s": (0.15, 0.95),
+    "body_v": (0.08, 0.85),
+    "pattern_h": (0.0, 0.7),
+    "pattern_s": (0.05, 0.95),
+    "pattern_v": (0.05, 0.95),
+    "wing_h": (0.0, 0.7),
+    "wing_s": (0.0, 0.7),
+    "wing_v": (0.3, 0.95),
+    "log_size": (np.log(80.0), np.log(450.0)),  # body length in original-photo pixels
+}
+ORDER_STD = 1.6  # spread of order archetypes (latent units)
+LEVEL_STD = (0.8, 0.45, 0.22)  # drift per family, genus, species
+INDIVIDUAL_STD = 0.3
+
+SHORT_SIDE = 256
+MAX_ASPECT = 1.8
+ORIGINAL_AREA = 1024 * 768
+_MARGIN = 0.08  # crop margin around the insect, fraction of its extent
+_ABDOMEN_POINTS = 12
+_MAX_BANDS = 5
+_ELLIPSE_POINTS = 16
+# Images are drawn at 45-80 % of their size and enlarged: soft focus that varies per photo.
+_MAX_RENDER_SCALE = 0.8
+
+
+def body_traits(rng: np.random.Generator, tree: Tree, specimen_species: np.ndarray) -> dict[str, np.ndarray]:
+    """Trait values per specimen, inherited order > family > genus > species > individual."""
+    orders = rng.normal(0.0, ORDER_STD, (len(tree.orders), len(TRAITS)))
+    species = descend(tree, orders, lambda z, level: z + rng.normal(0.0, LEVEL_STD[level], z.shape))
+    latent = species[specimen_species] + rng.normal(0.0, INDIVIDUAL_STD, (len(specimen_species), len(TRAITS)))
+    low, high = np.array(list(TRAITS.values())).T
+    values = low + (high - low) / (1.0 + np.exp(-latent))
+    return dict(zip(TRAITS, values.T))
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """Everything needed to draw N specimens, in pixel coordinates of each image."""
+
+    size: np.ndarray  # [N, 2] width, height
+    abdomen: np.ndarray  # [N, P, 2]
+    bands: np.ndarray  # [N, B, Q, 2]
+    band_on: np.ndarray  # [N, B]
+    thorax: np.ndarray  # [N, E, 2]
+    head: np.ndarray  # [N, E, 2]
+    eyes: np.ndarray  # [N, 2, E, 2]
+    wings: np.ndarray  # [N, 4, E, 2]
+    wing_on: np.ndarray  # [N, 4]
+    limbs: np.ndarray  # [N, 8, 3, 2] six legs and two antennae, as polylines
+    petiole: np.ndarray  # [N, 1, 2, 2] the waist joining thorax and abdomen
+    colours: dict[str, np.ndarray]  # part -> [N, 3] uint8 (wings: [N, 4] RGBA)
+    line_width: np.ndarray  # [N]
+    scale_factor: np.ndarray  # [N] original crop / cropped_256
+    area_fraction: np.ndarray  # [N] crop area / original photo area
+    measurement: np.ndarray  # [N] organism pixels in the original photo
+
+
+def _ellipse(cx: np.ndarray, cy: np.ndarray, a: np.ndarray, b: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    t = np.linspace(0.0, 2 * np.pi, _ELLIPSE_POINTS, endpoint=False)
+    x, y = a[..., None] * np.cos(t), b[..., None] * np.sin(t)
+    c, s = np.cos(angle)[..., None], np.sin(angle)[..., None]
+    return np.stack([cx[..., None] + c * x - s * y, cy[..., None] + s * x + c * y], axis=-1)
+
+
+def _radius(width: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Abdomen half-width at fraction ``s`` of its length: a tear drop, widest near the front."""
+    return width * np.sin(np.pi * np.clip(s, 0, 1) ** 0.7) ** 0.8 + 0.01
+
+
+def _outline(x: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Closed outline from an axis profile: upper side forward, lower side back."""
+    return np.concatenate([np.stack([x, r], -1), np.stack([x, -r], -1)[..., ::-1, :]], axis=-2)
+
+
+def _hsv(traits: dict[str, np.ndarray], prefix: str, shade: float = 1.0) -> np.ndarray:
+    value = np.clip(traits[f"{prefix}_v"] * shade, 0, 1)
+    hsv = np.stack([traits[f"{prefix}_h"] % 1.0, traits[f"{prefix}_s"], value], -1)
+    return np.round(hsv_to_rgb(hsv) * 255).astype(np.uint8)
+
+
+def plan_drawings(rng: np.random.Generator, t: dict[str, np.ndarray]) -> Drawing:
+    """Body parts in body units (head forward along +x, length ~1), posed and cropped."""
+    n = len(t["abdomen_len"])
+    zeros = np.zeros(n)
+    half_thorax = t["thorax_len"] / 2
+    head_x = half_thorax + 0.8 * t["head_size"]
+    thorax = _ellipse(zeros, zeros, half_thorax, t["thorax_wid"], zeros)
+    head = _ellipse(head_x, zeros, t["head_size"], 0.85 * t["head_size"], zeros)
+    eye_r = np.maximum(t["eye_size"] * t["head_size"] * 0.5, 1e-3)
+    eyes = np.stack([_ellipse(head_x + 0.3 * t["head_size"], side * 0.55 * t["head_size"], eye_r, 0.8 * eye_r, zeros)
+                     for side in (1, -1)], 1)
+
+    # Abdomen: a tear-drop profile behind the thorax (and the waist), banded across.
+    front = -0.9 * half_thorax - t["waist"]
+    petiole = np.stack([np.stack([-half_thorax, zeros], -1), np.stack([front - 0.02, zeros], -1)], 1)[:, None]
+    u = np.linspace(0.0, 1.0, _ABDOMEN_POINTS)
+    abdomen = _outline(front[:, None] - u * t["abdomen_len"][:, None], _radius(t["abdomen_wid"][:, None], u))
+    n_bands = np.floor(t["stripes"]).astype(int)
+    centre = (np.arange(_MAX_BANDS)[None, :] + 0.5) / np.maximum(n_bands, 1)[:, None]
+    half = t["stripe_duty"][:, None] / np.maximum(n_bands, 1)[:, None] / 2
+    s = centre[..., None] + half[..., None] * np.linspace(-1.0, 1.0, 5)
+    length, width = t["abdomen_len"][:, None, None], t["abdomen_wid"][:, None, None]
+    bands = _outline(front[:, None, None] - s * length, _radius(width, s))
+    band_on = np.arange(_MAX_BANDS)[None, :] < n_bands[:, None]
+
+    # Wings: fore pair (and hind pair, smaller) swept back from the thorax.
+    wings = []
+    for scale, base_x, sweep in ((1.0, 0.2, 1.0), (0.75, -0.4, 1.35)):
+        length = t["wing_len"] * scale
+        for side in (1, -1):
+            angle = np.pi - side * t["wing_angle"] * sweep
+            bx, by = base_x * half_thorax, side * 0.6 * t["thorax_wid"]
+            cx, cy = bx + np.cos(angle) * length / 2, by + np.sin(angle) * length / 2
+            wings.append(_ellipse(cx, cy, length / 2 + 1e-3, t["wing_wid"] * scale / 2 + 1e-3, angle))
+    wings = np.stack(wings, 1)
+    wing_on = np.stack([t["wing_len"] > 0.15] * 2 + [(t["wing_len"] > 0.15) & (t["hind_wing"] > 0.45)] * 2, 1)
+
+    # Legs: three pairs of two segments, splayed with individual jitter; antennae forward.
+    leg_base_x = np.array([0.6, 0.0, -0.6])[None, :, None] * half_thorax[:, None, None]
+    side = np.array([1, -1])[None, None, :]
+    spread = np.array([0.7, 0.0, -0.7])[None, :, None] + rng.normal(0, 0.15, (n, 3, 2))
+    a1 = side * (np.pi / 2 - spread)
+    a2 = a1 + side * np.array([0.6, 0.1, -0.6])[None, :, None] + rng.normal(0, 0.2, (n, 3, 2))
+    seg = t["leg_len"][:, None, None] / 2
+    leg_base_y = side * 0.7 * t["thorax_wid"][:, None, None] * np.ones_like(a1)
+    p0 = np.stack([np.broadcast_to(leg_base_x, a1.shape), leg_base_y], -1)
+    p1 = p0 + seg[..., None] * np.stack([np.cos(a1), np.sin(a1)], -1)
+    p2 = p1 + seg[..., None] * np.stack([np.cos(a2), np.sin(a2)], -1)
+    legs = np.stack([p0, p1, p2], -2).reshape(n, 6, 3, 2)
+    ant_angle = np.array([0.45, -0.45])[None, :] + rng.normal(0, 0.1, (n, 2))
+    q0 = np.stack([np.broadcast_to(head_x[:, None] + 0.7 * t["head_size"][:, None], (n, 2)),
+                   np.array([0.3, -0.3])[None, :] * t["head_size"][:, None]], -1)
+    q1 = q0 + t["antenna_len"][:, None, None] / 2 * np.stack([np.cos(ant_angle), np.sin(ant_angle)], -1)
+    q2 = q1 + t["antenna_len"][:, None, None] / 2 * np.stack([np.cos(1.4 * ant_angle), np.sin(1.4 * ant_angle)], -1)
+    antennae = np.stack([q0, q1, q2], -2)
+    limbs = np.concatenate([legs, antennae], 1)
+
+    # Pose: any rotation (specimens lie loose in the well); crop tight around the insect.
+    parts = {"abdomen": abdomen, "bands": bands, "thorax": thorax, "head": head, "eyes": eyes,
+             "wings": wings, "limbs": limbs, "petiole": petiole}
+    theta = rng.uniform(0, 2 * np.pi, n)
+    rot = np.stack([np.stack([np.cos(theta), -np.sin(theta)], -1), np.stack([np.sin(theta), np.cos(theta)], -1)], -2)
+    posed = {k: np.einsum("nij,n...j->n...i", rot, v) for k, v in parts.items()}
+    # Bands and eyes lie inside the body; a missing wing is collapsed onto the origin.
+    outer = [posed[k].reshape(n, -1, 2) for k in ("abdomen", "thorax", "head", "limbs")]
+    extent = np.concatenate(outer + [np.where(wing_on[:, :, None, None], posed["wings"], 0).reshape(n, -1, 2)], 1)
+    lo, hi = extent.min(1), extent.max(1)
+    span = (hi - lo) * (1 + 2 * _MARGIN)
+    # Short side 256 px; a very elongated insect gets more background, never a cut.
+    long_units = span.max(1)
+    short_units = np.maximum(span.min(1), long_units / MAX_ASPECT)
+    px = SHORT_SIDE / short_units
+    long_px = np.round(long_units * px)
+    size = np.where((span[:, 0] >= span[:, 1])[:, None], np.stack([long_px, np.full(n, SHORT_SIDE)], 1),
+                    np.stack([np.full(n, SHORT_SIDE), long_px], 1))
+    offset = size / 2 - (lo + hi) / 2 * px[:, None]
+    pixels = {k: v * px.reshape((n,) + (1,) * (v.ndim - 1)) + offset.reshape((n,) + (1,) * (v.ndim - 2) + (2,))
+              for k, v in posed.items()}
+
+    body_length = np.exp(t["log_size"])  # original-photo pixels per body unit
+    original_short = short_units * body_length
+    scale_factor = original_short / SHORT_SIDE
+    area_fraction = np.minimum(np.prod(size, 1) * scale_factor**2 / ORIGINAL_AREA, 1.0)
+    body_area = sum(_area(parts[k]) for k in ("abdomen", "thorax", "head")) + (_area(wings) * wing_on).sum(1)
+    wing_rgba = np.concatenate([_hsv(t, "wing"), np.round(50 + 200 * t["wing_alpha"])[:, None].astype(np.uint8)], 1)
+    return Drawing(
+        size=size.astype(int),
+        abdomen=pixels["abdomen"],
+        bands=pixels["bands"],
+        band_on=band_on,
+        thorax=pixels["thorax"],
+        head=pixels["head"],
+        eyes=pixels["eyes"],
+        wings=pixels["wings"],
+        wing_on=wing_on,
+        limbs=pixels["limbs"],
+        petiole=pixels["petiole"],
+        colours={
+            "body": _hsv(t, "body"),
+            "thorax": _hsv(t, "body", 0.8),
+            "head": _hsv(t, "body", 0.65),
+            "limbs": _hsv(t, "body", 0.55),
+            "pattern": _hsv(t, "pattern"),
+            "eyes": _hsv({"eye_h": zeros + 0.02, "eye_s": zeros + 0.8, "eye_v": 0.2 + 0.5 * t["eye_size"]}, "eye"),
+            "wings": wing_rgba,
+        },
+        line_width=np.maximum(1, np.round(px * 0.012)).astype(int),
+        scale_factor=scale_factor,
+        area_fraction=area_fraction,
+        measurement=body_area * body_length**2,
+    )
+
+
+def _area(polygons: np.ndarray) -> np.ndarray:
+    """Shoelace area of polygons [..., P, 2]."""
+    x, y = polygons[..., 0], polygons[..., 1]
+    return 0.5 * np.abs(np.sum(x * np.roll(y, -1, -1) - np.roll(x, -1, -1) * y, -1))
+
+
+def backgrounds(rng: np.random.Generator, count: int = 12) -> list[Image.Image]:
+    """Pale well-plate backgrounds: tint, soft gradient, grain and dust, larger than any image."""
+    side = int(np.ceil(SHORT_SIDE * MAX_ASPECT * _MAX_RENDER_SCALE)) + 1
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    out = []
+    for _ in range(count):
+        tint = rng.uniform(195, 240) + rng.normal(0, 2.5, 3)
+        gradient = 18 * (rng.uniform(-1, 1) * (xx - 0.5) + rng.uniform(-1, 1) * (yy - 0.5))
+        vignette = -25 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
+        grain = rng.normal(0, 5, (side, side, 1)) + rng.normal(0, 2, (side, side, 3))
+        dust = (rng.random((side, side, 1)) < 0.0008) * rng.uniform(-90, -30)
+        pixels = tint + (gradient + vignette)[..., None] + grain + dust
+        out.append(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))
+    return out
+
+
+def draw(d: Drawing, i: int, background: Image.Image, corner: tuple[int, int], scale: float) -> Image.Image:
+    """Image ``i`` of the plan: limbs, body, banding, eyes and translucent wings drawn on a
+    background crop at ``scale`` of the final size, then enlarged (soft focus, anti-aliasing)."""
+    w, h = d.size[i]
+    small = (max(1, round(w * scale)), max(1, round(h * scale)))
+    image = background.crop((corner[0], corner[1], corner[0] + small[0], corner[1] + small[1]))
+    pen = ImageDraw.Draw(image, "RGBA")
+    c = {k: tuple(v[i].tolist()) for k, v in d.colours.items()}
+
+    def flat(points: np.ndarray) -> list[float]:
+        return (points * scale).ravel().tolist()
+
+    width = max(1, round(float(d.line_width[i]) * scale))
+    for limb in d.limbs[i]:
+        pen.line(flat(limb), fill=c["limbs"], width=width, joint="curve")
+    pen.line(flat(d.petiole[i]), fill=c["thorax"], width=2 * width)
+    pen.polygon(flat(d.abdomen[i]), fill=c["body"])
+    for band in d.bands[i][d.band_on[i]]:
+        pen.polygon(flat(band), fill=c["pattern"])
+    pen.polygon(flat(d.thorax[i]), fill=c["thorax"])
+    pen.polygon(flat(d.head[i]), fill=c["head"])
+    for eye in d.eyes[i]:
+        pen.polygon(flat(eye), fill=c["eyes"])
+    for wing in d.wings[i][d.wing_on[i]]:
+        pen.polygon(flat(wing), fill=c["wings"])
+    return image.resize((int(w), int(h)), Image.Resampling.BILINEAR)
+
+
+def write_images(rng: np.random.Generator, d: Drawing, paths: list[Path], quality: int = 90) -> None:
+    """Draw and save every image (folders must exist)."""
+    bank = backgrounds(rng)
+    n = len(paths)
+    choice = rng.integers(0, len(bank), n)
+    scale = rng.uniform(0.45, _MAX_RENDER_SCALE, n)
+    side = bank[0].size[0]
+    corners = (rng.random((n, 2)) * (side - d.size * scale[:, None])).astype(int)
+    for i, path in enumerate(paths):
+        draw(d, i, bank[choice[i]], tuple(corners[i]), float(scale[i])).save(path, quality=quality)

@@ -1,0 +1,101 @@
+"""The metadata table of the demo specimens: BIOSCAN-5M's 23 columns, its dtypes, its id styles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from clibd.data.bioscan5m_layout import METADATA_DTYPES, image_chunks
+from clibd.data.demo.images import Drawing
+from clibd.data.demo.specimens import FAMILY, GENUS, SPECIES
+from clibd.data.demo.tree import Tree
+
+# (country, province_state, latitude, longitude, share): BIOSCAN's collecting regions.
+REGIONS: tuple[tuple[str, str, float, float, float], ...] = (
+    ("Canada", "Ontario", 43.5, -80.2, 0.40),
+    ("Canada", "British Columbia", 49.3, -123.1, 0.08),
+    ("Canada", "Quebec", 45.5, -73.6, 0.06),
+    ("Costa Rica", "Guanacaste", 10.8, -85.6, 0.14),
+    ("South Africa", "Western Cape", -33.9, 18.9, 0.08),
+    ("Pakistan", "Punjab", 31.5, 74.3, 0.07),
+    ("Thailand", "Chiang Mai", 18.8, 98.9, 0.07),
+    ("Kenya", "Nairobi", -1.3, 36.8, 0.05),
+    ("Australia", "Australian Capital Territory", -35.3, 149.1, 0.05),
+)
+BIOSCAN_1M_SIZE = 1_128_313
+_PROJECTS_PER_DATASET = 8
+
+
+def _letters(numbers: np.ndarray, k: int) -> np.ndarray:
+    """Each number < 26**k written as ``k`` upper-case letters."""
+    chars = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))[numbers[:, None] // 26 ** np.arange(k) % 26]
+    return np.ascontiguousarray(chars).view(f"<U{k}").ravel()
+
+
+def _bin_codes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` distinct BOLD BINs like ``BOLD:ACW1968``."""
+    code = rng.choice(26**3 * 10**4, n, replace=False)
+    return np.char.add(np.char.add("BOLD:", _letters(code // 10**4, 3)), np.char.zfill((code % 10**4).astype(str), 4))
+
+
+def build_metadata(rng: np.random.Generator, tree: Tree, species: np.ndarray, depth: np.ndarray, split: np.ndarray,
+                   barcodes: np.ndarray, drawing: Drawing) -> pd.DataFrame:
+    """One row per specimen, in the dataset's column order and dtypes."""
+    n = len(species)
+    path = tree.species_path()
+    genus = path["genus"][species]
+
+    # processid: project code + running number + "-" + year; sampleid: plate and well.
+    projects = _letters(rng.choice(26**5, _PROJECTS_PER_DATASET, replace=False), 5)
+    project = rng.integers(0, len(projects), n)
+    first_number = rng.integers(100, 3000, len(projects))
+    running = pd.Series(project).groupby(project).cumcount().to_numpy() + first_number[project]
+    processid = pd.Series(projects[project]) + running.astype(str) + "-" + rng.integers(19, 24, n).astype(str)
+    plate = rng.integers(10000, 90000) + np.arange(n) // 95
+    well = np.arange(n) % 95
+    sampleid = "BIOUG" + pd.Series(plate.astype(str)) + "-" + np.array(list("ABCDEFGH"))[well // 12] + pd.Series(
+        np.char.zfill((well % 12 + 1).astype(str), 2))
+
+    def rank(names: np.ndarray, known: np.ndarray) -> pd.Series:
+        return pd.Series(np.where(known, names, None), dtype="string")
+
+    subfamily_known = (depth >= GENUS) | ((depth == FAMILY) & (rng.random(n) < 0.3))
+    ranks = pd.DataFrame({
+        "phylum": pd.Series(["Arthropoda"] * n, dtype="string"),
+        "class": pd.Series(["Insecta"] * n, dtype="string"),
+        "order": rank(tree.orders[path["order"][species]], np.ones(n, bool)),
+        "family": rank(tree.families[path["family"][species]], depth >= FAMILY),
+        "subfamily": rank(tree.genus_subfamily[genus], subfamily_known),
+        "genus": rank(tree.genera[genus], depth >= GENUS),
+        "species": rank(tree.species[species], depth >= SPECIES),
+    })
+    taxon = ranks[["species", "genus", "subfamily", "family", "order"]].bfill(axis=1)["species"]
+
+    bins = pd.Series(_bin_codes(rng, len(tree.species))[species], dtype="string")
+    home = rng.choice(len(REGIONS), len(tree.genera), p=[r[4] for r in REGIONS])[genus]
+    region = np.where(rng.random(n) < 0.75, home, rng.choice(len(REGIONS), n, p=[r[4] for r in REGIONS]))
+    country, province, lat, lon, _ = (np.array(col)[region] for col in zip(*REGIONS))
+    located = rng.random(n) >= 0.03
+    in_1m = rng.random(n) < 0.2
+
+    table = pd.DataFrame({
+        "processid": processid,
+        "sampleid": sampleid,
+        "taxon": taxon,
+        **ranks,
+        "dna_bin": bins.where(rng.random(n) >= 0.02),
+        "dna_barcode": barcodes,
+        "country": country,
+        "province_state": np.where(rng.random(n) < 0.97, province, None),
+        "coord-lat": np.where(located, np.round(lat.astype(float) + rng.normal(0, 0.8, n), 3), np.nan),
+        "coord-lon": np.where(located, np.round(lon.astype(float) + rng.normal(0, 0.8, n), 3), np.nan),
+        "image_measurement_value": np.round(drawing.measurement, 1),
+        "area_fraction": np.round(drawing.area_fraction, 6),
+        "scale_factor": np.round(drawing.scale_factor, 4),
+        "inferred_ranks": rng.choice(3, n, p=(0.9, 0.07, 0.03)),
+        "split": split,
+        "index_bioscan_1M_insect": pd.array(np.where(in_1m, rng.choice(BIOSCAN_1M_SIZE, n, replace=False), -1)),
+    })
+    table["index_bioscan_1M_insect"] = table["index_bioscan_1M_insect"].astype("Int64").where(in_1m)
+    table["chunk"] = image_chunks(table["processid"], table["split"])
+    return table.astype(METADATA_DTYPES)
