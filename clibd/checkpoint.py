@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Optional
 
 from accelerate import Accelerator
+from accelerate.utils import load
+from safetensors import SafetensorError
+
+from clibd.models.weights import refuse_unsafe_pickle
 
 STATE_FILE = "trainer_state.json"
 MODEL_DIR = "model"
@@ -99,6 +103,27 @@ def resolve_checkpoint(out_dir: Path, resume: str) -> Path:
     raise CheckpointError(f"--resume latest: no complete checkpoint under {last.parent}")
 
 
+def _refuse_unreadable_files(accelerator: Accelerator, path: Path) -> None:
+    """Check what accelerate would read carelessly: it unpickles registered objects (the LR
+    scheduler) with ``weights_only=False``, so a posted checkpoint could run code, and it
+    silently skips RNG states it cannot read, so a resume would quietly diverge."""
+    required = ("model.safetensors", "optimizer.bin", f"random_states_{accelerator.process_index}.pkl", "custom_checkpoint_0.pkl")
+    for name in required:
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete: no {name}")
+    for pickled in sorted([*path.glob("*.pkl"), *path.glob("*.pt")]):  # small; optimizer.bin: below
+        with refuse_unsafe_pickle(pickled):
+            load(pickled, map_location="cpu")
+
+
 def load_checkpoint(accelerator: Accelerator, path: Path) -> TrainerState:
-    accelerator.load_state(str(path))
-    return TrainerState(**json.loads((path / STATE_FILE).read_text()))
+    _refuse_unreadable_files(accelerator, path)
+    try:
+        with refuse_unsafe_pickle(path / "optimizer.bin"):  # accelerate reads it weights-only
+            accelerator.load_state(str(path))
+    except SafetensorError as err:
+        raise CheckpointError(f"{path / 'model.safetensors'}: cannot be read ({err})") from None
+    try:
+        return TrainerState(**json.loads((path / STATE_FILE).read_text()))
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path / STATE_FILE}: cannot be read ({err})") from None
