@@ -22,6 +22,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -158,7 +159,10 @@ class CLIBDModel(nn.Module):
         if cfg.text.enabled:
             tokenizer = AutoTokenizer.from_pretrained(directory / "text_tokenizer", local_files_only=True)
         model = cls(cfg, text_tokenizer=tokenizer, architectures=meta["architectures"])
-        missing, unexpected = load_model(model, str(directory / "model.safetensors"), strict=False)
+        try:
+            missing, unexpected = load_model(model, str(directory / "model.safetensors"), strict=False)
+        except SafetensorError as err:
+            raise ValueError(f"{directory / 'model.safetensors'}: cannot be read ({err})") from None
         if missing or unexpected:
             raise CheckpointMismatchError(
                 f"{directory / 'model.safetensors'}: weights do not fit the model built from config.json: "
