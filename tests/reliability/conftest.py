@@ -1,0 +1,26 @@
+"""Shared by the reliability group: the training tests' tiny learnable data and config, and a
+finished 8-step run (checkpoints every 2 steps) that fault scenarios copy and damage."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from clibd.training import train
+from tests.test_training import data, logged, tiny_config  # noqa: F401  (data is a fixture)
+
+
+@pytest.fixture(scope="module")
+def finished_run(data, tmp_path_factory) -> Path:  # noqa: F811
+    out = tmp_path_factory.mktemp("finished") / "run"
+    result = train(tiny_config(data, "train.checkpoint_every_steps=2"), out)
+    assert result.steps == 8 and not result.interrupted
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    """A private copy of the finished run to damage."""
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
