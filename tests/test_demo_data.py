@@ -12,10 +12,13 @@ from PIL import Image
 
 from clibd.cli import main
 from clibd.config import DataConfig
-from clibd.data.bioscan5m_layout import METADATA_COLUMNS, METADATA_CSV, METADATA_DTYPES, SPLITS
 from clibd.data.demo import ensure_demo, generate_demo
+from clibd.data.demo.metadata import METADATA_DTYPES
+from clibd.data.sources import read_specimens
+from clibd.data.sources.bioscan5m import COLUMNS, FOLDER, METADATA_FILE, SPLITS
 from clibd.taxonomy import is_placeholder_species
 
+METADATA_CSV = Path(FOLDER) / METADATA_FILE
 N_SPECIMENS, SEED = 600, 3
 SEEN, UNSEEN = ("train", "val", "test"), ("key_unseen", "val_unseen", "test_unseen")
 
@@ -35,8 +38,8 @@ def _tree_digest(root: Path) -> dict[str, str]:
 def test_metadata_has_the_23_columns_in_order_and_their_dtypes(demo: tuple[Path, pd.DataFrame]) -> None:
     root, table = demo
     header = (root / METADATA_CSV).read_text().split("\n", 1)[0]
-    assert header.split(",") == list(METADATA_COLUMNS)
-    assert len(METADATA_COLUMNS) == 23 and len(table) == N_SPECIMENS
+    assert header.split(",") == list(COLUMNS)
+    assert len(COLUMNS) == 23 and len(table) == N_SPECIMENS
     assert table["processid"].is_unique and table["sampleid"].is_unique
     assert table["inferred_ranks"].dtype == np.uint8
     assert 0 < table["index_bioscan_1M_insect"].notna().sum() < N_SPECIMENS  # Int64 with empties
@@ -49,13 +52,22 @@ def test_metadata_has_the_23_columns_in_order_and_their_dtypes(demo: tuple[Path,
     assert (table["taxon"].astype(object) == deepest).all()
 
 
+def test_our_reader_takes_the_demo_as_real_data(demo: tuple[Path, pd.DataFrame]) -> None:
+    root, table = demo
+    specimens, skips = read_specimens(DataConfig(format="bioscan5m", root=str(root)))
+    assert skips.skipped == 0 and list(specimens["processid"]) == list(table["processid"])
+    assert specimens["image_ref"].map(lambda ref: Path(ref).is_file()).all()
+    assert (specimens["split"].to_numpy() == table["split"].to_numpy()).all()
+
+
 def test_the_dataset_package_reads_the_demo(demo: tuple[Path, pd.DataFrame]) -> None:
     bioscan5m = pytest.importorskip("bioscan_dataset.bioscan5m", reason="bioscan-dataset package not installed")
     root, table = demo
-    theirs = bioscan5m.load_bioscan5m_metadata(root / METADATA_CSV, max_nucleotides=None)
+    theirs = bioscan5m.load_bioscan5m_metadata(root / METADATA_CSV, max_nucleotides=None)  # its own dtypes
     assert list(theirs["processid"]) == list(table["processid"])
+    assert theirs["inferred_ranks"].dtype == np.uint8 and theirs["index_bioscan_1M_insect"].dtype == "Int64"
     for rel in theirs["image_path"]:
-        assert (root / "bioscan5m" / "images" / "cropped_256" / rel).is_file(), rel
+        assert (root / FOLDER / "images" / "cropped_256" / rel).is_file(), rel
 
 
 def test_real_split_names_all_present(demo: tuple[Path, pd.DataFrame]) -> None:
@@ -66,7 +78,7 @@ def test_real_split_names_all_present(demo: tuple[Path, pd.DataFrame]) -> None:
 
 def test_every_record_has_its_image_at_the_chunk_path(demo: tuple[Path, pd.DataFrame]) -> None:
     root, table = demo
-    images = root / "bioscan5m" / "images" / "cropped_256"
+    images = root / FOLDER / "images" / "cropped_256"
     width = {"pretrain": 2, "train": 1, "other_heldout": 1}
     for pid, split, chunk in table[["processid", "split", "chunk"]].itertuples(index=False):
         digest = hashlib.md5(pid.encode()).hexdigest()[: width.get(split, 0)]
@@ -216,7 +228,7 @@ def test_barcode_kmers_identify_seen_species(demo: tuple[Path, pd.DataFrame]) ->
 def test_images_separate_orders_clearly_better_than_species(demo: tuple[Path, pd.DataFrame]) -> None:
     root, table = demo
     labelled = table[table["split"].isin(["train", "test"])].reset_index(drop=True)
-    images = root / "bioscan5m" / "images" / "cropped_256"
+    images = root / FOLDER / "images" / "cropped_256"
     features = []
     for split, chunk, pid in labelled[["split", "chunk", "processid"]].itertuples(index=False):
         with Image.open(images / split / (chunk if pd.notna(chunk) else "") / f"{pid}.jpg") as image:

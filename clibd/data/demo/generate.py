@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from clibd.config import DataConfig
-from clibd.data.bioscan5m_layout import BASE_FOLDER, METADATA_CSV, image_relpaths
+from clibd.data.sources.bioscan5m import FOLDER, METADATA_FILE
 from clibd.data.demo.barcodes import evolve, read_barcodes
 from clibd.data.demo.images import body_traits, plan_drawings, write_images
 from clibd.data.demo.metadata import build_metadata
@@ -29,8 +29,9 @@ SPECIMENS_PER_SPECIES = 9  # on average, before the log-normal imbalance
 def generate_demo(out: Path, n_specimens: int = DEFAULT_SPECIMENS, seed: int = 0) -> pd.DataFrame:
     """Simulate ``n_specimens`` specimens, write them under ``out`` and return the metadata table."""
     out = Path(out)
-    if (out / BASE_FOLDER).exists():
-        raise FileExistsError(f"{out / BASE_FOLDER} already exists: remove it or choose another folder")
+    root = out / FOLDER
+    if root.exists():
+        raise FileExistsError(f"{root} already exists: remove it or choose another folder")
     tree_rng, dna_rng, split_rng, image_rng, meta_rng = np.random.default_rng(seed).spawn(5)
     n_orders = int(np.clip(n_specimens // 300 + 4, 5, len(ORDERS)))
     tree = build_tree(tree_rng, max(20, n_specimens // SPECIMENS_PER_SPECIES), n_orders)
@@ -44,12 +45,12 @@ def generate_demo(out: Path, n_specimens: int = DEFAULT_SPECIMENS, seed: int = 0
     drawing = plan_drawings(image_rng, body_traits(image_rng, tree, species))
     table = build_metadata(meta_rng, tree, species, depth, split, barcodes, drawing)
 
-    root = out / BASE_FOLDER
-    paths = [root / p for p in image_relpaths(table)]
+    chunk_dir = (table["chunk"] + "/").fillna("")
+    paths = [root / p for p in "images/cropped_256/" + table["split"] + "/" + chunk_dir + table["processid"] + ".jpg"]
     for folder in sorted({p.parent for p in paths}):
         folder.mkdir(parents=True, exist_ok=True)
     write_images(image_rng, drawing, paths)
-    csv = out / METADATA_CSV
+    csv = root / METADATA_FILE
     csv.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv, index=False, lineterminator="\n")
     return table
@@ -58,5 +59,5 @@ def generate_demo(out: Path, n_specimens: int = DEFAULT_SPECIMENS, seed: int = 0
 def ensure_demo(data_cfg: DataConfig) -> None:
     """Generate the demo dataset at ``data_cfg.root`` if it asks for one and it is not there yet."""
     root = Path(data_cfg.root)
-    if data_cfg.demo_specimens > 0 and not (root / METADATA_CSV).is_file():
+    if data_cfg.demo_specimens > 0 and not (root / FOLDER / METADATA_FILE).is_file():
         generate_demo(root, data_cfg.demo_specimens, data_cfg.demo_seed)

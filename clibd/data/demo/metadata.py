@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from clibd.data.bioscan5m_layout import METADATA_DTYPES, image_chunks
+from clibd.data.sources.bioscan5m import COLUMN_TYPES, md5_chunk
 from clibd.data.demo.images import Drawing
 from clibd.data.demo.specimens import FAMILY, GENUS, SPECIES
 from clibd.data.demo.tree import Tree
@@ -23,6 +24,11 @@ REGIONS: tuple[tuple[str, str, float, float, float], ...] = (
     ("Australia", "Australian Capital Territory", -35.3, 149.1, 0.05),
 )
 BIOSCAN_1M_SIZE = 1_128_313
+# The 23 columns, in file order, as pandas dtypes.
+METADATA_DTYPES: dict[str, str] = {
+    column: {pa.string(): "string", pa.float64(): "float64", pa.uint8(): "uint8", pa.int64(): "Int64"}[kind]
+    for column, kind in COLUMN_TYPES.items()
+}
 _PROJECTS_PER_DATASET = 8
 
 
@@ -97,5 +103,6 @@ def build_metadata(rng: np.random.Generator, tree: Tree, species: np.ndarray, de
         "index_bioscan_1M_insect": pd.array(np.where(in_1m, rng.choice(BIOSCAN_1M_SIZE, n, replace=False), -1)),
     })
     table["index_bioscan_1M_insect"] = table["index_bioscan_1M_insect"].astype("Int64").where(in_1m)
-    table["chunk"] = image_chunks(table["processid"], table["split"])
+    chunks = [md5_chunk(pid, s) or None for pid, s in zip(table["processid"], table["split"])]
+    table["chunk"] = pd.Series(chunks, dtype="string")
     return table.astype(METADATA_DTYPES)

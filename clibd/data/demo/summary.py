@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from clibd.data.bioscan5m_layout import SPLITS
+from clibd.data.sources.bioscan5m import SPLITS
 
 SUMMARY_RANKS = ("order", "family", "subfamily", "genus", "species", "dna_bin")
 
