@@ -100,13 +100,29 @@ class ReferenceIndex:
         self.nlist, self.nprobe, self.ef_search, self.hnsw_m = nlist, nprobe, ef_search, hnsw_m
         self.checkpoint_hash = checkpoint_hash
         self.metadata: dict[str, Any] = dict(metadata or {})
-        self.ids: np.ndarray = np.empty(0, dtype=object)
-        self.taxonomy: Optional[pd.DataFrame] = None
+        # Chunks per add(), joined on first access, so adding N keys in chunks stays O(N).
+        self._id_chunks: list[np.ndarray] = []
+        self._id_set: set[str] = set()
+        self._taxonomy_chunks: list[pd.DataFrame] = []
         self._gpu = _use_gpu(device, kind)
         self._index: Optional[faiss.Index] = None  # built on the first add (IVF needs the keys to train)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._id_set)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Key ids (object array) in position order."""
+        if len(self._id_chunks) != 1:
+            self._id_chunks = [np.concatenate(self._id_chunks) if self._id_chunks else np.empty(0, dtype=object)]
+        return self._id_chunks[0]
+
+    @property
+    def taxonomy(self) -> Optional[pd.DataFrame]:
+        """The keys' taxonomy (one row per position), or None when added without."""
+        if len(self._taxonomy_chunks) > 1:
+            self._taxonomy_chunks = [pd.concat(self._taxonomy_chunks, ignore_index=True)]
+        return self._taxonomy_chunks[0] if self._taxonomy_chunks else None
 
     @property
     def on_gpu(self) -> bool:
@@ -136,24 +152,24 @@ class ReferenceIndex:
         x = normalized_float32(embeddings, "key embeddings")
         if x.shape[1] != self.dim:
             raise ValueError(f"key embeddings have dim {x.shape[1]}, the index {self.dim}")
-        ids = np.asarray(ids, dtype=object)
+        ids = np.asarray(ids).astype(str).astype(object)  # ids are strings on disk too
         if len(ids) != len(x):
             raise ValueError(f"{len(ids)} ids for {len(x)} key embeddings")
-        if (taxonomy is None) != (self.taxonomy is None) and len(self):
+        if (taxonomy is None) != (not self._taxonomy_chunks) and len(self):
             raise ValueError("add taxonomy with every batch of keys or with none")
         if taxonomy is not None and len(taxonomy) != len(x):
             raise ValueError(f"taxonomy has {len(taxonomy)} rows for {len(x)} key embeddings")
-        all_ids = np.concatenate([self.ids, ids])
-        dup = pd.Index(all_ids).duplicated()
-        if dup.any():
-            raise ValueError(f"duplicate key ids, e.g. {all_ids[dup][:5].tolist()}")
+        new = pd.Index(ids)
+        dup = new[new.duplicated()].tolist() + sorted(self._id_set.intersection(new))
+        if dup:
+            raise ValueError(f"duplicate key ids, e.g. {dup[:5]}")
         if self._index is None:
             self._index = self._build(x)
         self._index.add(x)
-        self.ids = all_ids
+        self._id_chunks.append(ids)
+        self._id_set.update(new)
         if taxonomy is not None:
-            batch = taxonomy.reset_index(drop=True)
-            self.taxonomy = batch if self.taxonomy is None else pd.concat([self.taxonomy, batch], ignore_index=True)
+            self._taxonomy_chunks.append(taxonomy.reset_index(drop=True))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores [Q,k] float32, positions [Q,k] int64)``, most similar first.
@@ -246,7 +262,8 @@ class ReferenceIndex:
                 f"{len(keys)} key rows, meta dim {meta['dim']}"
             )
         self._index = _to_all_gpus(index) if self._gpu else index
-        self.ids = keys["id"].to_numpy(dtype=object)
+        ids = keys["id"].to_numpy(dtype=object)
+        self._id_chunks, self._id_set = [ids], set(ids.tolist())
         taxonomy = keys.drop(columns="id")
-        self.taxonomy = taxonomy if len(taxonomy.columns) else None
+        self._taxonomy_chunks = [taxonomy] if len(taxonomy.columns) else []
         return self
