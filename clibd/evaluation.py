@@ -112,6 +112,9 @@ def evaluate_retrieval(
     for by_role in results.values():
         if all(role in by_role for role in ROLES):
             by_role[HM] = _harmonic(by_role["seen"], by_role["unseen"])
+    # Query-major order (image->image, image->dna, ...), as the paper's table reads.
+    query_modalities = dict.fromkeys(modality for _, modality, _ in query_items)
+    results = {pair: results[pair] for q in query_modalities for k in keys if (pair := f"{q}->{k}") in results}
 
     per_class = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if len(per_class):
