@@ -5,13 +5,13 @@
 * ``nn_macro_top1``: cosine 1-NN of queries against keys, macro top-1 per rank (the
   paper's "1-NN genus accuracy of unseen species" is ``rank="genus"`` on unseen queries).
 * ``linear_probe``: logistic regression on frozen embeddings of seen species.
-* ``embed_barcodes``: masked-mean embeddings of a BERT DNA tower; ``kmer_count_vectors``:
-  the alignment-free k-mer baseline.
+* ``embed_batches``: embeddings of a tower (``DnaTower``: masked mean of the last layer);
+  ``kmer_count_vectors``: the alignment-free k-mer baseline.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,17 +103,17 @@ def kmer_count_vectors(sequences: Sequence[str], k: int) -> sp.csr_matrix:
 
 
 @torch.no_grad()
-def embed_barcodes(
-    encoder: torch.nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int = 256
+def embed_batches(
+    encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ids: np.ndarray,
+    mask: np.ndarray,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Masked-mean last hidden state of a HF BERT encoder (padding never counted), float32."""
-    encoder.eval()
-    device = next(encoder.parameters()).device
+    """``encode(ids, mask)`` over row batches (e.g. ``DnaTower``, ``CLIBDModel.encode_dna``), float32."""
     out = []
     for start in range(0, len(ids), batch_size):
         batch_ids = torch.as_tensor(ids[start : start + batch_size], dtype=torch.long, device=device)
         batch_mask = torch.as_tensor(mask[start : start + batch_size], dtype=torch.long, device=device)
-        hidden = encoder(input_ids=batch_ids, attention_mask=batch_mask).last_hidden_state
-        weights = batch_mask.unsqueeze(-1).to(hidden.dtype)
-        out.append(((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).float().cpu())
+        out.append(encode(batch_ids, batch_mask).float().cpu())
     return torch.cat(out).numpy()

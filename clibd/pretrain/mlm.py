@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from transformers import BertConfig, BertForMaskedLM
+from transformers import BertForMaskedLM
 
 from clibd.config import Config, DnaTowerConfig, PretrainConfig, save_config
 from clibd.data.dna_tokenizer import KmerTokenizer
+from clibd.models.dna import dna_bert_config, make_kmer_tokenizer
 from clibd.pretrain.barcodes import DedupReport, OffsetEncodings, unique_barcodes
 from clibd.pretrain.masking import IGNORE_INDEX, mask_tokens
 
@@ -25,32 +26,30 @@ TOKENIZER_FILE = "dna_tokenizer.json"  # KmerTokenizer.settings() of the checkpo
 SUMMARY_FILE = "pretrain_summary.json"
 
 
-def dna_tokenizer(cfg: DnaTowerConfig) -> KmerTokenizer:
-    return KmerTokenizer(k=cfg.k, vocab=cfg.vocab, max_nucleotides=cfg.max_nucleotides, stride=cfg.stride)
-
-
 def build_mlm(cfg: DnaTowerConfig, tokenizer: KmerTokenizer) -> BertForMaskedLM:
-    """A BertForMaskedLM sized by ``cfg``; continues from ``cfg.pretrained`` when set."""
+    """A BertForMaskedLM shaped like the DNA tower; continues from ``cfg.pretrained`` when set."""
     if cfg.pretrained:
-        return BertForMaskedLM.from_pretrained(cfg.pretrained)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=max(512, tokenizer.length),
-        # id 0 is [MASK]: a padding_idx there would freeze its embedding at zero. Padding is
-        # handled by the attention mask alone.
-        pad_token_id=None,
-    )
-    return BertForMaskedLM(config)
+        return BertForMaskedLM.from_pretrained(cfg.pretrained, local_files_only=True)
+    return BertForMaskedLM(dna_bert_config(cfg, tokenizer))
 
 
-def _mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over masked tokens; 0 (not NaN) for a batch with none."""
-    total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / labels.ne(IGNORE_INDEX).sum().clamp(min=1)
+class MaskedTokenObjective(torch.nn.Module):
+    """Loss of a BertForMaskedLM, with the vocabulary head run on masked positions only.
+
+    The head is the costly part for large k (4^k outputs per token); unmasked positions
+    have no label, so computing their logits (as ``BertForMaskedLM.forward`` does) is waste.
+    """
+
+    def __init__(self, mlm: BertForMaskedLM) -> None:
+        super().__init__()
+        self.mlm = mlm
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        hidden = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        chosen = labels != IGNORE_INDEX
+        logits = self.mlm.cls(hidden[chosen])
+        # A batch without a masked token gives 0 (not NaN), and keeps every rank's graph alike.
+        return F.cross_entropy(logits.float(), labels[chosen], reduction="sum") / chosen.sum().clamp(min=1)
 
 
 def pretrain_on_barcodes(
@@ -70,17 +69,18 @@ def pretrain_on_barcodes(
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
     set_seed(cfg.seed)
     out_dir = Path(out_dir)
-    tokenizer = dna_tokenizer(dna_cfg)
+    tokenizer = make_kmer_tokenizer(dna_cfg)
     data = OffsetEncodings(barcodes, tokenizer, cache_dir)
-    model = build_mlm(dna_cfg, tokenizer)
-    if model.config.vocab_size != tokenizer.vocab_size:
+    mlm = build_mlm(dna_cfg, tokenizer)
+    if mlm.config.vocab_size != tokenizer.vocab_size:
         raise ValueError(
-            f"checkpoint {dna_cfg.pretrained} has vocab_size {model.config.vocab_size}, "
+            f"checkpoint {dna_cfg.pretrained} has vocab_size {mlm.config.vocab_size}, "
             f"the tokenizer (k={tokenizer.k}, {tokenizer.layout}) needs {tokenizer.vocab_size}"
         )
     loader = DataLoader(
         np.arange(len(data)), batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed)
     )
+    model = MaskedTokenObjective(mlm)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
@@ -105,8 +105,8 @@ def pretrain_on_barcodes(
                 ids, mask, ratio=cfg.mask_ratio, mask_id=tokenizer.mask_id, kmer_offset=tokenizer.kmer_offset, generator=masking
             )
             with accelerator.accumulate(model):
-                logits = model(input_ids=inputs.to(accelerator.device), attention_mask=mask.to(accelerator.device)).logits
-                loss = _mlm_loss(logits, labels.to(accelerator.device))
+                device = accelerator.device
+                loss = model(inputs.to(device), mask.to(device), labels.to(device))
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
@@ -144,7 +144,7 @@ def _save(
     }
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(out_dir)
+        accelerator.unwrap_model(model).mlm.save_pretrained(out_dir)
         (out_dir / TOKENIZER_FILE).write_text(json.dumps(tokenizer.settings(), indent=2))
         (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     accelerator.wait_for_everyone()
@@ -158,11 +158,10 @@ def pretrain_dna(cfg: Config) -> dict[str, Any]:
     table, skips = read_specimens(cfg.data, require_image=False)  # DNA only: images are not needed
     print(f"pretrain-dna: {skips.summary()}")
     if cfg.pretrain.splits:
-        unknown = sorted(set(cfg.pretrain.splits) - set(table["split"].dropna().unique()))
+        present = sorted(table["split"].dropna().unique())
+        unknown = sorted(set(cfg.pretrain.splits) - set(present))
         if unknown:
-            raise ValueError(
-                f"pretrain.splits names {unknown}, absent from the data (splits: {sorted(table['split'].dropna().unique())})"
-            )
+            raise ValueError(f"pretrain.splits names {unknown}, absent from the data (splits: {present}); [] = every row")
         table = table[table["split"].isin(cfg.pretrain.splits)]
     barcodes, report = unique_barcodes(table["dna_barcode"], cfg.model.dna.k)
     print(f"pretrain-dna: {report}")
