@@ -32,10 +32,12 @@ def site_rates(rng: np.random.Generator, n_sites: int) -> np.ndarray:
     return codon * rng.gamma(0.5, 2.0, n_sites)
 
 
-def mutate(rng: np.random.Generator, seqs: np.ndarray, branch: float, rates: np.ndarray) -> np.ndarray:
-    """Substitute each site with probability 1 - exp(-branch * rate); 2/3 transitions."""
-    hit = rng.random(seqs.shape) < -np.expm1(-branch * rates)
-    swap = np.where(rng.random(seqs.shape) < 2 / 3, 1, rng.integers(2, 4, seqs.shape)).astype(np.uint8)
+def mutate(rng: np.random.Generator, seqs: np.ndarray, branch: float | np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """Substitute each site with probability 1 - exp(-branch * rate); 2/3 transitions.
+    ``branch`` is one length, or one per sequence ([N, 1])."""
+    hit = rng.random(seqs.shape, dtype=np.float32) < -np.expm1(-branch * rates)
+    transition = rng.random(seqs.shape, dtype=np.float32) < 2 / 3
+    swap = np.where(transition, 1, rng.integers(2, 4, seqs.shape, dtype=np.uint8)).astype(np.uint8)
     return np.where(hit, seqs ^ swap, seqs)
 
 
@@ -45,7 +47,9 @@ def evolve(rng: np.random.Generator, tree: Tree, haplotype_species: np.ndarray) 
     rates = site_rates(rng, n_sites)
     root = rng.choice(4, n_sites, p=_COMPOSITION).astype(np.uint8)
     orders = mutate(rng, np.tile(root, (len(tree.orders), 1)), ORDER_BRANCH, rates)
-    species = descend(tree, orders, lambda seqs, level: mutate(rng, seqs, LEVEL_BRANCHES[level], rates))
+    # Branch lengths vary per node (gamma, mean as set): some sister species are close.
+    species = descend(tree, orders, lambda seqs, level: mutate(
+        rng, seqs, LEVEL_BRANCHES[level] * rng.gamma(2.0, 0.5, (len(seqs), 1)), rates))
     return mutate(rng, species[haplotype_species], HAPLOTYPE_BRANCH, rates)
 
 
@@ -65,8 +69,9 @@ def read_barcodes(rng: np.random.Generator, codes: np.ndarray) -> np.ndarray:
     run_end = run_start + rng.integers(1, 21, n)
     run = (rng.random(n) < 0.06)[:, None] & (col >= run_start[:, None]) & (col < run_end[:, None])
     chars[run] = ord("N")
-    ambiguous = (rng.random((n, width)) < 0.0005) & (rng.random(n) < 0.2)[:, None]
-    chars[ambiguous] = rng.choice(_IUPAC, int(ambiguous.sum()))
+    ambiguous = np.flatnonzero(rng.random(n) < 0.03)  # one ambiguity code in 3 % of reads
+    site = start[ambiguous] + (rng.random(len(ambiguous)) * (end - start)[ambiguous]).astype(int)
+    chars[ambiguous, site] = rng.choice(_IUPAC, len(ambiguous))
     trailing = np.where(rng.random(n) < 0.12, rng.integers(1, _TRAILING_N_MAX + 1, n), 0)
     tail = (col >= end[:, None]) & (col < (end + trailing)[:, None])
     chars[tail] = ord("N")
