@@ -67,11 +67,13 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
     warmup = max(1, round(cfg.warmup_fraction * total_steps))
     if cfg.schedule == "onecycle":
+        if total_steps < 3:  # OneCycle needs at least one step of warm-up and one of annealing
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=[g["lr"] for g in optimizer.param_groups],
             total_steps=total_steps,
-            pct_start=cfg.warmup_fraction,
+            pct_start=min(max(cfg.warmup_fraction, 1.5 / total_steps), 0.5),
             anneal_strategy="cos",
         )
     if cfg.schedule == "cosine":

@@ -1,0 +1,308 @@
+"""The training loop end to end on a tiny learnable dataset: resume after SIGTERM, SIGKILL
+and a kill mid-checkpoint equals the uninterrupted run; NaN/inf policies; every modality
+pair; it learns; and a 2-process ``accelerate launch`` on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import clibd.training as training
+from clibd.checkpoint import CheckpointError, resolve_checkpoint
+from clibd.config import Config, TrainConfig, load_config, save_config
+from clibd.models.clibd_model import CLIBDModel
+from clibd.taxonomy import taxonomy_text
+from clibd.training import NonFiniteError, build_scheduler, param_groups, scaled_lr, train
+from tests.helpers.learnable_specimens import write_learnable_table, write_text_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("learnable")
+    csv = write_learnable_table(root / "data")
+    table = pd.read_csv(csv, dtype="string")
+    text_dir = write_text_model(root / "text_model", taxonomy_text(table, "{order} {family} {genus} {species}", "not_classified").tolist())
+    return {"csv": csv, "text": text_dir, "cache": root / "cache"}
+
+
+def tiny_config(data: dict[str, Path], *overrides: str) -> Config:
+    base = [
+        "data.format=tabular", f"data.root={data['csv']}", f"data.cache_dir={data['cache']}",
+        "data.num_workers=0", "data.augment.enabled=false",
+        "model.embed_dim=32", "model.image.name=test_vit", "model.image.image_size=32",
+        "model.dna.k=4", "model.dna.max_nucleotides=120", "model.dna.hidden_size=32", "model.dna.num_layers=1",
+        "model.dna.num_heads=2", "model.dna.intermediate_size=64",
+        f"model.text.name={data['text']}",
+        "train.batch_size=16", "train.epochs=2", "train.lr=1e-3", "train.lr_reference_batch=0",
+        "train.log_every_steps=1", "train.trackers=[]",
+    ]  # fmt: skip
+    return load_config(None, base + list(overrides))
+
+
+def logged(out: Path) -> dict[int, float]:
+    lines = (out / "train_log.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory) -> dict[int, float]:
+    """8 steps (2 epochs of 4), never stopped: the losses every resumed run must reproduce."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    result = train(tiny_config(data, "train.checkpoint_every_steps=2"), out)
+    assert result.steps == 8 and not result.interrupted
+    return logged(out)
+
+
+def assert_same_losses_after(out: Path, reference: dict[int, float], after: int) -> None:
+    resumed = {s: v for s, v in logged(out).items() if s > after}
+    assert sorted(resumed) == [s for s in sorted(reference) if s > after]
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(reference[step], rel=1e-5, abs=1e-6), f"step {step}"
+
+
+def test_sigterm_checkpoints_then_resume_matches_uninterrupted(data, uninterrupted, tmp_path) -> None:
+    out = tmp_path / "run"
+
+    def send_sigterm_after_step_3() -> None:
+        log = out / "train_log.jsonl"
+        while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=send_sigterm_after_step_3, daemon=True).start()
+    stopped = train(tiny_config(data), out)
+    assert stopped.interrupted and stopped.model_dir is None
+    assert 3 <= stopped.steps < 8
+    saved = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert saved["step"] == stopped.steps
+    resumed = train(tiny_config(data), out, resume="latest")
+    assert resumed.steps == 8 and (out / "model" / "model.safetensors").is_file()
+    assert_same_losses_after(out, uninterrupted, after=stopped.steps)
+
+
+def test_kill_between_checkpoint_renames_leaves_loadable_latest(data, uninterrupted, tmp_path, monkeypatch) -> None:
+    """Killed after `last` moved to `last.old` and before the new one took its name."""
+    out = tmp_path / "run"
+    real_rename = Path.rename
+
+    def rename(self: Path, target):
+        if self.name == ".last.tmp" and (self.parent / "last.old").exists():
+            raise SystemExit("killed")  # what the process sees of a kill: nothing after this runs
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(SystemExit):
+        train(tiny_config(data, "train.checkpoint_every_steps=2"), out)
+    monkeypatch.setattr(Path, "rename", real_rename)
+    assert not (out / "checkpoints" / "last").exists()
+    assert resolve_checkpoint(out, "latest") == out / "checkpoints" / "last.old"
+    train(tiny_config(data, "train.checkpoint_every_steps=2"), out, resume="latest")
+    assert_same_losses_after(out, uninterrupted, after=2)
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_moment_then_resume(data, uninterrupted, tmp_path) -> None:
+    """A real `kill -9` of `python train.py` some time after its first checkpoint."""
+    out = tmp_path / "run"
+    config = tmp_path / "config.yaml"
+    save_config(tiny_config(data, "train.checkpoint_every_steps=1", "train.epochs=40", "train.max_steps=8"), config)
+    proc = subprocess.Popen([sys.executable, "train.py", "--config", str(config), "--out", str(out), "--no-eval"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoints" / "last").is_dir():
+            assert proc.poll() is None and time.monotonic() < deadline, "training exited before its first checkpoint"
+            time.sleep(0.02)
+        time.sleep(float(np.random.default_rng().uniform(0, 1.0)))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    latest = resolve_checkpoint(out, "latest")
+    step = json.loads((latest / "trainer_state.json").read_text())["step"]
+    assert 1 <= step <= 8
+    CLIBDModel.from_pretrained(latest / "model")  # loadable
+    if step < 8:
+        train(tiny_config(data, "train.checkpoint_every_steps=1", "train.epochs=40", "train.max_steps=8"), out, resume="latest")
+    # The 40-epoch horizon capped at 8 steps is a different schedule: compare with a twin run.
+    twin = tmp_path / "twin"
+    train(tiny_config(data, "train.checkpoint_every_steps=1", "train.epochs=40", "train.max_steps=8"), twin)
+    assert_same_losses_after(out, logged(twin), after=step)
+
+
+class _InfGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad * float("inf")
+
+
+def _poison_second_training_batch(monkeypatch, kind: str) -> None:
+    real = training.ContrastiveLoss.forward
+    calls = {"train": 0}
+
+    def forward(self, features, logit_scale, labels=None):
+        if torch.is_grad_enabled():
+            calls["train"] += 1
+            if calls["train"] == 2 and kind == "loss":
+                loss, pairs = real(self, features, logit_scale, labels)
+                return loss * float("nan"), pairs
+            if calls["train"] == 2 and kind == "grad":
+                features = {k: _InfGradient.apply(v) for k, v in features.items()}
+        return real(self, features, logit_scale, labels)
+
+    monkeypatch.setattr(training.ContrastiveLoss, "forward", forward)
+
+
+@pytest.mark.parametrize("kind", ["loss", "grad"])
+def test_nonfinite_step_is_skipped_and_counted(data, tmp_path, monkeypatch, kind: str) -> None:
+    _poison_second_training_batch(monkeypatch, kind)
+    out = tmp_path / "run"
+    result = train(tiny_config(data, "train.max_steps=3", "train.nan_policy=skip"), out)
+    assert result.steps == 3 and result.skipped_nonfinite == 1
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["skipped_nonfinite"] for r in records] == [0, 1, 1]
+    weights = CLIBDModel.from_pretrained(out / "model").state_dict()
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.parametrize("kind", ["loss", "grad"])
+def test_nonfinite_step_stops_naming_step_and_batch(data, tmp_path, monkeypatch, kind: str) -> None:
+    _poison_second_training_batch(monkeypatch, kind)
+    with pytest.raises(NonFiniteError, match=r"at step 2 \(epoch 0, batch 1.*processids: \['S\d{4}'"):
+        train(tiny_config(data, "train.max_steps=3", "train.nan_policy=stop"), tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "disabled,targets,pairs",
+    [
+        ("text", "identity", ["image-dna"]),
+        ("dna", "identity", ["image-text"]),
+        ("image", "identity", ["dna-text"]),
+        (None, "label", ["image-dna", "image-text", "dna-text"]),
+    ],
+)
+def test_every_modality_subset_trains(data, tmp_path, disabled, targets, pairs) -> None:
+    extra = [f"model.{disabled}.enabled=false"] if disabled else []
+    out = tmp_path / "run"
+    result = train(tiny_config(data, "train.max_steps=2", f"train.loss_targets={targets}", *extra), out)
+    assert result.steps == 2 and np.isfinite([loss for _, loss in result.losses]).all()
+    record = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
+    assert sorted(k.removeprefix("loss/") for k in record if k.startswith("loss/")) == sorted(pairs)
+    assert CLIBDModel.from_pretrained(out / "model").modalities == tuple(
+        m for m in ("image", "dna", "text") if m != disabled
+    )
+
+
+def _dna_to_text_species_top1(model: CLIBDModel, table: pd.DataFrame) -> float:
+    """Species accuracy of val barcodes against the taxonomy text of train keys (plain matmul)."""
+    model.eval()
+    with torch.no_grad():
+        enc = model.dna_tokenizer(table["dna_barcode"].tolist())
+        dna = model.encode_dna(torch.from_numpy(enc.ids).long(), torch.from_numpy(enc.attention_mask).long())
+        strings = taxonomy_text(table, "{order} {family} {genus} {species}", "not_classified").tolist()
+        tokens = model.text_tokenizer(strings, padding=True, return_tensors="pt")
+        text = model.encode_text(tokens["input_ids"], tokens["attention_mask"])
+    is_val = (table["split"] == "val").to_numpy()
+    species = table["species"].to_numpy()
+    nearest = (dna[is_val] @ text[~is_val].T).argmax(dim=1).numpy()
+    return float((species[~is_val][nearest] == species[is_val]).mean())
+
+
+def test_training_learns_to_align_barcodes_with_taxonomy_text(data, tmp_path) -> None:
+    cfg = tiny_config(data, "model.image.enabled=false", "train.epochs=4", "train.lr=3e-3",
+                      "train.eval_every_epochs=2", "train.trackers=[tensorboard]")  # fmt: skip
+    out = tmp_path / "run"
+    result = train(cfg, out)
+    losses = [loss for _, loss in result.losses]
+    # log(16) = 2.77 at chance; ~0.98 is the floor with 2-3 same-species specimens per batch.
+    assert np.mean(losses[:2]) > 2.5 and np.mean(losses[-2:]) < 1.5, losses
+    table = pd.read_csv(data["csv"], dtype="string")
+    torch.manual_seed(cfg.train.seed)
+    untrained = _dna_to_text_species_top1(CLIBDModel(cfg.model), table)
+    trained = _dna_to_text_species_top1(CLIBDModel.from_pretrained(out / "model"), table)
+    assert untrained < 0.45 and trained >= 0.9, (untrained, trained)  # 6 species: chance is 1/6
+    assert list(out.rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    best = json.loads((out / "checkpoints" / "best" / "trainer_state.json").read_text())
+    assert best["best"] == result.best
+
+
+def test_unwritable_output_fails_at_start(data, tmp_path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CheckpointError, match="a_file/out is not writable"):
+        train(tiny_config(data), blocker / "out")
+
+
+def test_resume_latest_without_checkpoint_is_refused(data, tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        train(tiny_config(data), tmp_path / "fresh", resume="latest")
+
+
+def test_no_weight_decay_on_norms_biases_and_logit_scale() -> None:
+    model = torch.nn.Module()
+    model.proj = torch.nn.Linear(4, 4)
+    model.norm = torch.nn.LayerNorm(4)
+    model.logit_scale = torch.nn.Parameter(torch.tensor(2.0))
+    model.frozen = torch.nn.Linear(4, 4).requires_grad_(False)
+    decay, no_decay = param_groups(model, 0.1)
+    ids = lambda params: [id(p) for p in params]  # noqa: E731
+    assert ids(decay["params"]) == ids([model.proj.weight]) and decay["weight_decay"] == 0.1
+    assert ids(no_decay["params"]) == ids([model.logit_scale, model.proj.bias, model.norm.weight, model.norm.bias])
+    assert no_decay["weight_decay"] == 0.0
+
+
+def test_lr_scales_with_global_batch() -> None:
+    paper = TrainConfig(lr=5e-5, batch_size=500, lr_reference_batch=500)
+    assert scaled_lr(paper, num_processes=4) == pytest.approx(2e-4)
+    assert scaled_lr(TrainConfig(lr=5e-5, batch_size=250, grad_accum=2, lr_reference_batch=500), 1) == pytest.approx(5e-5)
+    assert scaled_lr(TrainConfig(lr=1e-3, lr_reference_batch=0), 8) == 1e-3
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_schedule_warms_up_then_decays(schedule: str) -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1.0)
+    scheduler = build_scheduler(optimizer, TrainConfig(schedule=schedule, warmup_fraction=0.1), total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    peak = int(np.argmax(lrs))
+    assert 9 <= peak <= 11 and lrs[peak] == pytest.approx(1.0, rel=1e-3)
+    assert lrs[0] < 0.1 and lrs[-1] < 0.01
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1 :]))
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(data, tmp_path) -> None:
+    config = tmp_path / "config.yaml"
+    save_config(tiny_config(data, "train.batch_size=8", "train.max_steps=3", "train.checkpoint_every_steps=2"), config)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no",
+           "train.py", "--config", str(config), "--out", str(out), "--no-eval"]  # fmt: skip
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "on 2 process(es)" in run.stdout and "global batch 16" in run.stdout
+    assert sorted(logged(out)) == [1, 2, 3] and np.isfinite(list(logged(out).values())).all()
+    assert sorted(p.name for p in (out / "checkpoints" / "last").glob("random_states_*")) == [
+        "random_states_0.pkl", "random_states_1.pkl"
+    ]
+    CLIBDModel.from_pretrained(out / "model")
