@@ -84,8 +84,13 @@ def save_checkpoint(accelerator: Accelerator, model, path: Path, state: TrainerS
             _fsync_dir(path.parent)
             if old.exists():
                 shutil.rmtree(old)
-    except OSError as err:
-        raise CheckpointError(f"could not write checkpoint {path}: {err}") from err
+    except (OSError, RuntimeError, SafetensorError) as err:
+        # torch.save reports a full disk as a RuntimeError ("unexpected pos ..."): say how
+        # much room is left, and drop the partial copy so it does not hold on to the space.
+        free = shutil.disk_usage(path.parent).free
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write checkpoint {path} ({free:,} bytes free there): {err}") from err
     accelerator.wait_for_everyone()
 
 
