@@ -112,6 +112,16 @@ def test_ensure_demo_generates_once_and_only_when_asked(tmp_path: Path) -> None:
     assert csv.stat().st_mtime_ns == stamp and len(pd.read_csv(csv)) == 250
 
 
+def test_interrupted_generation_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("clibd.data.demo.generate.write_images", fail)
+    with pytest.raises(KeyboardInterrupt):
+        generate_demo(tmp_path, 250, 0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_too_few_specimens_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="too few"):
         generate_demo(tmp_path, 60, 0)

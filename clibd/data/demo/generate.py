@@ -2,12 +2,14 @@
 
 ``generate_demo(out, n, seed)`` writes ``out/bioscan5m/metadata/csv/...csv`` and the
 ``images/cropped_256/<split>/<chunk>/<processid>.jpg`` tree, so the demo goes through
-the same reader as the real dataset. The metadata CSV is written last: its presence
-means the dataset is complete.
+the same reader as the real dataset. Everything is written to a hidden sibling folder
+that is renamed into place at the end, so ``out/bioscan5m`` is either complete or absent.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +30,9 @@ SPECIMENS_PER_SPECIES = 9  # on average, before the log-normal imbalance
 
 def generate_demo(out: Path, n_specimens: int = DEFAULT_SPECIMENS, seed: int = 0) -> pd.DataFrame:
     """Simulate ``n_specimens`` specimens, write them under ``out`` and return the metadata table."""
-    out = Path(out)
-    root = out / FOLDER
-    if root.exists():
-        raise FileExistsError(f"{root} already exists: remove it or choose another folder")
+    final = Path(out) / FOLDER
+    if final.exists():
+        raise FileExistsError(f"{final} already exists: remove it or choose another folder")
     tree_rng, dna_rng, split_rng, image_rng, meta_rng = np.random.default_rng(seed).spawn(5)
     n_orders = int(np.clip(n_specimens // 300 + 4, 5, len(ORDERS)))
     tree = build_tree(tree_rng, max(20, n_specimens // SPECIMENS_PER_SPECIES), n_orders)
@@ -45,14 +46,22 @@ def generate_demo(out: Path, n_specimens: int = DEFAULT_SPECIMENS, seed: int = 0
     drawing = plan_drawings(image_rng, body_traits(image_rng, tree, species))
     table = build_metadata(meta_rng, tree, species, depth, split, barcodes, drawing)
 
-    chunk_dir = (table["chunk"] + "/").fillna("")
-    paths = [root / p for p in "images/cropped_256/" + table["split"] + "/" + chunk_dir + table["processid"] + ".jpg"]
-    for folder in sorted({p.parent for p in paths}):
-        folder.mkdir(parents=True, exist_ok=True)
-    write_images(image_rng, drawing, paths)
-    csv = root / METADATA_FILE
-    csv.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(csv, index=False, lineterminator="\n")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    root = final.parent / f".{FOLDER}.partial-{os.getpid()}"
+    shutil.rmtree(root, ignore_errors=True)  # left by an earlier run of this same pid
+    try:
+        chunk_dir = (table["chunk"] + "/").fillna("")
+        relpaths = "images/cropped_256/" + table["split"] + "/" + chunk_dir + table["processid"] + ".jpg"
+        paths = [root / p for p in relpaths]
+        for folder in sorted({p.parent for p in paths}):  # creates root too
+            folder.mkdir(parents=True, exist_ok=True)
+        write_images(image_rng, drawing, paths)
+        (root / METADATA_FILE).parent.mkdir(parents=True)
+        table.to_csv(root / METADATA_FILE, index=False, lineterminator="\n")
+        root.rename(final)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     return table
 
 
