@@ -78,16 +78,11 @@ class Drawing:
     """Everything needed to draw N specimens, in pixel coordinates of each image."""
 
     size: np.ndarray  # [N, 2] width, height
-    abdomen: np.ndarray  # [N, P, 2]
-    bands: np.ndarray  # [N, B, Q, 2]
+    # abdomen [N,P,2], bands [N,B,Q,2], thorax / head [N,E,2], eyes [N,2,E,2], wings [N,4,E,2]
+    # (polygons); limbs [N,8,3,2] (six legs, two antennae), petiole [N,1,2,2] (polylines)
+    parts: dict[str, np.ndarray]
     band_on: np.ndarray  # [N, B]
-    thorax: np.ndarray  # [N, E, 2]
-    head: np.ndarray  # [N, E, 2]
-    eyes: np.ndarray  # [N, 2, E, 2]
-    wings: np.ndarray  # [N, 4, E, 2]
     wing_on: np.ndarray  # [N, 4]
-    limbs: np.ndarray  # [N, 8, 3, 2] six legs and two antennae, as polylines
-    petiole: np.ndarray  # [N, 1, 2, 2] the waist joining thorax and abdomen
     colours: dict[str, np.ndarray]  # part -> [N, 3] uint8 (wings: [N, 4] RGBA)
     line_width: np.ndarray  # [N]
     scale_factor: np.ndarray  # [N] original crop / cropped_256
@@ -118,66 +113,81 @@ def _hsv(traits: dict[str, np.ndarray], prefix: str, shade: float = 1.0) -> np.n
     return np.round(hsv_to_rgb(hsv) * 255).astype(np.uint8)
 
 
-def plan_drawings(rng: np.random.Generator, t: dict[str, np.ndarray]) -> Drawing:
-    """Body parts in body units (head forward along +x, length ~1), posed and cropped."""
-    n = len(t["abdomen_len"])
-    zeros = np.zeros(n)
+def _area(polygons: np.ndarray) -> np.ndarray:
+    """Shoelace area of polygons [..., P, 2]."""
+    x, y = polygons[..., 0], polygons[..., 1]
+    return 0.5 * np.abs(np.sum(x * np.roll(y, -1, -1) - np.roll(x, -1, -1) * y, -1))
+
+
+def _body(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Head, eyes, thorax, banded abdomen and wings in body units (head forward along +x),
+    with which bands and wings are present."""
+    zeros = np.zeros(len(t["abdomen_len"]))
     half_thorax = t["thorax_len"] / 2
     head_x = half_thorax + 0.8 * t["head_size"]
-    thorax = _ellipse(zeros, zeros, half_thorax, t["thorax_wid"], zeros)
-    head = _ellipse(head_x, zeros, t["head_size"], 0.85 * t["head_size"], zeros)
     eye_r = np.maximum(t["eye_size"] * t["head_size"] * 0.5, 1e-3)
-    eyes = np.stack([_ellipse(head_x + 0.3 * t["head_size"], side * 0.55 * t["head_size"], eye_r, 0.8 * eye_r, zeros)
-                     for side in (1, -1)], 1)
-
+    parts = {
+        "thorax": _ellipse(zeros, zeros, half_thorax, t["thorax_wid"], zeros),
+        "head": _ellipse(head_x, zeros, t["head_size"], 0.85 * t["head_size"], zeros),
+        "eyes": np.stack([_ellipse(head_x + 0.3 * t["head_size"], side * 0.55 * t["head_size"], eye_r, 0.8 * eye_r,
+                                   zeros) for side in (1, -1)], 1),
+    }
     # Abdomen: a tear-drop profile behind the thorax (and the waist), banded across.
     front = -0.9 * half_thorax - t["waist"]
-    petiole = np.stack([np.stack([-half_thorax, zeros], -1), np.stack([front - 0.02, zeros], -1)], 1)[:, None]
+    parts["petiole"] = np.stack([np.stack([-half_thorax, zeros], -1), np.stack([front - 0.02, zeros], -1)], 1)[:, None]
     u = np.linspace(0.0, 1.0, _ABDOMEN_POINTS)
-    abdomen = _outline(front[:, None] - u * t["abdomen_len"][:, None], _radius(t["abdomen_wid"][:, None], u))
+    parts["abdomen"] = _outline(front[:, None] - u * t["abdomen_len"][:, None], _radius(t["abdomen_wid"][:, None], u))
     n_bands = np.floor(t["stripes"]).astype(int)
     centre = (np.arange(_MAX_BANDS)[None, :] + 0.5) / np.maximum(n_bands, 1)[:, None]
     half = t["stripe_duty"][:, None] / np.maximum(n_bands, 1)[:, None] / 2
     s = centre[..., None] + half[..., None] * np.linspace(-1.0, 1.0, 5)
     length, width = t["abdomen_len"][:, None, None], t["abdomen_wid"][:, None, None]
-    bands = _outline(front[:, None, None] - s * length, _radius(width, s))
+    parts["bands"] = _outline(front[:, None, None] - s * length, _radius(width, s))
     band_on = np.arange(_MAX_BANDS)[None, :] < n_bands[:, None]
-
     # Wings: fore pair (and hind pair, smaller) swept back from the thorax.
     wings = []
     for scale, base_x, sweep in ((1.0, 0.2, 1.0), (0.75, -0.4, 1.35)):
-        length = t["wing_len"] * scale
+        wing_len = t["wing_len"] * scale
         for side in (1, -1):
             angle = np.pi - side * t["wing_angle"] * sweep
             bx, by = base_x * half_thorax, side * 0.6 * t["thorax_wid"]
-            cx, cy = bx + np.cos(angle) * length / 2, by + np.sin(angle) * length / 2
-            wings.append(_ellipse(cx, cy, length / 2 + 1e-3, t["wing_wid"] * scale / 2 + 1e-3, angle))
-    wings = np.stack(wings, 1)
-    wing_on = np.stack([t["wing_len"] > 0.15] * 2 + [(t["wing_len"] > 0.15) & (t["hind_wing"] > 0.45)] * 2, 1)
+            cx, cy = bx + np.cos(angle) * wing_len / 2, by + np.sin(angle) * wing_len / 2
+            wings.append(_ellipse(cx, cy, wing_len / 2 + 1e-3, t["wing_wid"] * scale / 2 + 1e-3, angle))
+    parts["wings"] = np.stack(wings, 1)
+    winged = t["wing_len"] > 0.15
+    wing_on = np.stack([winged, winged, winged & (t["hind_wing"] > 0.45), winged & (t["hind_wing"] > 0.45)], 1)
+    return parts, band_on, wing_on
 
-    # Legs: three pairs of two segments, splayed with individual jitter; antennae forward.
-    leg_base_x = np.array([0.6, 0.0, -0.6])[None, :, None] * half_thorax[:, None, None]
+
+def _limbs(rng: np.random.Generator, t: dict[str, np.ndarray]) -> np.ndarray:
+    """Six two-segment legs splayed from the thorax and two antennae, with individual jitter."""
+    n = len(t["leg_len"])
+    half_thorax = t["thorax_len"] / 2
     side = np.array([1, -1])[None, None, :]
     spread = np.array([0.7, 0.0, -0.7])[None, :, None] + rng.normal(0, 0.15, (n, 3, 2))
     a1 = side * (np.pi / 2 - spread)
     a2 = a1 + side * np.array([0.6, 0.1, -0.6])[None, :, None] + rng.normal(0, 0.2, (n, 3, 2))
-    seg = t["leg_len"][:, None, None] / 2
-    leg_base_y = side * 0.7 * t["thorax_wid"][:, None, None] * np.ones_like(a1)
-    p0 = np.stack([np.broadcast_to(leg_base_x, a1.shape), leg_base_y], -1)
-    p1 = p0 + seg[..., None] * np.stack([np.cos(a1), np.sin(a1)], -1)
-    p2 = p1 + seg[..., None] * np.stack([np.cos(a2), np.sin(a2)], -1)
+    seg = t["leg_len"][:, None, None, None] / 2
+    base_x = np.array([0.6, 0.0, -0.6])[None, :, None] * half_thorax[:, None, None] * np.ones_like(a1)
+    base_y = side * 0.7 * t["thorax_wid"][:, None, None] * np.ones_like(a1)
+    p0 = np.stack([base_x, base_y], -1)
+    p1 = p0 + seg * np.stack([np.cos(a1), np.sin(a1)], -1)
+    p2 = p1 + seg * np.stack([np.cos(a2), np.sin(a2)], -1)
     legs = np.stack([p0, p1, p2], -2).reshape(n, 6, 3, 2)
-    ant_angle = np.array([0.45, -0.45])[None, :] + rng.normal(0, 0.1, (n, 2))
-    q0 = np.stack([np.broadcast_to(head_x[:, None] + 0.7 * t["head_size"][:, None], (n, 2)),
-                   np.array([0.3, -0.3])[None, :] * t["head_size"][:, None]], -1)
-    q1 = q0 + t["antenna_len"][:, None, None] / 2 * np.stack([np.cos(ant_angle), np.sin(ant_angle)], -1)
-    q2 = q1 + t["antenna_len"][:, None, None] / 2 * np.stack([np.cos(1.4 * ant_angle), np.sin(1.4 * ant_angle)], -1)
-    antennae = np.stack([q0, q1, q2], -2)
-    limbs = np.concatenate([legs, antennae], 1)
+    angle = np.array([0.45, -0.45])[None, :] + rng.normal(0, 0.1, (n, 2))
+    head_tip = half_thorax + 1.5 * t["head_size"]
+    q0 = np.stack([head_tip[:, None] * np.ones((1, 2)), np.array([0.3, -0.3])[None, :] * t["head_size"][:, None]], -1)
+    step = t["antenna_len"][:, None, None] / 2
+    q1 = q0 + step * np.stack([np.cos(angle), np.sin(angle)], -1)
+    q2 = q1 + step * np.stack([np.cos(1.4 * angle), np.sin(1.4 * angle)], -1)
+    return np.concatenate([legs, np.stack([q0, q1, q2], -2)], 1)
 
-    # Pose: any rotation (specimens lie loose in the well); crop tight around the insect.
-    parts = {"abdomen": abdomen, "bands": bands, "thorax": thorax, "head": head, "eyes": eyes,
-             "wings": wings, "limbs": limbs, "petiole": petiole}
+
+def _pose(rng: np.random.Generator, parts: dict[str, np.ndarray], wing_on: np.ndarray
+          ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Rotate each specimen at random (they lie loose in the well) and crop tight around it
+    with the short side 256 px: pixel coordinates, image sizes, and body units per short side."""
+    n = len(wing_on)
     theta = rng.uniform(0, 2 * np.pi, n)
     rot = np.stack([np.stack([np.cos(theta), -np.sin(theta)], -1), np.stack([np.sin(theta), np.cos(theta)], -1)], -2)
     posed = {k: np.einsum("nij,n...j->n...i", rot, v) for k, v in parts.items()}
@@ -186,55 +196,49 @@ def plan_drawings(rng: np.random.Generator, t: dict[str, np.ndarray]) -> Drawing
     extent = np.concatenate(outer + [np.where(wing_on[:, :, None, None], posed["wings"], 0).reshape(n, -1, 2)], 1)
     lo, hi = extent.min(1), extent.max(1)
     span = (hi - lo) * (1 + 2 * _MARGIN)
-    # Short side 256 px; a very elongated insect gets more background, never a cut.
+    # A very elongated insect gets more background, never a cut.
     long_units = span.max(1)
     short_units = np.maximum(span.min(1), long_units / MAX_ASPECT)
     px = SHORT_SIDE / short_units
     long_px = np.round(long_units * px)
-    size = np.where((span[:, 0] >= span[:, 1])[:, None], np.stack([long_px, np.full(n, SHORT_SIDE)], 1),
-                    np.stack([np.full(n, SHORT_SIDE), long_px], 1))
+    short_px = np.full(n, SHORT_SIDE)
+    landscape = (span[:, 0] >= span[:, 1])[:, None]
+    size = np.where(landscape, np.stack([long_px, short_px], 1), np.stack([short_px, long_px], 1)).astype(int)
     offset = size / 2 - (lo + hi) / 2 * px[:, None]
     pixels = {k: v * px.reshape((n,) + (1,) * (v.ndim - 1)) + offset.reshape((n,) + (1,) * (v.ndim - 2) + (2,))
               for k, v in posed.items()}
+    return pixels, size, short_units
 
+
+def plan_drawings(rng: np.random.Generator, t: dict[str, np.ndarray]) -> Drawing:
+    """Shapes, colours, pose and crop of every specimen, plus the size columns of the metadata."""
+    parts, band_on, wing_on = _body(t)
+    parts["limbs"] = _limbs(rng, t)
+    pixels, size, short_units = _pose(rng, parts, wing_on)
     body_length = np.exp(t["log_size"])  # original-photo pixels per body unit
-    original_short = short_units * body_length
-    scale_factor = original_short / SHORT_SIDE
-    area_fraction = np.minimum(np.prod(size, 1) * scale_factor**2 / ORIGINAL_AREA, 1.0)
-    body_area = sum(_area(parts[k]) for k in ("abdomen", "thorax", "head")) + (_area(wings) * wing_on).sum(1)
-    wing_rgba = np.concatenate([_hsv(t, "wing"), np.round(50 + 200 * t["wing_alpha"])[:, None].astype(np.uint8)], 1)
+    scale_factor = short_units * body_length / SHORT_SIDE
+    body_area = sum(_area(parts[k]) for k in ("abdomen", "thorax", "head")) + (_area(parts["wings"]) * wing_on).sum(1)
+    eye = {"eye_h": np.full(len(size), 0.02), "eye_s": np.full(len(size), 0.8), "eye_v": 0.2 + 0.5 * t["eye_size"]}
+    wing_alpha = np.round(50 + 200 * t["wing_alpha"])[:, None].astype(np.uint8)
     return Drawing(
-        size=size.astype(int),
-        abdomen=pixels["abdomen"],
-        bands=pixels["bands"],
+        size=size,
+        parts=pixels,
         band_on=band_on,
-        thorax=pixels["thorax"],
-        head=pixels["head"],
-        eyes=pixels["eyes"],
-        wings=pixels["wings"],
         wing_on=wing_on,
-        limbs=pixels["limbs"],
-        petiole=pixels["petiole"],
         colours={
             "body": _hsv(t, "body"),
             "thorax": _hsv(t, "body", 0.8),
             "head": _hsv(t, "body", 0.65),
             "limbs": _hsv(t, "body", 0.55),
             "pattern": _hsv(t, "pattern"),
-            "eyes": _hsv({"eye_h": zeros + 0.02, "eye_s": zeros + 0.8, "eye_v": 0.2 + 0.5 * t["eye_size"]}, "eye"),
-            "wings": wing_rgba,
+            "eyes": _hsv(eye, "eye"),
+            "wings": np.concatenate([_hsv(t, "wing"), wing_alpha], 1),
         },
-        line_width=np.maximum(1, np.round(px * 0.012)).astype(int),
+        line_width=np.maximum(1, np.round(SHORT_SIDE / short_units * 0.012)).astype(int),
         scale_factor=scale_factor,
-        area_fraction=area_fraction,
+        area_fraction=np.minimum(np.prod(size, 1) * scale_factor**2 / ORIGINAL_AREA, 1.0),
         measurement=body_area * body_length**2,
     )
-
-
-def _area(polygons: np.ndarray) -> np.ndarray:
-    """Shoelace area of polygons [..., P, 2]."""
-    x, y = polygons[..., 0], polygons[..., 1]
-    return 0.5 * np.abs(np.sum(x * np.roll(y, -1, -1) - np.roll(x, -1, -1) * y, -1))
 
 
 def backgrounds(rng: np.random.Generator, count: int = 12) -> list[Image.Image]:
@@ -265,18 +269,19 @@ def draw(d: Drawing, i: int, background: Image.Image, corner: tuple[int, int], s
     def flat(points: np.ndarray) -> list[float]:
         return (points * scale).ravel().tolist()
 
+    part = {k: v[i] for k, v in d.parts.items()}
     width = max(1, round(float(d.line_width[i]) * scale))
-    for limb in d.limbs[i]:
+    for limb in part["limbs"]:
         pen.line(flat(limb), fill=c["limbs"], width=width, joint="curve")
-    pen.line(flat(d.petiole[i]), fill=c["thorax"], width=2 * width)
-    pen.polygon(flat(d.abdomen[i]), fill=c["body"])
-    for band in d.bands[i][d.band_on[i]]:
+    pen.line(flat(part["petiole"]), fill=c["thorax"], width=2 * width)
+    pen.polygon(flat(part["abdomen"]), fill=c["body"])
+    for band in part["bands"][d.band_on[i]]:
         pen.polygon(flat(band), fill=c["pattern"])
-    pen.polygon(flat(d.thorax[i]), fill=c["thorax"])
-    pen.polygon(flat(d.head[i]), fill=c["head"])
-    for eye in d.eyes[i]:
+    pen.polygon(flat(part["thorax"]), fill=c["thorax"])
+    pen.polygon(flat(part["head"]), fill=c["head"])
+    for eye in part["eyes"]:
         pen.polygon(flat(eye), fill=c["eyes"])
-    for wing in d.wings[i][d.wing_on[i]]:
+    for wing in part["wings"][d.wing_on[i]]:
         pen.polygon(flat(wing), fill=c["wings"])
     return image.resize((int(w), int(h)), Image.Resampling.BILINEAR)
 

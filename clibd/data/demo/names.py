@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from clibd.taxonomy import is_placeholder_species
 
@@ -34,24 +35,16 @@ _ENDINGS = {
 }
 
 
-def _join(parts: np.ndarray) -> np.ndarray:
-    out = parts[:, 0]
-    for j in range(1, parts.shape[1]):
-        out = np.char.add(out, parts[:, j])
-    return out
-
-
 def latin_names(rng: np.random.Generator, n: int, kind: str) -> list[str]:
     """``n`` distinct names of one kind: family (-idae), subfamily (-inae), genus, epithet."""
     names: dict[str, None] = {}
     while len(names) < n:
         m = 2 * n + 8
-        syllables = np.stack([
-            np.char.add(rng.choice(_ONSETS, m), rng.choice(_VOWELS, m)),
-            np.char.add(np.char.add(rng.choice(_ONSETS, m), rng.choice(_VOWELS, m)), rng.choice(_CODAS, m)),
-        ], 1)
+        stem = rng.choice(_ONSETS, m)
+        for part in (_VOWELS, _ONSETS, _VOWELS, _CODAS):  # two syllables
+            stem = np.char.add(stem, rng.choice(part, m))
         # Every ending starts with a vowel: drop the stem's final vowels so they do not pile up.
-        words = np.char.add(np.char.rstrip(_join(syllables), "aeiouy"), rng.choice(_ENDINGS[kind], m))
+        words = np.char.add(np.char.rstrip(stem, "aeiouy"), rng.choice(_ENDINGS[kind], m))
         if kind != "epithet":
             words = np.char.capitalize(words)
         for word in words.tolist():
@@ -68,14 +61,10 @@ def placeholder_species(rng: np.random.Generator, genera: np.ndarray) -> list[st
     plate = rng.integers(1000, 99999, n)
     well = np.char.add(rng.choice(np.array(list("ABCDEFGH")), n), np.char.zfill(rng.integers(1, 13, n).astype(str), 2))
     epithets = latin_names(rng, n, "epithet")
-    names = [
+    names = pd.Series([
         (f"{g} sp. {k}", f"{g} malaise{k}", f"{g} sp. BIOUG{p:05d}-{w}", f"{g} cf. {e}")[s]
         for g, s, k, p, w, e in zip(genera, style, number, plate, well, epithets)
-    ]
+    ])
     # Several species of one genus may draw the same number: make each name unique.
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        unique.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return unique
+    repeat = names.groupby(names).cumcount()
+    return names.where(repeat == 0, names + "_" + (repeat + 1).astype(str)).tolist()
