@@ -89,7 +89,7 @@ def test_every_record_has_its_image_at_the_chunk_path(demo: tuple[Path, pd.DataF
     assert len(list(images.rglob("*.jpg"))) == len(table)
 
 
-def test_same_seed_same_bytes_and_cli(tmp_path: Path) -> None:
+def test_same_seed_same_bytes_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     generate_demo(tmp_path / "a", 300, 11)
     assert main(["demo-data", str(tmp_path / "b"), "--specimens", "300", "--seed", "11"]) == 0
     summary = (tmp_path / "b" / "demo_summary.txt").read_text()
@@ -98,7 +98,9 @@ def test_same_seed_same_bytes_and_cli(tmp_path: Path) -> None:
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
     generate_demo(tmp_path / "c", 300, 12)
     assert (tmp_path / "c" / METADATA_CSV).read_bytes() != (tmp_path / "a" / METADATA_CSV).read_bytes()
-    assert main(["demo-data", str(tmp_path / "b"), "--specimens", "300"]) == 2  # refuses to overwrite
+    capsys.readouterr()
+    assert main(["demo-data", str(tmp_path / "b"), "--specimens", "300"]) == 2
+    assert f"{tmp_path / 'b' / FOLDER} already exists" in capsys.readouterr().err
 
 
 def test_ensure_demo_generates_once_and_only_when_asked(tmp_path: Path) -> None:

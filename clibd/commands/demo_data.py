@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         table = generate_demo(args.out, args.specimens, args.seed)
     except (FileExistsError, ValueError) as err:
-        print(f"clibd demo-data: {err}")
+        print(f"clibd demo-data: {err}", file=sys.stderr)
         return 2
     summary = summarise(table)
     (args.out / SUMMARY_FILE).write_text(summary + "\n")
