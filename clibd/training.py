@@ -147,6 +147,9 @@ def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResu
     out_dir = Path(out_dir)
     _check_writable(out_dir)
     accelerator = Accelerator(
+        # Without a GPU, processes started by torchrun (`accelerate launch --multi_gpu`)
+        # join one gloo group only when accelerate is told to run on the CPU.
+        cpu=not torch.accelerator.is_available(),
         mixed_precision=tc.mixed_precision,
         gradient_accumulation_steps=tc.grad_accum,
         log_with=list(tc.trackers) or None,
@@ -291,7 +294,10 @@ def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResu
     finally:
         stop.restore()
         bar.close()
-        accelerator.end_training()
+        # Not accelerator.end_training(): it also destroys the process group, which the
+        # final save below and the evaluation after training still need.
+        for tracker in accelerator.trackers:
+            tracker.finish()
 
     seconds = time.perf_counter() - start
     model_dir = None

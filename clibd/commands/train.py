@@ -40,12 +40,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(cfg, model_dir: Path):
     """The retrieval evaluation of ``clibd eval`` on the trained model (main process writes)."""
+    import torch
     from accelerate import Accelerator
 
     from clibd.model_eval import run_evaluation
     from clibd.models.clibd_model import CLIBDModel
 
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=not torch.accelerator.is_available())  # as in training
     model = CLIBDModel.from_pretrained(model_dir).to(accelerator.device)
     out = model_dir.parent / f"eval-{cfg.eval.split}"
     run_evaluation(cfg, model, out, cfg.eval.split, accelerator, str(model_dir))
