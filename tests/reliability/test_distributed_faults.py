@@ -1,0 +1,65 @@
+"""Two gloo processes under ``accelerate launch`` (torchrun): one rank raising ends both promptly
+with its error shown (no wait for the collective timeout), and a rank that hangs is ended by
+the configured ``train.collective_timeout_s``, so the setting reaches the process group."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clibd.config import save_config
+from tests.reliability.conftest import tiny_config
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(400)]
+
+REPO = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("fault_train.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch_with_fault(data, tmp_path: Path, fault: str, timeout_s: int) -> tuple[subprocess.CompletedProcess, float]:
+    """Run 2 ranks with ``fault``; return the run and the seconds from the fault to the end of all ranks."""
+    config = tmp_path / "config.yaml"
+    save_config(tiny_config(data, "train.batch_size=8", "train.max_steps=6", f"train.collective_timeout_s={timeout_s}"), config)
+    time_file = tmp_path / "fault_time"
+    # --multi_gpu is accelerate's torchrun path (gloo on a CPU-only machine); with --cpu it
+    # starts a single process unless an MPI hostfile is given.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           str(DRIVER), "--config", str(config), "--out", str(tmp_path / "run"), "--no-eval"]  # fmt: skip
+    env = {**os.environ, "CLIBD_FAULT": fault, "CLIBD_FAULT_TIME_FILE": str(time_file), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=360)
+    ended = time.time()
+    assert time_file.is_file(), f"the fault was never reached:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
+    return run, ended - float(time_file.read_text())
+
+
+def test_one_rank_raising_ends_all_ranks_promptly_with_its_error(data, tmp_path) -> None:
+    # A 10-minute collective timeout: waiting for it would blow the subprocess timeout.
+    run, seconds = _launch_with_fault(data, tmp_path, "raise:1:3", timeout_s=600)
+    assert run.returncode != 0 and "on 2 process(es)" in run.stdout
+    assert "[rank1]: RuntimeError: injected fault on rank 1 at step 3" in run.stderr
+    assert seconds < 60, f"ranks took {seconds:.0f} s to end after the fault"
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_hung_rank_is_ended_by_the_configured_collective_timeout(data, tmp_path) -> None:
+    run, seconds = _launch_with_fault(data, tmp_path, "hang:1:3", timeout_s=5)
+    assert run.returncode != 0
+    out = run.stdout + run.stderr
+    assert "on 2 process(es)" in out
+    assert "[rank0]: RuntimeError:" in out and "Timed out waiting 5000ms" in out, out[-3000:]
+    # rank 0 gives up after the 5 s timeout; the launcher then SIGTERMs the hung rank, and
+    # SIGKILLs it 30 s later (the SIGTERM handler only asks the loop to stop).
+    assert 5 <= seconds < 90, f"ended {seconds:.0f} s after the hang"
