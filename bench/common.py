@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -19,12 +19,12 @@ class Result:
     baseline: float
     unit: str  # unit of ours and baseline, e.g. "barcodes/s"
     ratio: float  # ours / baseline, oriented so that higher is better
-    goal: float  # the ratio the goal asks for
+    goal: Optional[float]  # the ratio the goal asks for; None = measured for information only
     note: str = ""
 
     @property
-    def met(self) -> bool:
-        return self.ratio >= self.goal
+    def met(self) -> Optional[bool]:
+        return None if self.goal is None else self.ratio >= self.goal
 
     def as_dict(self) -> dict:
         return asdict(self) | {"met": self.met}

@@ -10,9 +10,13 @@ from bench.common import SHARED_DATA, Result, best_time
 from clibd.data.dna_tokenizer import KmerTokenizer
 
 
-def python_tokenizer(sequences: list[str], k: int, max_nucleotides: int = 660) -> list[list[int]]:
+def kmer_table(k: int) -> dict[str, int]:
+    return {"".join(p): i + 2 for i, p in enumerate(itertools.product("ACGT", repeat=k))}
+
+
+def python_tokenizer(sequences: list[str], k: int, max_nucleotides: int = 660, table: dict[str, int] | None = None) -> list[list[int]]:
     """The baseline: clean with str methods, then one dict look-up per k-mer."""
-    table = {"".join(p): i + 2 for i, p in enumerate(itertools.product("ACGT", repeat=k))}
+    table = table or kmer_table(k)
     out = []
     for seq in sequences:
         s = seq.upper().replace("-", "").rstrip("N")[:max_nucleotides].ljust(max_nucleotides, "N")
