@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from clibd.config import Config
 from clibd.embed import cached_embeddings, checkpoint_hash, embed_dataset, table_hash
-from clibd.taxonomy import EVAL_RANKS, taxonomy_text
+from clibd.taxonomy import EVAL_RANKS
 
 CACHE_VERSION = 1
 # The source column each modality's input comes from; rows without it are left out of that modality.
