@@ -36,8 +36,12 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
 
 
 def header(path: Path, sep: str) -> list[str]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        first = f.readline().rstrip("\r\n")
+    with open(path, "rb") as f:
+        raw = f.readline()
+    try:
+        first = raw.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: line 1: not UTF-8 text ({err.reason} at byte {err.start})") from None
     if not first:
         raise ValueError(f"{path}: empty file, expected a header line")
     return next(csv.reader([first], delimiter=sep, quoting=csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE))
@@ -110,4 +114,12 @@ def read_delimited(
     sep = SEPARATORS[suffix]
     include = list(columns) if columns is not None else present
     column_types = {c: types.get(c, pa.string()) for c in include}
+    if _header_only(path):  # pyarrow cannot parse a lone header without a line end
+        return to_pandas(pa.table({c: pa.array([], type=t) for c, t in column_types.items()}))
     return to_pandas(_read_csv(path, sep, column_types, include, threads=True))
+
+
+def _header_only(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.readline()
+        return not f.read(1)
