@@ -26,7 +26,12 @@ def read_fasta(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FASTA file not found: {path}")
-    text = path.read_text(encoding="utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     chunks = ("\n" + text).split("\n>")
     if chunks[0].strip():
         line = next(i for i, s in enumerate(text.split("\n"), 1) if s.strip())
@@ -36,7 +41,7 @@ def read_fasta(path: str | Path) -> pd.DataFrame:
     records = pd.Series(chunks[1:], dtype="string")
     parts = records.str.partition("\n")
     head, seq = parts[0], parts[2].str.replace(r"\s+", "", regex=True)
-    line_of = 1 + np.concatenate([[0], np.cumsum(records.str.count("\n").to_numpy(dtype=np.int64) + 1)[:-1]])
+    line_of = 1 + chunks[0].count("\n") + np.concatenate([[0], np.cumsum(records.str.count("\n").to_numpy(dtype=np.int64) + 1)[:-1]])
     fields = head.str.split("|", expand=True)
     if fields.shape[1] > len(HEADER_FIELDS):
         bad = int(np.flatnonzero(fields[len(HEADER_FIELDS)].notna().to_numpy())[0])
