@@ -156,6 +156,12 @@ class TrainConfig:
     label_rank: str = "species"  # rank whose shared labels are positives (label targets)
     eval_every_epochs: int = 1
     best_metric: str = "val_loss"  # val_loss (lower is better) or a retrieval metric key
+    # Also run the retrieval protocol on the val split at each validation (keys embedded
+    # each time); its keys look like "image->dna/macro/species/top1/harmonic_mean".
+    val_retrieval: bool = False
+    # Intra-op threads of a CPU-only run; 0 = torch's default (one per core). 1 is fastest
+    # on cores shared with other work, where OpenMP threads spin waiting for each other.
+    cpu_threads: int = 0
     checkpoint_every_steps: int = 0  # 0 = at the end of every epoch only
     log_every_steps: int = 10
     nan_policy: str = "skip"  # skip (count) | stop (name the step and batch)

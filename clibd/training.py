@@ -131,6 +131,14 @@ def _validation_loss(accelerator: Accelerator, model, loader, loss_fn: Contrasti
     return (total[0] / total[1].clamp(min=1)).item()
 
 
+def _validation_retrieval(cfg: Config, accelerator: Accelerator, model, out_dir: Path) -> dict[str, float]:
+    """The retrieval protocol of ``clibd eval`` on the val split (results files in ``out_dir``)."""
+    from clibd.evaluation import validation_metrics
+    from clibd.model_eval import run_evaluation
+
+    return validation_metrics(run_evaluation(cfg, model, out_dir, "val", accelerator))
+
+
 def _improved(value: float, best: Optional[float], metric: str) -> bool:
     if best is None:
         return True
@@ -157,6 +165,8 @@ def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResu
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=tc.seed),
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=tc.collective_timeout_s))],
     )
+    if tc.cpu_threads and accelerator.device.type == "cpu":
+        torch.set_num_threads(tc.cpu_threads)
     set_seed(tc.seed)
     resume_from = resolve_checkpoint(out_dir, resume) if resume else None
 
@@ -283,8 +293,11 @@ def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResu
             # The end of an epoch or of the run: validate, keep the best, checkpoint.
             if val_loader is not None and (state.epoch % tc.eval_every_epochs == 0 or state.step >= total_steps):
                 metrics = {"val_loss": _validation_loss(accelerator, model, val_loader, loss_fn, label_col)}
+                if tc.val_retrieval:
+                    metrics.update(_validation_retrieval(cfg, accelerator, unwrapped, out_dir / "val-retrieval"))
                 accelerator.log(metrics, step=state.step)
-                accelerator.print(f"epoch {state.epoch} step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                shown = {k: v for k, v in metrics.items() if k == "val_loss" or k == tc.best_metric}
+                accelerator.print(f"epoch {state.epoch} step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
                 if tc.best_metric not in metrics:
                     raise ValueError(f"train.best_metric {tc.best_metric!r} is not among the validation metrics {sorted(metrics)}")
                 if _improved(metrics[tc.best_metric], state.best, tc.best_metric):

@@ -18,8 +18,9 @@ from clibd.models.text import build_text_tokenizer
 GENERA = ["Aedes", "Bombus", "Culex", "Drosophila", "Eristalis", "Formica"]
 
 
-def write_learnable_table(root: Path, n_species: int = 6, train_per_species: int = 12, val_per_species: int = 4,
-                          length: int = 120, seed: int = 0) -> Path:
+def write_learnable_table(root: Path, n_species: int = 7, n_unseen: int = 1, train_per_species: int = 12,
+                          val_per_species: int = 4, length: int = 120, seed: int = 0) -> Path:
+    """Seen species: ``train`` + ``val`` rows; the last ``n_unseen``: ``key_unseen`` + ``val_unseen``."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     per = train_per_species + val_per_species
@@ -37,7 +38,11 @@ def write_learnable_table(root: Path, n_species: int = 6, train_per_species: int
     genus = np.array(GENERA * (n_species // len(GENERA) + 1))[:n_species]
     table = pd.DataFrame({
         "processid": [f"S{i:04d}" for i in range(n)],
-        "split": np.where(np.arange(n) % per < train_per_species, "train", "val"),
+        "split": np.where(
+            species < n_species - n_unseen,
+            np.where(np.arange(n) % per < train_per_species, "train", "val"),
+            np.where(np.arange(n) % per < train_per_species, "key_unseen", "val_unseen"),
+        ),
         "order": np.where(species % 2 == 0, "Diptera", "Hymenoptera"),
         "family": [f"Fam{s % 3}" for s in species],
         "genus": genus[species],
