@@ -119,6 +119,16 @@ class _StopRequest:
         signal.signal(signal.SIGTERM, self._previous)
 
 
+def _truncate_log(log_path: Path, last_step: int) -> None:
+    """Keep the log lines up to ``last_step`` (those a resumed run does not repeat); 0 = a fresh log."""
+    if not log_path.is_file():
+        return
+    kept = [line for line in log_path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= last_step]
+    tmp = log_path.with_suffix(".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(log_path)
+
+
 def _validation_loss(accelerator: Accelerator, model, loader, loss_fn: ContrastiveLoss, label_col: int) -> float:
     model.eval()
     total = torch.zeros(2, device=accelerator.device)
@@ -204,6 +214,10 @@ def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResu
     accelerator.init_trackers("clibd")
     log_path = out_dir / "train_log.jsonl"
     ckpt_dir = out_dir / "checkpoints"
+    if accelerator.is_main_process:
+        if resume_from is None and (ckpt_dir / "last").exists():
+            accelerator.print(f"{out_dir} holds an earlier run: starting afresh over it (--resume latest continues it)")
+        _truncate_log(log_path, state.step)
     stop = _StopRequest()
     accelerator.print(
         f"training {total_steps} steps ({steps_per_epoch}/epoch) on {accelerator.num_processes} process(es), "

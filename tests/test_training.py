@@ -63,8 +63,10 @@ def tiny_config(data: dict[str, Path], *overrides: str) -> Config:
 
 
 def logged(out: Path) -> dict[int, float]:
-    lines = (out / "train_log.jsonl").read_text().splitlines()
-    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records]
+    assert steps == sorted(set(steps)), f"steps logged out of order or twice: {steps}"
+    return {r["step"]: r["loss"] for r in records}
 
 
 @pytest.fixture(scope="module")
@@ -339,3 +341,15 @@ def test_accelerate_launch_two_cpu_processes_equals_one(data, tmp_path, monkeypa
     assert sorted(two) == sorted(one) == [1, 2, 3]
     for step in one:
         assert two[step] == pytest.approx(one[step], rel=1e-4), step
+
+
+def test_train_command_exits_143_when_sigterm_stopped_it(monkeypatch, tmp_path) -> None:
+    import argparse
+
+    from clibd.commands import train as command
+    from clibd.training import TrainResult
+
+    stopped = TrainResult(tmp_path, None, 3, [(3, 1.0)], None, 0, True, 1.0, 1.0)
+    monkeypatch.setattr(training, "train", lambda cfg, out, resume=None: stopped)
+    args = argparse.Namespace(config=None, out=str(tmp_path), resume=None, no_eval=False, overrides=[])
+    assert command.run(args) == command.SIGTERM_EXIT == 143
