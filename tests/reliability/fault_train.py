@@ -1,7 +1,8 @@
 """``train.py`` with one fault injected on one rank, for launching under ``accelerate launch``.
 
-``CLIBD_FAULT=<raise|hang>:<rank>:<step>``: at that training step's loss, the rank raises
-``RuntimeError("injected fault ...")`` or hangs (sleeps) without entering the collective;
+``CLIBD_FAULT=<raise|hang|nan>:<rank>:<step>``: at that training step's loss, the rank raises
+``RuntimeError("injected fault ...")``, hangs (sleeps) without entering the collective, or
+returns a NaN loss;
 the time of the fault is written to ``CLIBD_FAULT_TIME_FILE``.
 """
 
@@ -32,6 +33,9 @@ def arm(spec: str, time_file: Path) -> None:
                 time_file.write_text(str(time.time()))
                 if action == "raise":
                     raise RuntimeError(f"injected fault on rank {rank} at step {step}")
+                if action == "nan":
+                    loss, pairs = real_forward(self, *args, **kwargs)
+                    return loss * float("nan"), pairs
                 time.sleep(3600)
         return real_forward(self, *args, **kwargs)
 

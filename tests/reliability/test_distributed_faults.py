@@ -1,10 +1,13 @@
 """Two gloo processes under ``accelerate launch`` (torchrun): one rank raising ends both promptly
 with its error shown (no wait for the collective timeout), and a rank that hangs is ended by
-the configured ``train.collective_timeout_s``, so the setting reaches the process group."""
+the configured ``train.collective_timeout_s``, so the setting reaches the process group;
+SIGTERM to the launcher (pre-emption) leaves one clean checkpoint of both ranks."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from clibd.config import save_config
+from clibd.models.clibd_model import CLIBDModel
 from tests.reliability.conftest import tiny_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(400)]
@@ -28,10 +32,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_with_fault(data, tmp_path: Path, fault: str, timeout_s: int) -> tuple[subprocess.CompletedProcess, float]:
+def _launch_with_fault(data, tmp_path: Path, fault: str, timeout_s: int, *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
     """Run 2 ranks with ``fault``; return the run and the seconds from the fault to the end of all ranks."""
     config = tmp_path / "config.yaml"
-    save_config(tiny_config(data, "train.batch_size=8", "train.max_steps=6", f"train.collective_timeout_s={timeout_s}"), config)
+    overrides = ("train.batch_size=8", "train.max_steps=6", f"train.collective_timeout_s={timeout_s}", *overrides)
+    save_config(tiny_config(data, *overrides), config)
     time_file = tmp_path / "fault_time"
     # --multi_gpu is accelerate's torchrun path (gloo on a CPU-only machine); with --cpu it
     # starts a single process unless an MPI hostfile is given.
@@ -63,3 +68,52 @@ def test_a_hung_rank_is_ended_by_the_configured_collective_timeout(data, tmp_pat
     # rank 0 gives up after the 5 s timeout; the launcher then SIGTERMs the hung rank, and
     # SIGKILLs it 30 s later (the SIGTERM handler only asks the loop to stop).
     assert 5 <= seconds < 90, f"ended {seconds:.0f} s after the hang"
+
+
+def test_nan_on_one_rank_is_skipped_by_both_or_stops_both_naming_the_step(data, tmp_path) -> None:
+    run, _ = _launch_with_fault(data, tmp_path / "skip", "nan:1:3", 600, "train.nan_policy=skip")
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "skip" / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["skipped_nonfinite"] for r in records] == [0, 0, 1, 1, 1, 1]
+    assert "step 3: non-finite loss or gradient, step skipped (1 so far)" in run.stdout
+    weights = CLIBDModel.from_pretrained(tmp_path / "skip" / "run" / "model").state_dict()
+    assert all(bool(w.isfinite().all()) for w in weights.values())
+    run, seconds = _launch_with_fault(data, tmp_path / "stop", "nan:1:3", 600, "train.nan_policy=stop")
+    assert run.returncode != 0 and seconds < 60
+    # every rank stops at the same step: the all-reduced flag makes it one decision
+    for rank in (0, 1):
+        assert f"[rank{rank}]: clibd.training.NonFiniteError: non-finite loss or gradient at step 3 (epoch 0, batch 2" in run.stderr
+
+
+def test_sigterm_to_the_launcher_checkpoints_both_ranks_before_they_exit(data, tmp_path) -> None:
+    """What SLURM does before pre-emption: SIGTERM; torchrun forwards it to every rank."""
+    config = tmp_path / "config.yaml"
+    save_config(tiny_config(data, "train.batch_size=8", "train.epochs=400", "train.max_steps=2000"), config)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "train.py", "--config", str(config), "--out", str(out), "--no-eval"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        log = out / "train_log.jsonl"
+        deadline = time.monotonic() + 240
+        while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.monotonic() < deadline, "training ended or stalled before step 3"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        output, _ = proc.communicate(timeout=120)
+        seconds = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "stopped by SIGTERM at step" in output and "--resume latest" in output, output[-3000:]
+    assert seconds < 30, f"ranks took {seconds:.0f} s to checkpoint and exit (torchrun SIGKILLs them at 30 s)"
+    last = out / "checkpoints" / "last"
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["step"] == max(json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines())
+    assert sorted(p.name for p in last.glob("random_states_*.pkl")) == ["random_states_0.pkl", "random_states_1.pkl"]
+    assert not (out / "model").exists()  # stopped, not finished
+    CLIBDModel.from_pretrained(last / "model")
