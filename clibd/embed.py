@@ -203,7 +203,7 @@ class Embedder:
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
     ) -> None:
-        from clibd.data.transforms import build_transform
+        from clibd.data.transforms import build_normalize, build_pil_transform
         from clibd.models.clibd_model import CLIBDModel
 
         if isinstance(model_or_checkpoint_dir, (str, Path)):
@@ -217,7 +217,8 @@ class Embedder:
         self.model = model.to(self.device).eval()
         self.batch_size, self.bf16, self.num_workers = batch_size, bf16, num_workers
         self.image_size = int(self.model.cfg.image.image_size)
-        self.transform = build_transform(self.image_size, mean, std)
+        self.transform = build_pil_transform(self.image_size)  # per image, uint8
+        self.normalize = build_normalize(mean, std)  # per batch, as the dataset does
 
     @property
     def dim(self) -> int:
@@ -243,7 +244,7 @@ class Embedder:
         for positions, images, failed in tqdm(loader, desc="embed images", leave=False, disable=len(loader) < 2):
             skipped += [(input_name(inputs[i], i), msg) for i, msg in failed]
             if images is not None:
-                parts.append(self._encode({"image": images}, "image"))
+                parts.append(self._encode({"image": self.normalize(images)}, "image"))
                 ids += [image_id(inputs[i], i) for i in positions]
         if skipped:
             warnings.warn(

@@ -123,8 +123,8 @@ def test_embedder_reads_normalisation_from_the_run_config(checkpoint: Path) -> N
     from clibd.embed import Embedder, checkpoint_hash
 
     embedder = Embedder(checkpoint, device="cpu")
-    normalize = embedder.transform.transforms[-1]
-    assert list(normalize.mean) == [0.5, 0.4, 0.3] and list(normalize.std) == [0.2, 0.2, 0.2]
+    white = embedder.normalize(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
+    np.testing.assert_allclose(white[0, :, 0, 0].numpy(), [(1 - 0.5) / 0.2, (1 - 0.4) / 0.2, (1 - 0.3) / 0.2], rtol=1e-6)
     assert embedder.checkpoint_hash == checkpoint_hash(checkpoint) and len(embedder.checkpoint_hash) == 16
 
 
