@@ -16,9 +16,10 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import BertForMaskedLM
 
-from clibd.config import Config, DnaTowerConfig, PretrainConfig, save_config
+from clibd.config import Config, DnaTowerConfig, PretrainConfig, TrainConfig, save_config
 from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.models.dna import dna_bert_config, make_kmer_tokenizer
+from clibd.training import build_scheduler
 from clibd.pretrain.barcodes import DedupReport, OffsetEncodings, unique_barcodes
 from clibd.pretrain.masking import IGNORE_INDEX, mask_tokens
 
@@ -88,9 +89,7 @@ def pretrain_on_barcodes(
     if total_steps < 1:
         raise ValueError(f"nothing to train: {len(data)} barcodes, epochs={cfg.epochs}, max_steps={cfg.max_steps}")
     # Not prepared: accelerate would step it once per process and overrun OneCycle's total.
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.warmup_fraction
-    )
+    scheduler = build_scheduler(optimizer, TrainConfig(schedule="onecycle", warmup_fraction=cfg.warmup_fraction), total_steps)
     masking = torch.Generator().manual_seed(cfg.seed * 1_000_003 + accelerator.process_index)
     history: list[dict[str, float]] = []
     step, start = 0, time.perf_counter()
