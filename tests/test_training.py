@@ -353,3 +353,23 @@ def test_train_command_exits_143_when_sigterm_stopped_it(monkeypatch, tmp_path) 
     monkeypatch.setattr(training, "train", lambda cfg, out, resume=None: stopped)
     args = argparse.Namespace(config=None, out=str(tmp_path), resume=None, no_eval=False, overrides=[])
     assert command.run(args) == command.SIGTERM_EXIT == 143
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one mixed-precision setting per process: let a test change it, then undo."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+@pytest.mark.parametrize("extra", [["train.mixed_precision=bf16"], ["train.grad_accum=2", "train.schedule=cosine"]])
+def test_bf16_and_gradient_accumulation_train(data, tmp_path, fresh_accelerate_state, extra) -> None:
+    out = tmp_path / "run"
+    result = train(tiny_config(data, "train.max_steps=3", *extra), out)
+    assert result.steps == 3 and np.isfinite([loss for _, loss in result.losses]).all()
+    saved = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())
+    # 72 rows / 16 = 4 batches; with 2 micro-batches per step, step 3 ends at batch 2 of epoch 1.
+    assert (saved["epoch"], saved["batch_in_epoch"]) == ((0, 3) if "train.grad_accum=2" not in extra else (1, 2))
