@@ -122,3 +122,52 @@ def test_eval_cluster_task(checkpoint: Path, tmp_path: Path, capsys) -> None:
     assert document["meta"]["specimens"] == 15
     assert all(v is None or (-1 <= v <= 1 and not math.isnan(v)) for s in document["ami"].values() for v in s.values())
     assert "| 4-mer counts |" in capsys.readouterr().out
+
+
+def _macro_top1(results: dict, pair: str, rank: str, role: str) -> float:
+    return results[pair][role]["macro"][rank]["top1"]
+
+
+@pytest.mark.slow
+def test_demo_train_then_evaluate(tmp_path: Path) -> None:
+    """Train briefly (40 steps) on the synthetic demo data, evaluate through train.py's entry
+    (run_evaluation), and compare with an untrained model of the same architecture.
+
+    Asserted: the results schema, and trained image->image beating untrained at the order
+    rank (seen, macro top-1: 0.37-0.44 vs 0.29 in four such runs; it held in a fifth). Not asserted, because a
+    40-step run does not show it: DNA->DNA beating the untrained DNA tower, which already
+    finds ~90 % of seen species on these barcodes (measured trained vs untrained, mean
+    macro top-1 H.M. over the four ranks: 0.964 and 0.941 vs 0.945 in two runs; species seen
+    0.875 vs 0.925 after 60 identity-target steps on 1,500 specimens)."""
+    import torch
+
+    from clibd.config import load_config
+    from clibd.model_eval import run_evaluation
+    from clibd.models.clibd_model import CLIBDModel
+    from clibd.training import train
+
+    cfg = load_config(None, [
+        "data.format=bioscan5m", f"data.root={tmp_path / 'demo'}", "data.demo_specimens=1000",
+        f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", "data.augment.enabled=false",
+        "model.embed_dim=32", "model.image.name=test_vit", "model.image.image_size=32",
+        "model.dna.k=4", "model.dna.hidden_size=32", "model.dna.num_layers=1", "model.dna.num_heads=2",
+        "model.dna.intermediate_size=64", "model.text.name=null", "model.text.hidden_size=32",
+        "model.text.num_layers=1", "model.text.num_heads=2", "model.text.intermediate_size=64",
+        "model.text.vocab_size=300", "train.batch_size=64", "train.epochs=100", "train.max_steps=40",
+        "train.lr=1e-3", "train.lr_reference_batch=0", "train.loss_targets=label", "train.trackers=[]",
+        "eval.batch_size=128",
+    ])  # fmt: skip
+    result = train(cfg, tmp_path / "run")
+    trained = run_evaluation(cfg, CLIBDModel.from_pretrained(result.model_dir), tmp_path / "eval", "test",
+                             checkpoint=result.model_dir)
+    torch.manual_seed(0)
+    reference = CLIBDModel.from_pretrained(result.model_dir)
+    untrained = run_evaluation(cfg, CLIBDModel(reference.cfg, text_tokenizer=reference.text_tokenizer).eval(),
+                               tmp_path / "eval-untrained", "test")
+
+    pairs = [f"{q}->{k}" for k in MODALITIES for q in MODALITIES]
+    assert_results_schema(trained, pairs, ("seen", "unseen", "harmonic_mean"))
+    written = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert written["meta"]["split"] == "test" and written["meta"]["counts"]["queries"]["unseen"]["dna"] > 0
+    image = [_macro_top1(r, "image->image", "order", "seen") for r in (trained, untrained)]
+    assert image[0] > image[1] + 0.05, image
