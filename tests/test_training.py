@@ -373,3 +373,23 @@ def test_bf16_and_gradient_accumulation_train(data, tmp_path, fresh_accelerate_s
     saved = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())
     # 72 rows / 16 = 4 batches; with 2 micro-batches per step, step 3 ends at batch 2 of epoch 1.
     assert (saved["epoch"], saved["batch_in_epoch"]) == ((0, 3) if "train.grad_accum=2" not in extra else (1, 2))
+
+
+def test_reshuffles_every_epoch_reproducibly(data, tmp_path, monkeypatch) -> None:
+    seen: list[list[int]] = []
+    real_forward = CLIBDModel.forward
+
+    def forward(self, batch):
+        if self.training:
+            seen.append(batch["index"].tolist())
+        return real_forward(self, batch)
+
+    monkeypatch.setattr(CLIBDModel, "forward", forward)
+    orders = []
+    for run in ("a", "b"):
+        seen.clear()
+        train(tiny_config(data, "model.text.enabled=false"), tmp_path / run)
+        orders.append([sum(seen[:4], []), sum(seen[4:], [])])  # 4 batches of 16 per epoch
+    (first, second), (again_first, again_second) = orders
+    assert first != second and sorted(first) != first  # shuffled, and differently each epoch
+    assert (first, second) == (again_first, again_second)  # the same seed gives the same orders
