@@ -10,6 +10,7 @@ Quotes (``"``) are honoured in ``.csv`` files only: TSV exports such as BOLD's a
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -39,7 +40,7 @@ def header(path: Path, sep: str) -> list[str]:
     with open(path, "rb") as f:
         raw = f.readline()
     try:
-        first = raw.decode("utf-8-sig").rstrip("\r\n")
+        first = re.split("[\r\n]", raw.decode("utf-8-sig"), maxsplit=1)[0]  # CR alone ends a line too
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: line 1: not UTF-8 text ({err.reason} at byte {err.start})") from None
     if not first:
@@ -78,9 +79,16 @@ def _read_csv(path: Path, sep: str, types: Mapping[str, pa.DataType], include: S
         if row.number is None and threads:  # the threaded reader does not know line numbers
             return _read_csv(path, sep, types, include, threads=False)
         raise ValueError(
-            f"{path}: line {row.number}: expected {row.expected_columns} fields, found {row.actual_columns}: "
-            f"{row.text[:120]!r}"
+            f"{path}: line {_file_line(path, row.number)}: expected {row.expected_columns} fields, "
+            f"found {row.actual_columns}: {row.text[:120]!r}"
         ) from None
+
+
+def _file_line(path: Path, row_number: int) -> int:
+    """The file line of pyarrow's 1-based row number, which does not count blank lines (an error path only)."""
+    lines = re.split(r"\r\n|\r|\n", path.read_bytes().decode("utf-8-sig", errors="replace"))
+    non_blank = [i for i, line in enumerate(lines, 1) if line]
+    return non_blank[row_number - 1] if row_number <= len(non_blank) else row_number
 
 
 def table_columns(path: Path) -> list[str]:
@@ -120,6 +128,9 @@ def read_delimited(
 
 
 def _header_only(path: Path) -> bool:
+    """No line end anywhere: the file is its header line."""
     with open(path, "rb") as f:
-        f.readline()
-        return not f.read(1)
+        while chunk := f.read(1 << 20):
+            if b"\n" in chunk or b"\r" in chunk:
+                return False
+    return True
