@@ -76,7 +76,7 @@ def delimited_files(draw) -> tuple[bytes, str, list[str], list[list[str]]]:
         max_size=12,
     ))  # fmt: skip
     sep = "," if suffix == ".csv" else "\t"
-    end = draw(st.sampled_from(["\n", "\r\n"]))
+    end = draw(st.sampled_from(["\n", "\r\n", "\r"]))
     text = end.join(sep.join(r) for r in [header, *rows]) + (end if draw(st.booleans()) else "")
     bom = "\ufeff" if draw(st.booleans()) else ""
     return (bom + text).encode("utf-8"), suffix, header, rows

@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 # The range of n is about two checkpoints' worth of calls (measured: per checkpoint ~16
 # fsyncs, 3 torch.saves, 2-3 renames, ~4 unlinks).
 HOOKS = {"step": (2, 5), "torch.save": (1, 6), "fsync": (1, 32), "rename": (1, 5), "unlink": (1, 8), "timer": (0, 0)}
-EPOCH_STEPS = ("train.epochs=3",)  # 12 steps of 16 (4 per epoch)
+EPOCH_STEPS = ("train.epochs=3",)  # 3 x 4 steps of 16 specimens
 
 
 def _kill_self() -> None:
@@ -149,11 +149,11 @@ def test_sigkill_at_random_points_always_leaves_a_loadable_latest_and_resume_mat
             break
     killed = sum(code == -signal.SIGKILL for _, _, code, _ in history)
     assert killed >= len(history) - 1, f"seed {seed}: most kill points were never reached: {history}"
-    if latest < 12:
+    if not (out / "model").is_dir():  # also after a kill between the last checkpoint and the model
         training.train(cfg, out, resume="latest")
     assert (out / "model" / "model.safetensors").is_file()
     resumed = logged(out)
-    assert sorted(resumed) == sorted(reference) == list(range(1, 13))
+    assert sorted(resumed) == sorted(reference) == list(range(1, 3 * 4 + 1))
     for step, loss in resumed.items():
         assert loss == pytest.approx(reference[step], rel=1e-5, abs=1e-6), f"seed {seed}, step {step}, kills {history}"
     print(f"seed {seed}: kills (hook, n, exit, latest step) {history}")

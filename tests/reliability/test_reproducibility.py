@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -31,19 +32,21 @@ def test_same_config_and_seed_give_the_same_losses_and_weights(data, finished_ru
     assert logged(other_seed)[1] != first[1]  # the seed does reach the run
 
 
-def test_two_evaluations_of_one_checkpoint_write_identical_results(finished_run, tmp_path) -> None:
+def test_two_evaluations_of_one_checkpoint_write_identical_results(data, finished_run, tmp_path) -> None:
     outs = []
     for name in ("a", "b"):
         out, cache = tmp_path / f"eval-{name}", tmp_path / f"cache-{name}"
-        # val plays both query roles: the tiny table has no unseen split
         args = ["eval", "--checkpoint", str(finished_run / "model"), "--split", "val", "--out", str(out),
-                f"data.cache_dir={cache}", "data.splits.val_unseen=[val]"]  # fmt: skip
+                f"data.cache_dir={cache}"]  # fmt: skip
         assert main(args) == 0
         outs.append((out, cache))
     (a, cache_a), (b, cache_b) = outs
     assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
-    results = json.loads((a / "results.json").read_text())
-    assert results["meta"]["counts"]["keys"] == {"image": 72, "dna": 72, "text": 72}
+    counts = json.loads((a / "results.json").read_text())["meta"]["counts"]
+    splits = pd.read_csv(data["csv"], dtype="string")["split"]
+    keys, seen, unseen = (int(splits.isin(names).sum()) for names in (["train", "key_unseen"], ["val"], ["val_unseen"]))
+    assert counts["keys"] == {m: keys for m in ("image", "dna", "text")} and seen > 0 and unseen > 0
+    assert counts["queries"] == {"seen": {m: seen for m in ("image", "dna", "text")}, "unseen": {m: unseen for m in ("image", "dna", "text")}}
     embeddings_a = sorted(cache_a.rglob("*.npy"))
     assert len(embeddings_a) >= 3, "each evaluation embeds into its own cache"
     for path in embeddings_a:
