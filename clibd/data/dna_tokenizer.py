@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import uuid
 import warnings
 import zipfile
 from pathlib import Path
@@ -135,7 +136,7 @@ class KmerTokenizer:
                 warnings.warn(f"DNA token cache {path} is unreadable ({err}); rebuilding it", stacklevel=2)
         encoding = self(sequences)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_suffix(f".tmp-{uuid.uuid4().hex[:8]}.npz")  # ranks may write the same entry at once
         np.savez(tmp, ids=encoding.ids, attention_mask=encoding.attention_mask)
         tmp.replace(path)
         return encoding
