@@ -119,11 +119,18 @@ class _StopRequest:
         signal.signal(signal.SIGTERM, self._previous)
 
 
+def _logged_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except ValueError:
+        return math.inf  # half a line, written when a kill or a full disk cut the append short
+
+
 def _truncate_log(log_path: Path, last_step: int) -> None:
     """Keep the log lines up to ``last_step`` (those a resumed run does not repeat); 0 = a fresh log."""
     if not log_path.is_file():
         return
-    kept = [line for line in log_path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= last_step]
+    kept = [line for line in log_path.read_text().splitlines(keepends=True) if _logged_step(line) <= last_step]
     tmp = log_path.with_suffix(".tmp")
     tmp.write_text("".join(kept))
     tmp.replace(log_path)
