@@ -157,3 +157,12 @@ def test_sigkill_at_random_points_always_leaves_a_loadable_latest_and_resume_mat
     for step, loss in resumed.items():
         assert loss == pytest.approx(reference[step], rel=1e-5, abs=1e-6), f"seed {seed}, step {step}, kills {history}"
     print(f"seed {seed}: kills (hook, n, exit, latest step) {history}")
+
+
+def test_resume_after_a_kill_mid_log_line_drops_the_torn_line(data, run_copy) -> None:
+    """A kill (or a full disk) in the middle of appending to train_log.jsonl leaves half a line."""
+    log = run_copy / "train_log.jsonl"
+    complete = log.read_text()
+    log.write_text(complete + '{"step": 9, "epoch": 2, "lo')
+    training.train(tiny_config(data, "train.checkpoint_every_steps=2"), run_copy, resume="latest")
+    assert log.read_text() == complete
