@@ -9,6 +9,8 @@ import argparse
 import importlib
 import json
 import sys
+import time
+import traceback
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
@@ -47,13 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA GPU on this machine (the GPU variants need one)")
     results: list[Result] = []
+    failed: list[str] = []
     for name in args.only or BENCHMARKS:
-        module = importlib.import_module(f"bench.{name}")
-        results.extend(module.run(args.device, args.quick))
+        start = time.perf_counter()
+        try:
+            results.extend(importlib.import_module(f"bench.{name}").run(args.device, args.quick))
+        except Exception:  # one broken benchmark must not cost the others' figures
+            traceback.print_exc()
+            failed.append(name)
+        print(f"[{name}: {time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)
     print_table(results)
     args.out.write_text(json.dumps([r.as_dict() for r in results], indent=2))
     print(f"\nwrote {args.out}")
-    return 0 if all(r.met is not False for r in results) else 1
+    if failed:
+        print(f"FAILED benchmarks: {', '.join(failed)}")
+    return 0 if not failed and all(r.met is not False for r in results) else 1
 
 
 if __name__ == "__main__":
