@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import faiss
 import numpy as np
@@ -70,6 +70,14 @@ def _to_all_gpus(index: faiss.Index) -> faiss.Index:
     options = faiss.GpuMultipleClonerOptions()
     options.shard = True  # split the keys across GPUs instead of replicating them
     return faiss.index_cpu_to_all_gpus(index, co=options)
+
+
+def _read_part(directory: Path, name: str, read: Callable[[Path], Any]) -> Any:
+    """One file of a saved index; a truncated or garbled one is an error naming it."""
+    try:
+        return read(directory / name)
+    except (ValueError, RuntimeError, OSError) as err:  # JSON, faiss and parquet errors
+        raise ValueError(f"index {directory}: {name} cannot be read ({str(err).splitlines()[0][:200]})") from None
 
 
 class ReferenceIndex:
@@ -232,7 +240,7 @@ class ReferenceIndex:
         missing = [name for name in (INDEX_FILE, KEYS_FILE, META_FILE) if not (directory / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{directory} is not a saved ReferenceIndex: missing {missing}")
-        meta = json.loads((directory / META_FILE).read_text())
+        meta = _read_part(directory, META_FILE, lambda path: json.loads(path.read_text()))
         if expected_dim is not None and meta["dim"] != expected_dim:
             raise IndexMismatchError(
                 f"index {directory} holds {meta['dim']}-d embeddings but the model makes {expected_dim}-d ones; "
@@ -254,8 +262,8 @@ class ReferenceIndex:
             checkpoint_hash=meta["checkpoint_hash"],
             metadata=meta["metadata"],
         )
-        index = faiss.read_index(str(directory / INDEX_FILE))
-        keys = pd.read_parquet(directory / KEYS_FILE)
+        index = _read_part(directory, INDEX_FILE, lambda path: faiss.read_index(str(path)))
+        keys = _read_part(directory, KEYS_FILE, pd.read_parquet)
         if index.ntotal != len(keys) or index.d != meta["dim"]:
             raise IndexMismatchError(
                 f"index {directory} is inconsistent: {index.ntotal} vectors of dim {index.d}, "
