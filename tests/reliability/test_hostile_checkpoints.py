@@ -1,18 +1,22 @@
 """Checkpoints from elsewhere: a resumed training checkpoint or a saved model that is
 hostile (a pickle that runs code), tampered with (truncated, garbage header) or incomplete
-(a file missing) is refused with an error naming the file, and nothing in it runs."""
+(a file missing) is refused with an error naming the file, and nothing in it runs; so is a
+reference index with a truncated file (its dim / checkpoint-hash refusals: tests/test_retrieval.py)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from clibd.checkpoint import CheckpointError
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.weights import CheckpointMismatchError, UnsafeCheckpointError
+from clibd.retrieval import ReferenceIndex
 from clibd.training import train
 from tests.reliability.conftest import tiny_config
 
@@ -93,3 +97,13 @@ def test_saved_model_with_another_vocabulary_or_embedding_is_refused_naming_the_
     assert "embed_dim found=32 expected=48" in str(err.value) and "dna.k found=4 expected=5" in str(err.value)
     saved = json.loads((finished_run / "model" / "config.json").read_text())
     assert saved["model"]["embed_dim"] == 32  # the refusal compared the real saved config
+
+
+@pytest.mark.parametrize("name", ["index.faiss", "keys.parquet", "meta.json"])
+def test_reference_index_with_a_truncated_file_is_refused_naming_it(tmp_path, name: str) -> None:
+    index = ReferenceIndex(4, device="cpu", checkpoint_hash="model-A")
+    index.add(np.eye(4), list("abcd"))
+    index.save(tmp_path / "ref")
+    _truncate(tmp_path / "ref" / name)
+    with pytest.raises(ValueError, match=rf"index .*/ref: {re.escape(name)} cannot be read"):
+        ReferenceIndex.load(tmp_path / "ref", expected_dim=4, expected_checkpoint_hash="model-A")
