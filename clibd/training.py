@@ -11,6 +11,7 @@ import json
 import math
 import signal
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -98,7 +99,7 @@ def _check_writable(out_dir: Path) -> None:
     """Fail at start-up, not after hours of training, when OUT cannot hold checkpoints."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write_probe"
+        probe = out_dir / f".write_probe-{uuid.uuid4().hex[:8]}"  # every rank probes at once
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as err:
