@@ -47,7 +47,7 @@ def _launch_with_fault(data, tmp_path: Path, fault: str, timeout_s: int, *overri
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=360)
     ended = time.time()
     rank_lines = "\n".join(line for line in run.stderr.splitlines() if line.startswith("[rank"))
-    assert time_file.is_file(), f"the fault was never reached:\n{run.stdout[-2000:]}\n{rank_lines[-6000:]}"
+    assert time_file.is_file(), f"the fault was never reached:\n{run.stdout[-2000:]}\n{rank_lines[-6000:] or run.stderr[-4000:]}"
     return run, ended - float(time_file.read_text())
 
 

@@ -1,7 +1,8 @@
-"""Ranks share ``data.cache_dir``: two processes that tokenise the same barcodes into a
-fresh cache at the same moment must both succeed (each writes its own temporary file).
-Found by the 2-rank launches of test_distributed_faults.py: rank 1 died at start-up with
-FileNotFoundError when rank 0 had renamed the shared temporary file away."""
+"""Ranks share ``data.cache_dir`` and the output folder: two processes that tokenise the
+same barcodes into a fresh cache, or probe OUT for writability, at the same moment must
+both succeed (each uses its own temporary file). Both found by the 2-rank launches of
+test_distributed_faults.py: rank 1 died at start-up with FileNotFoundError when rank 0 had
+renamed or deleted the shared temporary file."""
 
 from __future__ import annotations
 
@@ -33,3 +34,24 @@ def test_a_writer_interleaved_with_another_on_a_fresh_cache_succeeds(tmp_path, m
     assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
     cached = tokenizer.encode_cached(BARCODES, tmp_path)
     assert np.array_equal(cached.ids, expected.ids) and np.array_equal(cached.attention_mask, expected.attention_mask)
+
+
+def test_ranks_probing_one_output_folder_at_once_all_pass(tmp_path, monkeypatch) -> None:
+    """Every rank checks at start-up that OUT is writable; one rank's probe must not remove another's."""
+    from pathlib import Path
+
+    import clibd.training as training
+
+    real_write = Path.write_bytes
+    other_ran = []
+
+    def write_bytes(self, data):
+        written = real_write(self, data)
+        if self.name.startswith(".write_probe") and not other_ran:
+            other_ran.append(True)
+            training._check_writable(self.parent)  # the other rank, between this one's write and unlink
+        return written
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    training._check_writable(tmp_path / "out")
+    assert other_ran and list((tmp_path / "out").iterdir()) == []
