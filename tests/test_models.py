@@ -401,3 +401,20 @@ def test_unknown_image_weights_and_lora_targets_are_named(text_tokenizer) -> Non
     bad = {"finetune": "lora", "lora": LoraConfig(targets=["nope"])}
     with pytest.raises(ValueError, match=r"model.image.lora.targets=\['nope'\]"):
         CLIBDModel(tiny_cfg(image=bad), text_tokenizer=text_tokenizer)
+
+
+def test_trained_text_vocabulary_is_the_same_on_every_run() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from clibd.config import TextTowerConfig; from clibd.models.text import build_text_tokenizer;"
+        "t = build_text_tokenizer(TextTowerConfig(name=None, vocab_size=80),"
+        " [f'Diptera Fam{i % 7}idae Gen{i % 13}us sp{i}' for i in range(200)]);"
+        "print(sorted(t.get_vocab().items()))"
+    )
+    # Separate interpreters: hash-map seeds differ per process, which is what broke the old trainer.
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    assert len(runs) == 1
+    tokens = dict(eval(runs.pop()))
+    assert "diptera" in tokens and "##e" in tokens and len(tokens) == 80

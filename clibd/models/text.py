@@ -8,6 +8,7 @@ size fields over a WordPiece vocabulary trained on the data's taxonomy strings
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -39,11 +40,7 @@ def build_text_tokenizer(cfg: TextTowerConfig, corpus: Optional[Sequence[str]] =
         return AutoTokenizer.from_pretrained(cfg.name, local_files_only=_local(cfg.name))
     if not corpus:
         raise ValueError("text.name is null: a tokenizer must be trained, so pass the taxonomy strings as corpus")
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    # Sorted unique strings: the vocabulary then depends only on the set of strings.
-    wordpiece.train_from_iterator(
-        sorted(set(corpus)), vocab_size=cfg.vocab_size, min_frequency=1, special_tokens=_SPECIAL_TOKENS, show_progress=False
-    )
+    wordpiece = BertWordPieceTokenizer(vocab=_data_vocabulary(corpus, cfg.vocab_size), lowercase=True)
     return BertTokenizerFast(
         tokenizer_object=wordpiece._tokenizer,
         # transformers rebuilds the normalizer from this flag when the tokenizer is reloaded
@@ -51,6 +48,26 @@ def build_text_tokenizer(cfg: TextTowerConfig, corpus: Optional[Sequence[str]] =
         model_max_length=_positions(cfg),
         unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
     )
+
+
+def _data_vocabulary(corpus: Sequence[str], vocab_size: int) -> dict[str, int]:
+    """Special tokens, every character (word-initial and ``##`` continuation), then the most
+    frequent whole words (ties alphabetical) up to ``vocab_size``.
+
+    Chosen rather than the tokenizers WordPiece trainer, whose merges are broken by hash-map
+    order and so gave a different vocabulary (and model) on every run. Taxonomy strings are
+    rank names, so whole names are the natural units; an unseen name falls back to characters.
+    """
+    splitter = BertWordPieceTokenizer(lowercase=True)
+    counts: Counter[str] = Counter()
+    for text, n in Counter(corpus).items():
+        normalised = splitter.normalizer.normalize_str(text)
+        counts.update({word: n for word, _ in splitter.pre_tokenizer.pre_tokenize_str(normalised)})
+    chars = sorted({c for word in counts for c in word})
+    tokens = _SPECIAL_TOKENS + chars + ["##" + c for c in chars]
+    words = [w for w, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if len(w) > 1]
+    tokens += words[: max(vocab_size - len(tokens), 0)]
+    return {token: i for i, token in enumerate(tokens)}
 
 
 def _drop_pooler(model: nn.Module) -> nn.Module:
