@@ -255,7 +255,8 @@ def test_training_learns_to_align_barcodes_with_taxonomy_text(data, tmp_path) ->
     best = json.loads((out / "checkpoints" / "best" / "trainer_state.json").read_text())
     assert best["best"] == result.best and result.best >= 0.9
     val = json.loads((out / "val-retrieval" / "results.json").read_text())
-    assert val["dna->text"]["seen"]["macro"]["species"]["top1"] == result.best
+    # val-retrieval/ holds the last validation, which need not be the best one.
+    assert val["dna->text"]["seen"]["macro"]["species"]["top1"] <= result.best
 
 
 def test_unwritable_output_fails_at_start(data, tmp_path) -> None:
