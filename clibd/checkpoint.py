@@ -40,21 +40,17 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint, or one could not be written."""
 
 
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")) + [root]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
+def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")) + [root]:
+        _fsync_path(path)
 
 
 def is_complete(path: Path) -> bool:
@@ -81,7 +77,7 @@ def save_checkpoint(accelerator: Accelerator, model, path: Path, state: TrainerS
                     shutil.rmtree(old)
                 path.rename(old)
             tmp.rename(path)
-            _fsync_dir(path.parent)
+            _fsync_path(path.parent)
             if old.exists():
                 shutil.rmtree(old)
     except (OSError, RuntimeError, SafetensorError) as err:

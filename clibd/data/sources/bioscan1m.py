@@ -20,6 +20,7 @@ from typing import Mapping
 
 import pandas as pd
 
+from clibd.data.sources.bioscan5m import find_dataset_dir
 from clibd.data.sources.delimited import header, read_delimited
 from clibd.data.specimens import normalise_table
 from clibd.taxonomy import ALL_RANKS
@@ -32,14 +33,7 @@ REQUIRED = ("processid", "sampleid", "uri", "image_file", "chunk_number", *ALL_R
 
 
 def dataset_dir(root: str | Path) -> Path:
-    root = Path(root)
-    for base in (root / FOLDER, root):
-        if (base / METADATA_FILE).is_file():
-            return base
-    raise FileNotFoundError(
-        f"BIOSCAN-1M metadata not found: expected {root / FOLDER / METADATA_FILE} "
-        f"(or {root / METADATA_FILE} when data.root is the {FOLDER} folder itself)"
-    )
+    return find_dataset_dir(root, FOLDER, METADATA_FILE, "BIOSCAN-1M")
 
 
 def _partition_splits(folder: Path, sampleids: pd.Series) -> pd.Series:

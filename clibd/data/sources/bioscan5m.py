@@ -56,14 +56,7 @@ CHUNK_CHECK_SAMPLE = 10_000
 
 def dataset_dir(root: str | Path) -> Path:
     """The ``bioscan5m`` folder under (or at) ``root``."""
-    root = Path(root)
-    for base in (root / FOLDER, root):
-        if (base / METADATA_FILE).is_file():
-            return base
-    raise FileNotFoundError(
-        f"BIOSCAN-5M metadata not found: expected {root / FOLDER / METADATA_FILE} "
-        f"(or {root / METADATA_FILE} when data.root is the {FOLDER} folder itself)"
-    )
+    return find_dataset_dir(root, FOLDER, METADATA_FILE, "BIOSCAN-5M")
 
 
 def md5_chunk(processid: str, split: str) -> str:
@@ -116,3 +109,15 @@ def read_bioscan5m(root: str | Path, image_package: str = "cropped_256", check_i
     meta["chunk"] = chunk
     meta["image_ref"] = f"{image_dir}/" + meta["split"].str.strip() + "/" + sub + meta["processid"].str.strip() + ".jpg"
     return normalise_table(meta)
+
+
+def find_dataset_dir(root: str | Path, folder: str, metadata_file: str, dataset: str) -> Path:
+    """The ``folder`` under (or at) ``root`` that holds ``metadata_file``."""
+    root = Path(root)
+    for base in (root / folder, root):
+        if (base / metadata_file).is_file():
+            return base
+    raise FileNotFoundError(
+        f"{dataset} metadata not found: expected {root / folder / metadata_file} "
+        f"(or {root / metadata_file} when data.root is the {folder} folder itself)"
+    )
