@@ -25,29 +25,19 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from bench.common import Result
 from bench.compute import interleaved
 from bench.tokenization import kmer_table, python_tokenizer
-from clibd.config import DataConfig, DnaTowerConfig, SplitRoles, TextTowerConfig
+from clibd.config import DataConfig, DnaTowerConfig, TextTowerConfig
 from clibd.data.dataset import SpecimenDataset, build_dataloader
 from clibd.data.demo import generate_demo
 from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.data.images import H5_SCHEME, parse_h5_ref, read_image_bytes
 from clibd.data.roles import select_role
 from clibd.data.sources import read_specimens
-from clibd.data.sources.hdf5 import write_clibd_hdf5
+from clibd.data.sources.hdf5 import BIOSCAN5M_HDF5_ROLES, write_clibd_hdf5
 from clibd.data.transforms import build_transform, decode_image
 from clibd.models.dna import make_kmer_tokenizer
 from clibd.models.text import build_text_tokenizer
 from clibd.taxonomy import taxonomy_text
 
-# Roles over the published 5M file's groups (the docstring of clibd/data/sources/hdf5.py).
-HDF5_ROLES = SplitRoles(
-    train=["no_split_and_seen_train", "seen_keys"],
-    keys=["seen_keys", "unseen_keys"],
-    test_seen=["test_seen"],
-    test_unseen=["test_unseen"],
-    val_seen=["val_seen"],
-    val_unseen=["val_unseen"],
-    unused=["other_heldout"],
-)
 IMAGE_SIZE = 224
 BATCH = 32
 WORKERS = 2
@@ -147,6 +137,6 @@ def run(device: str, quick: bool) -> list[Result]:
         results = [_compare("BIOSCAN-5M layout", cfg, n)]
         table, _ = read_specimens(cfg)
         write_clibd_hdf5(table, root / "clibd.h5")
-        h5_cfg = DataConfig(format="hdf5", root=str(root / "clibd.h5"), cache_dir=str(root / "cache"), splits=HDF5_ROLES)
+        h5_cfg = DataConfig(format="hdf5", root=str(root / "clibd.h5"), cache_dir=str(root / "cache"), splits=BIOSCAN5M_HDF5_ROLES)
         results.append(_compare("published HDF5 layout", h5_cfg, n))
     return results

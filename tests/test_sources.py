@@ -15,7 +15,7 @@ from clibd.data.images import read_image_bytes
 from clibd.data.roles import select_role
 from clibd.data.sources import read_specimens
 from clibd.data.sources.fasta import read_fasta, write_fasta
-from clibd.data.sources.hdf5 import BIOSCAN1M_GROUPS, BIOSCAN5M_GROUPS, read_clibd_hdf5, write_clibd_hdf5
+from clibd.data.sources.hdf5 import BIOSCAN1M_GROUPS, BIOSCAN5M_GROUPS, BIOSCAN5M_HDF5_ROLES, read_clibd_hdf5, write_clibd_hdf5
 from clibd.data.specimens import SPECIMEN_COLUMNS
 from clibd.taxonomy import ALL_RANKS
 from tests.data_paths import BOLD_4K, BOLD_NL, needs_shared_data
@@ -27,15 +27,6 @@ HDF5_SPLIT_OF = {
     "key_unseen": "unseen_keys", "val_unseen": "val_unseen", "test_unseen": "test_unseen",
     "other_heldout": "other_heldout",
 }  # fmt: skip
-HDF5_ROLES = SplitRoles(
-    train=["no_split_and_seen_train", "seen_keys"],
-    keys=["seen_keys", "unseen_keys"],
-    test_seen=["test_seen"],
-    test_unseen=["test_unseen"],
-    val_seen=["val_seen"],
-    val_unseen=["val_unseen"],
-    unused=["other_heldout"],
-)
 ROLES_1M = SplitRoles(
     train=["no_split", "train_seen"],
     keys=["train_seen", "test_unseen_keys"],
@@ -170,7 +161,7 @@ def test_same_specimens_through_bioscan5m_hdf5_csv_and_bioscan1m(root5m, tmp_pat
     table = _read5m(root)
     h5 = tmp_path / "clibd.h5"
     write_clibd_hdf5(table, h5)
-    from_h5, report = read_specimens(DataConfig(format="hdf5", root=str(h5), splits=HDF5_ROLES))
+    from_h5, report = read_specimens(DataConfig(format="hdf5", root=str(h5), splits=BIOSCAN5M_HDF5_ROLES))
     assert report.skipped == 0
     assert from_h5["image_ref"].str.startswith(f"h5://{h5.resolve()}#").all()
     assert dict(zip(from_h5["processid"], from_h5["split"])) == {
@@ -207,7 +198,7 @@ def test_hdf5_missing_image_is_a_bad_record(root5m, tmp_path):
     table.loc[lost, "image_ref"] = str(tmp_path / "gone.jpg")
     h5 = tmp_path / "clibd.h5"
     assert write_clibd_hdf5(table, h5)["missing_images"] == ["AACTA161-20"]
-    cfg = DataConfig(format="hdf5", root=str(h5), splits=HDF5_ROLES)
+    cfg = DataConfig(format="hdf5", root=str(h5), splits=BIOSCAN5M_HDF5_ROLES)
     with pytest.raises(ValueError, match=r"record 'AACTA161-20' \(row \d+\): no image"):
         read_specimens(cfg)
     cfg.bad_records = "skip"

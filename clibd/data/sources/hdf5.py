@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from clibd.config import SplitRoles
 from clibd.data.images import H5_SCHEME, ImageReadError, read_image_bytes
 from clibd.data.specimens import MISSING_RANK_WORD, normalise_table
 from clibd.taxonomy import ALL_RANKS
@@ -62,6 +63,16 @@ BIOSCAN1M_GROUPS: dict[str, list[str]] = {
     "val_unseen_keys": ["val_unseen_keys"],
 }
 UNION_GROUPS = ("all_keys", "no_split_and_seen_train")
+# Split roles over the published BIOSCAN-5M file's groups (see the module docstring).
+BIOSCAN5M_HDF5_ROLES = SplitRoles(
+    train=["no_split_and_seen_train", "seen_keys"],
+    keys=["seen_keys", "unseen_keys"],
+    test_seen=["test_seen"],
+    test_unseen=["test_unseen"],
+    val_seen=["val_seen"],
+    val_unseen=["val_unseen"],
+    unused=["other_heldout"],
+)
 ID_DATASETS = ("processid", "sampleid")
 # Our column -> the dataset name in a group (``dna_bin`` is our addition; absent in published files).
 DATASETS = {"dna_barcode": "barcode", "dna_bin": "dna_bin", "sampleid": "sampleid", **{r: r for r in ALL_RANKS}}
