@@ -198,7 +198,8 @@ def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResu
             accelerator.print(f"trainable parameters {tower}: {trainable:,} / {total:,}")
 
     lr = scaled_lr(tc, accelerator.num_processes)
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=lr)
+    # fused: one kernel for all tensors; the default is a per-tensor loop on the CPU (bench/train_step.py).
+    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=lr, fused=True)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, data.train_loader)
     val_loader = accelerator.prepare(data.val_loader) if data.val_loader is not None else None
     steps_per_epoch = math.ceil(len(train_loader) / tc.grad_accum)
