@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -17,6 +16,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
+
+from clibd.inference import InferenceEncoder
 
 MODALITIES = ("image", "dna", "text")
 
@@ -47,21 +48,18 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _autocast(device: torch.device, bf16: bool):
-    if bf16 and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def batch_inputs(batch: dict[str, torch.Tensor], modality: str) -> tuple[torch.Tensor, ...]:
+    """The tensors ``encode_<modality>`` takes, from a collated batch (architecture.md batch keys)."""
+    from clibd.models.clibd_model import BATCH_KEYS
+
+    if modality not in BATCH_KEYS:
+        raise ValueError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
+    return tuple(batch[key] for key in BATCH_KEYS[modality])
 
 
 def encode_batch(model: torch.nn.Module, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
-    """The ``modality`` embedding of a collated batch (architecture.md batch keys)."""
-    if modality == "image":
-        return model.encode_image(batch["image"])
-    if modality == "dna":
-        return model.encode_dna(batch["dna_ids"], batch["dna_mask"])
-    if modality == "text":
-        return model.encode_text(batch["text_ids"], batch["text_mask"])
-    raise ValueError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
+    """The ``modality`` embedding of a collated batch, as the model computes it (no cast, no compile)."""
+    return getattr(model, f"encode_{modality}")(*batch_inputs(batch, modality))
 
 
 def shard(n: int, rank: int, world: int) -> range:
@@ -81,7 +79,8 @@ def embed_dataset(
     batch_size: int,
     accelerator: Any = None,
     num_workers: int = 0,
-    bf16: bool = True,
+    precision: str = "auto",
+    compile: bool = False,
     progress: bool = True,
 ) -> np.ndarray:
     """float32 ``[len(dataset), D]`` embeddings in dataset order, on every process.
@@ -90,7 +89,8 @@ def embed_dataset(
     ``index`` = the rows served; a row it drops (a bad record under ``bad_records=skip``)
     stays NaN. Under ``accelerate launch`` each process embeds a contiguous shard; the
     shards are padded to equal length, gathered, and the padding dropped, so every rank
-    gets the same array as a single-process run.
+    gets the same array as a single-process run. ``precision`` and ``compile``: see
+    :class:`clibd.inference.InferenceEncoder`.
     """
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
@@ -103,12 +103,11 @@ def embed_dataset(
     local = torch.full((len(rows), dim), float("nan"), device=device)
     was_training = model.training
     model.eval()
-    bar = tqdm(loader, desc=f"embed {modality}", disable=not progress or rank != 0, leave=False)
-    with _autocast(device, bf16):
-        for batch in bar:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            if len(batch["index"]):
-                local[batch["index"] - rows.start] = encode_batch(model, batch, modality).float()
+    encode = InferenceEncoder(model, device, precision, compile, batch_size)
+    for batch in tqdm(loader, desc=f"embed {modality}", disable=not progress or rank != 0, leave=False):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if len(batch["index"]):
+            local[batch["index"] - rows.start] = encode(batch, modality)
     model.train(was_training)
     if world == 1:
         return local.cpu().numpy()
@@ -191,6 +190,7 @@ class Embedder:
 
     Image normalisation: ``mean``/``std`` if given, else ``data.mean``/``data.std`` of the
     run's ``config.yaml`` (:func:`find_run_config`), else the BIOSCAN-5M defaults (with a warning). The image size is the checkpoint's.
+    ``precision`` (auto | fp32 | bf16) and ``compile``: see :class:`clibd.inference.InferenceEncoder`.
     """
 
     def __init__(
@@ -198,7 +198,8 @@ class Embedder:
         model_or_checkpoint_dir: torch.nn.Module | str | Path,
         device: str = "auto",
         batch_size: int = 64,
-        bf16: bool = True,
+        precision: str = "auto",
+        compile: bool = False,
         num_workers: int = 0,
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
@@ -215,7 +216,8 @@ class Embedder:
             self.checkpoint_hash, model = None, model_or_checkpoint_dir
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
-        self.batch_size, self.bf16, self.num_workers = batch_size, bf16, num_workers
+        self.encode = InferenceEncoder(self.model, self.device, precision, compile, batch_size, in_place=True)
+        self.batch_size, self.num_workers = batch_size, num_workers
         self.image_size = int(self.model.cfg.image.image_size)
         self.transform = build_pil_transform(self.image_size)  # per image, uint8
         self.normalize = build_normalize(mean, std)  # per batch, as the dataset does
@@ -226,8 +228,7 @@ class Embedder:
 
     def _encode(self, batch: dict[str, torch.Tensor], modality: str) -> np.ndarray:
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        with torch.inference_mode(), _autocast(self.device, self.bf16):
-            return encode_batch(self.model, batch, modality).float().cpu().numpy()
+        return self.encode(batch, modality).cpu().numpy()
 
     def _stack(self, parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)

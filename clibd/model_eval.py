@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from clibd.config import Config
 from clibd.embed import cached_embeddings, checkpoint_hash, embed_dataset, table_hash
+from clibd.inference import resolve_dtype
 from clibd.taxonomy import EVAL_RANKS
 
 CACHE_VERSION = 1
@@ -89,12 +90,13 @@ def embed_role(
         emb = embed_dataset(
             model, dataset, modality, cfg.eval.batch_size, accelerator,
             num_workers=cfg.data.num_workers if modality == "image" else 0,
-            bf16=cfg.train.mixed_precision == "bf16",
+            precision=cfg.eval.precision, compile=cfg.eval.compile,
         )
         return emb if inverse is None else emb[inverse]
 
     if model_hash is None:
         return compute()
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
     key = {
         "version": CACHE_VERSION,
         "checkpoint": model_hash,
@@ -103,7 +105,8 @@ def embed_role(
         "modality": modality,
         "mean": list(cfg.data.mean),
         "std": list(cfg.data.std),
-        "bf16": cfg.train.mixed_precision == "bf16",
+        "precision": str(resolve_dtype(cfg.eval.precision, device)),
+        "compile": cfg.eval.compile,
     }
     return cached_embeddings(cfg.data.cache_dir, key, compute, accelerator)
 

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise SystemExit(f"clibd classify: --k must be at least 1, got {args.k}")
-    embedder = Embedder(args.checkpoint, device=args.device, batch_size=args.batch_size)
+    embedder = Embedder(args.checkpoint, device=args.device, batch_size=args.batch_size,
+                        precision=args.precision, compile=args.compile)
     index = load_library(args.index, embedder)
     emb, ids, modality, skipped = embed_specimens(embedder, args.images, args.dna)
     if not ids:

@@ -37,7 +37,7 @@ from clibd.models.weights import CheckpointMismatchError, mismatch_message
 MODALITIES = ("image", "dna", "text")
 FORMAT_VERSION = 1
 # Batch keys each modality reads (docs/architecture.md, "Batch").
-_BATCH_KEYS = {"image": ("image",), "dna": ("dna_ids", "dna_mask"), "text": ("text_ids", "text_mask")}
+BATCH_KEYS = {"image": ("image",), "dna": ("dna_ids", "dna_mask"), "text": ("text_ids", "text_mask")}
 # Config fields that change how weights are obtained or trained, not what the model computes.
 _NOT_ARCHITECTURE = {"pretrained", "finetune", "lora", "gradient_checkpointing", "logit_scale_init", "logit_scale_max"}
 
@@ -94,9 +94,9 @@ class CLIBDModel(nn.Module):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The embedding of every enabled modality whose inputs are in ``batch``."""
         return {
-            m: self._embed(m, *(batch[k] for k in _BATCH_KEYS[m]))
+            m: self._embed(m, *(batch[k] for k in BATCH_KEYS[m]))
             for m in self.modalities
-            if all(k in batch for k in _BATCH_KEYS[m])
+            if all(k in batch for k in BATCH_KEYS[m])
         }
 
     def clamp_logit_scale(self) -> None:
