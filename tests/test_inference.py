@@ -83,6 +83,22 @@ def test_compiled_matches_eager_and_pads_a_short_batch_instead_of_recompiling() 
     assert counters["stats"]["unique_graphs"] == 2  # one per tower: the 3-row batch reused it
 
 
+@pytest.mark.slow
+def test_compiled_encoder_runs_pre_packed_linears() -> None:
+    """Weight freezing applied: every Linear runs as a pre-packed MKL / oneDNN op, no aten::addmm
+    (torch.compile's options={"freezing": True} silently did not apply it)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = tiny_model()
+    batch = _batch(model, 4)
+    encoder = InferenceEncoder(model, CPU, "fp32", compile=True, batch_size=4)
+    encoder(batch, "dna")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        encoder(batch, "dna")
+    ops = {event.key for event in prof.key_averages()}
+    assert "aten::addmm" not in ops and ops & {"mkl::_mkl_linear", "mkldnn::_linear_pointwise"}, sorted(ops)
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_on_a_cpu_warns_only_where_bf16_is_emulated(monkeypatch, native: bool) -> None:
     import warnings
