@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from clibd.inference import InferenceEncoder
+from clibd.inference import InferenceEncoder, batch_inputs
 
 MODALITIES = ("image", "dna", "text")
 
@@ -46,15 +46,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def batch_inputs(batch: dict[str, torch.Tensor], modality: str) -> tuple[torch.Tensor, ...]:
-    """The tensors ``encode_<modality>`` takes, from a collated batch (architecture.md batch keys)."""
-    from clibd.models.clibd_model import BATCH_KEYS
-
-    if modality not in BATCH_KEYS:
-        raise ValueError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
-    return tuple(batch[key] for key in BATCH_KEYS[modality])
 
 
 def encode_batch(model: torch.nn.Module, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:

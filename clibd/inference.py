@@ -45,6 +45,15 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+def batch_inputs(batch: dict[str, torch.Tensor], modality: str) -> tuple[torch.Tensor, ...]:
+    """The tensors ``encode_<modality>`` takes, from a collated batch (architecture.md batch keys)."""
+    from clibd.models.clibd_model import BATCH_KEYS, MODALITIES
+
+    if modality not in BATCH_KEYS:
+        raise ValueError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
+    return tuple(batch[key] for key in BATCH_KEYS[modality])
+
+
 def _compilable_attention(model: torch.nn.Module) -> None:
     """Plain matmul + softmax attention in timm blocks and HF transformers, for inductor to fuse."""
     from transformers import PreTrainedModel
@@ -93,8 +102,6 @@ class InferenceEncoder:
         return self._compiled[modality]
 
     def __call__(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
-        from clibd.embed import batch_inputs
-
         inputs = [x.to(self.dtype) if x.is_floating_point() else x for x in batch_inputs(batch, modality)]
         rows = len(inputs[0])
         if rows < self.batch_size:  # repeat the last row: same shapes, no recompile
