@@ -70,8 +70,7 @@ def embed_dataset(
     batch_size: int,
     accelerator: Any = None,
     num_workers: int = 0,
-    precision: str = "auto",
-    compile: bool = False,
+    encoder: Optional[InferenceEncoder] = None,
     progress: bool = True,
 ) -> np.ndarray:
     """float32 ``[len(dataset), D]`` embeddings in dataset order, on every process.
@@ -80,8 +79,9 @@ def embed_dataset(
     ``index`` = the rows served; a row it drops (a bad record under ``bad_records=skip``)
     stays NaN. Under ``accelerate launch`` each process embeds a contiguous shard; the
     shards are padded to equal length, gathered, and the padding dropped, so every rank
-    gets the same array as a single-process run. ``precision`` and ``compile``: see
-    :class:`clibd.inference.InferenceEncoder`.
+    gets the same array as a single-process run. ``encoder`` (default: the model as it is
+    in fp32 on a CPU, bf16 on a GPU) is built once per evaluation to set precision and
+    compile (:class:`clibd.inference.InferenceEncoder`).
     """
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
@@ -94,7 +94,7 @@ def embed_dataset(
     local = torch.full((len(rows), dim), float("nan"), device=device)
     was_training = model.training
     model.eval()
-    encode = InferenceEncoder(model, device, precision, compile, batch_size)
+    encode = encoder or InferenceEncoder(model, device)
     for batch in tqdm(loader, desc=f"embed {modality}", disable=not progress or rank != 0, leave=False):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         if len(batch["index"]):

@@ -5,10 +5,11 @@ the end and what ``python eval.py`` runs."""
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 
 from clibd.config import Config
 from clibd.embed import cached_embeddings, checkpoint_hash, embed_dataset, table_hash
-from clibd.inference import resolve_dtype
+from clibd.inference import InferenceEncoder, resolve_dtype
 from clibd.taxonomy import EVAL_RANKS
 
 CACHE_VERSION = 1
@@ -73,30 +74,35 @@ def _dataset(cfg: Config, model: torch.nn.Module, rows: pd.DataFrame, modality: 
     return SpecimenDataset(rows, cfg.data, image_size=model.cfg.image.image_size), None
 
 
+def _device(model: torch.nn.Module, accelerator: Any) -> torch.device:
+    return accelerator.device if accelerator is not None else next(model.parameters()).device
+
+
 def embed_role(
     cfg: Config,
     model: torch.nn.Module,
     role: str,
     rows: pd.DataFrame,
     modality: str,
+    encoder: Callable[[], InferenceEncoder],
     accelerator: Any = None,
     model_hash: Optional[str] = None,
 ) -> np.ndarray:
-    """Embeddings of ``rows`` (all of which must have the modality's input) with one tower;
-    cached under ``cfg.data.cache_dir`` when ``model_hash`` names the weights."""
+    """Embeddings of ``rows`` (all of which must have the modality's input) with one tower,
+    through ``encoder()`` (called only when something is embedded); cached under
+    ``cfg.data.cache_dir`` when ``model_hash`` names the weights."""
 
     def compute() -> np.ndarray:
         dataset, inverse = _dataset(cfg, model, rows, modality)
         emb = embed_dataset(
             model, dataset, modality, cfg.eval.batch_size, accelerator,
-            num_workers=cfg.data.num_workers if modality == "image" else 0,
-            precision=cfg.eval.precision, compile=cfg.eval.compile,
+            num_workers=cfg.data.num_workers if modality == "image" else 0, encoder=encoder(),
         )
         return emb if inverse is None else emb[inverse]
 
     if model_hash is None:
         return compute()
-    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    device = _device(model, accelerator)
     key = {
         "version": CACHE_VERSION,
         "checkpoint": model_hash,
@@ -125,11 +131,16 @@ def embed_roles(
     barcode), or a bad record the dataset skipped (``data.bad_records=skip``)."""
     out: dict[str, dict[str, tuple[np.ndarray, pd.DataFrame]]] = {}
     left_out: dict[str, dict[str, dict[str, int]]] = {}
+    # One encoder for every role: its bf16 copy and compiled towers are made once, and only
+    # if something is not in the embedding cache.
+    encoder = functools.cache(
+        lambda: InferenceEncoder(model, _device(model, accelerator), cfg.eval.precision, cfg.eval.compile, cfg.eval.batch_size)
+    )
     for role, rows in tables.items():
         for modality in modalities:
             has_input = _has_input(rows, modality)
             subset = rows[has_input].reset_index(drop=True)
-            emb = embed_role(cfg, model, role, subset, modality, accelerator, model_hash)
+            emb = embed_role(cfg, model, role, subset, modality, encoder, accelerator, model_hash)
             served = ~np.isnan(emb).any(axis=1)
             reasons = {"no input": int((~has_input).sum()), "skipped bad record": int((~served).sum())}
             reasons = {reason: n for reason, n in reasons.items() if n}

@@ -85,12 +85,23 @@ def test_second_evaluation_reads_the_cache(checkpoint: Path, tmp_path: Path, mon
             return _encode(*args)
 
         monkeypatch.setattr(model, f"encode_{modality}", counting)
+    import clibd.model_eval
+
+    # One encoder per evaluation (its bf16 copy / compiled towers made once), none on a full cache hit.
+    encoders: list = []
+    make = clibd.model_eval.InferenceEncoder
+
+    def counting_encoder(*args):
+        encoders.append(make(*args))
+        return encoders[-1]
+
+    monkeypatch.setattr(clibd.model_eval, "InferenceEncoder", counting_encoder)
     first = run_evaluation(cfg, model, tmp_path / "a", "val", checkpoint=checkpoint)
-    assert all(n > 0 for n in calls.values())
+    assert all(n > 0 for n in calls.values()) and len(encoders) == 1
     assert len(list((tmp_path / "cache" / "embeddings").glob("*.npy"))) == 6  # 3 roles x 2 modalities
     calls.update({m: 0 for m in towers})
     second = run_evaluation(cfg, model, tmp_path / "b", "val", checkpoint=checkpoint)
-    assert calls == {m: 0 for m in towers}
+    assert calls == {m: 0 for m in towers} and len(encoders) == 1
     assert json.dumps(first, sort_keys=True, default=str) == json.dumps(second, sort_keys=True, default=str)
     assert first["meta"]["counts"]["queries"]["seen"]["dna"] == 10  # the val split: val / val_unseen
     # Without a checkpoint to name the weights nothing is cached or reused.
