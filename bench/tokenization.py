@@ -37,16 +37,8 @@ def run(device: str, quick: bool) -> list[Result]:
         tok = KmerTokenizer(k=k)
         ours = best_time(lambda: tok(seqs), repeat=3)
         base = best_time(lambda: python_tokenizer(seqs, k), repeat=1)
-        results.append(
-            Result(
-                benchmark=f"DNA tokenisation k={k}",
-                workload=f"{n:,} real barcodes (BOLD, repeated), 660 nt",
-                ours=n / ours,
-                baseline=n / base,
-                unit="barcodes/s",
-                ratio=base / ours,
-                goal=5.0,
-                note=f"{ours / n * 1e6:.1f} us/barcode vs {base / n * 1e6:.1f} us",
-            )
-        )
+        results.append(Result.timed(
+            f"DNA tokenisation k={k}", f"{n:,} real barcodes (BOLD, repeated), 660 nt", n, ours, base, "barcodes/s",
+            goal=5.0, note=f"{ours / n * 1e6:.1f} us/barcode vs {base / n * 1e6:.1f} us",
+        ))
     return results
