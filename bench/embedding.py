@@ -1,7 +1,7 @@
 """Embedding new specimens: specimens/s of the paper config's image and DNA towers in
 inference mode, as utilisation of the dense matmul FLOP/s measured in the same process
 (same dtype and threads) and against plain fp32 eager (``torch.no_grad``) on the same
-batch. Ours: the encoder evaluation and ``clibd embed`` use (clibd.inference.InferenceEncoder)
+batch. Ours: the encoder evaluation and ``clibd embed`` use (clibd.embed.encoder.InferenceEncoder)
 with ``compile``, in fp32 and in bf16 (weights cast once). All variants and the matmuls are
 timed in turns (bench.compute.interleaved); compile time is reported, not timed."""
 
@@ -15,8 +15,8 @@ from bench.common import Result
 from bench.compute import (
     build_model, check_device, count_flops, interleaved, load_bench_config, matmul, sync, synthetic_batch, throughput_results,
 )
-from clibd.embed import encode_batch
-from clibd.inference import InferenceEncoder
+from clibd.embed.encoder import encode_batch
+from clibd.embed.encoder import InferenceEncoder
 
 
 def run(device: str, quick: bool) -> list[Result]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.common import Result, best_time
-from clibd.metrics import topk_accuracy
+from clibd.eval.metrics import topk_accuracy
 from clibd.taxonomy import EVAL_RANKS
 from tests.oracles import topk_accuracy_reference
 

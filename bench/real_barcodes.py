@@ -2,7 +2,7 @@
 
 ``make bench-real`` or ``python bench/real_barcodes.py [--threads 2] [--out PATH] [key=value ...]``
 (overrides apply to configs/bench/real_barcodes.yaml). Data: ../shared/data/dna/bold_insecta_4k.tsv,
-protocol of ../shared/data/README.md (``clibd.dna_eval.unseen_species_split``): one seeded unseen
+protocol of ../shared/data/README.md (``clibd.eval.dna_benchmark.unseen_species_split``): one seeded unseen
 species per multi-species genus; seen species' rows halved into keys and queries; unseen rows
 query the seen keys. Every row of the table is measured in this run:
 
@@ -10,7 +10,7 @@ query the seen keys. Every row of the table is measured in this run:
 - the DNA tower untrained (random init);
 - MLM-pretrained (``clibd pretrain-dna``) on all the file's barcodes: unsupervised, it sees
   the query and unseen barcodes but no label;
-- trained contrastively with taxonomy text (``clibd.training.train``, DNA + text towers) on the
+- trained contrastively with taxonomy text (``clibd.train.loop.train``, DNA + text towers) on the
   seen species' *key* rows only: never a query row or an unseen species;
 - MLM-pretrained, then contrastive.
 
@@ -40,7 +40,7 @@ import torch  # noqa: E402
 from bench.common import REPO, SHARED_DATA  # noqa: E402
 from clibd.config import Config, load_config  # noqa: E402
 from clibd.data.sources import read_specimens  # noqa: E402
-from clibd.dna_eval import (  # noqa: E402
+from clibd.eval.dna_benchmark import (  # noqa: E402
     ROLE_KEY,
     ROLE_SEEN,
     ROLE_UNSEEN,
@@ -51,9 +51,9 @@ from clibd.dna_eval import (  # noqa: E402
 )
 from clibd.models.clibd_model import CLIBDModel  # noqa: E402
 from clibd.models.dna import DnaTower  # noqa: E402
-from clibd.pretrain import pretrain_dna  # noqa: E402
+from clibd.train.pretrain_dna import pretrain_dna  # noqa: E402
 from clibd.taxonomy import taxonomy_text  # noqa: E402
-from clibd.training import train  # noqa: E402
+from clibd.train.loop import train  # noqa: E402
 
 TSV = SHARED_DATA / "dna" / "bold_insecta_4k.tsv"
 CONFIG = REPO / "configs" / "bench" / "real_barcodes.yaml"

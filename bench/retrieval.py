@@ -17,7 +17,7 @@ import torch
 
 from bench.common import Result, best_time
 from bench.compute import check_device, sync
-from clibd.retrieval import ReferenceIndex, normalized_float32
+from clibd.index.faiss_index import ReferenceIndex, normalized_float32
 
 N_QUERIES, DIM, K = 5_000, 768, 5
 PER_CENTRE = 20  # keys per cluster centre (about a species' worth)

@@ -12,8 +12,8 @@ import torch
 from bench.common import Result
 from bench.compute import autocast, build_model, check_device, count_flops, interleaved, load_bench_config, matmul, synthetic_batch, throughput_results
 from clibd.config import ConfigError
-from clibd.loss import ContrastiveLoss
-from clibd.training import param_groups
+from clibd.train.loss import ContrastiveLoss
+from clibd.train.optim import param_groups
 
 
 def make_step(model: torch.nn.Module, batch: dict, device: torch.device, bf16: bool, optimizer: torch.optim.Optimizer) -> Callable[[], None]:

@@ -13,8 +13,8 @@ _EXPORTS = {
     "load_config": "clibd.config",
     "Config": "clibd.config",
     "CLIBDModel": "clibd.models.clibd_model",
-    "ReferenceIndex": "clibd.retrieval",
-    "Embedder": "clibd.embed",
+    "ReferenceIndex": "clibd.index.faiss_index",
+    "Embedder": "clibd.embed.embedder",
     "read_specimens": "clibd.data.sources",
 }
 

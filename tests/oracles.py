@@ -33,7 +33,7 @@ def kmer_tokenize_reference(
 def topk_accuracy_reference(
     query_labels: np.ndarray, neighbour_labels: np.ndarray, ks: tuple[int, ...], ranks: tuple[str, ...]
 ) -> dict:
-    """Per query, per rank, per k: is the label among the first k neighbours' labels? (clibd.metrics rules)"""
+    """Per query, per rank, per k: is the label among the first k neighbours' labels? (clibd.eval.metrics rules)"""
     queries, neighbours = np.asarray(query_labels).tolist(), np.asarray(neighbour_labels).tolist()
     out: dict = {"micro": {}, "macro": {}}
     for j, rank in enumerate(ranks):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clibd.classify import calibrate_threshold, predict_taxonomy, weighted_vote
+from clibd.index.vote import calibrate_threshold, predict_taxonomy, weighted_vote
 
 
 def test_weighted_vote_hand_computed() -> None:
@@ -121,7 +121,7 @@ def library(tmp_path_factory) -> tuple[Path, Path]:
 
 @needs_shared_data
 def test_index_metadata(library: tuple[Path, Path]) -> None:
-    from clibd.embed import checkpoint_hash
+    from clibd.embed.run_dir import checkpoint_hash
 
     checkpoint, index = library
     meta = json.loads((index / "meta.json").read_text())
@@ -174,7 +174,7 @@ def test_classify_real_barcodes_table_format(library, tmp_path, capsys) -> None:
 
 @needs_shared_data
 def test_classify_refuses_an_index_of_another_checkpoint(library, tmp_path) -> None:
-    from clibd.retrieval import IndexMismatchError
+    from clibd.index.faiss_index import IndexMismatchError
     from tests.helpers.real_table import real_run
 
     _, index = library

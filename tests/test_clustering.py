@@ -1,4 +1,4 @@
-"""clibd.clustering: AMI of UMAP + agglomerative clusters, and the k-mer baseline on real barcodes."""
+"""clibd.eval.clustering: AMI of UMAP + agglomerative clusters, and the k-mer baseline on real barcodes."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clibd.clustering import cluster_ami, cluster_report
-from clibd.dna_eval import kmer_count_vectors
+from clibd.eval.clustering import cluster_ami, cluster_report
+from clibd.eval.dna_benchmark import kmer_count_vectors
 from tests.data_paths import BOLD_4K, needs_shared_data
 
 

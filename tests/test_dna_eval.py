@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clibd.dna_eval import (
+from clibd.eval.dna_benchmark import (
     ROLE_KEY,
     ROLE_SEEN,
     ROLE_UNSEEN,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from clibd.embed import cached_embeddings, embed_dataset, shard
+from clibd.embed.datasets import cached_embeddings, embed_dataset, shard
 
 N, L, DIM = 11, 7, 5  # 11 rows over 2 processes: shards of 5 and 6 (padded gather)
 DROPPED = (0, 7)  # rows the dataset refuses to serve: they come back NaN, in place
@@ -120,7 +120,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def test_embedder_reads_normalisation_from_the_run_config(checkpoint: Path) -> None:
-    from clibd.embed import Embedder, checkpoint_hash
+    from clibd.embed.embedder import Embedder
+    from clibd.embed.run_dir import checkpoint_hash
 
     embedder = Embedder(checkpoint, device="cpu")
     white = embedder.normalize(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
@@ -132,7 +133,7 @@ def test_embedder_reads_normalisation_from_the_run_config(checkpoint: Path) -> N
 def test_embed_real_photos_and_skip_unreadable_by_name(checkpoint: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from clibd.embed import Embedder
+    from clibd.embed.embedder import Embedder
 
     photos = sorted(REAL_IMAGES.glob("*.jpg"))[:6]
     empty = tmp_path / "empty.jpg"
@@ -155,8 +156,8 @@ def test_embed_real_photos_and_skip_unreadable_by_name(checkpoint: Path, tmp_pat
 
 @needs_shared_data
 def test_embed_real_barcodes_and_text(checkpoint: Path) -> None:
-    from clibd.embed import Embedder
-    from clibd.specimen_inputs import read_barcodes
+    from clibd.embed.embedder import Embedder
+    from clibd.embed.inputs import read_barcodes
 
     ids, seqs, skipped = read_barcodes([BOLD_4K])
     assert len(ids) == 4278 and skipped == []

@@ -68,9 +68,9 @@ def test_eval_writes_results_files(checkpoint: Path, capsys) -> None:
 
 @needs_shared_data
 def test_second_evaluation_reads_the_cache(checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
-    from clibd.embed import find_run_config
+    from clibd.embed.run_dir import find_run_config
     from clibd.config import load_config
-    from clibd.model_eval import run_evaluation
+    from clibd.eval.run import run_evaluation
     from clibd.models.clibd_model import CLIBDModel
 
     towers = ("dna", "text")  # images are covered above; decoding the photos again costs seconds
@@ -85,17 +85,17 @@ def test_second_evaluation_reads_the_cache(checkpoint: Path, tmp_path: Path, mon
             return _encode(*args)
 
         monkeypatch.setattr(model, f"encode_{modality}", counting)
-    import clibd.model_eval
+    import clibd.embed.datasets
 
     # One encoder per evaluation (its bf16 copy / compiled towers made once), none on a full cache hit.
     encoders: list = []
-    make = clibd.model_eval.InferenceEncoder
+    make = clibd.embed.datasets.InferenceEncoder
 
     def counting_encoder(*args):
         encoders.append(make(*args))
         return encoders[-1]
 
-    monkeypatch.setattr(clibd.model_eval, "InferenceEncoder", counting_encoder)
+    monkeypatch.setattr(clibd.embed.datasets, "InferenceEncoder", counting_encoder)
     first = run_evaluation(cfg, model, tmp_path / "a", "val", checkpoint=checkpoint)
     assert all(n > 0 for n in calls.values()) and len(encoders) == 1
     assert len(list((tmp_path / "cache" / "embeddings").glob("*.npy"))) == 6  # 3 roles x 2 modalities
@@ -170,10 +170,10 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     from clibd.config import load_config
     from clibd.data.roles import select_role
     from clibd.data.sources import read_specimens
-    from clibd.model_eval import run_evaluation
+    from clibd.eval.run import run_evaluation
     from clibd.models.clibd_model import CLIBDModel
-    from clibd.training import train
-    from clibd.training_data import build_model
+    from clibd.train.loop import train
+    from clibd.train.setup import build_model
 
     cfg = load_config(None, [
         "data.format=bioscan5m", f"data.root={tmp_path / 'demo'}", "data.demo_specimens=1000",

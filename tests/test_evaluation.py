@@ -1,4 +1,4 @@
-"""clibd.evaluation: the seen/unseen protocol on synthetic embeddings whose answers are known."""
+"""clibd.eval.retrieval: the seen/unseen protocol on synthetic embeddings whose answers are known."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clibd.evaluation import evaluate_retrieval, validation_metrics, write_results
+from clibd.eval.retrieval import evaluate_retrieval, validation_metrics, write_results
 from clibd.taxonomy import EVAL_RANKS
 
 N_SPECIES = 8  # species 0..5 seen, 6..7 unseen; genus = species // 2, family = species // 4

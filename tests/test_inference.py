@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from clibd.embed import encode_batch
-from clibd.inference import InferenceEncoder, resolve_dtype
+from clibd.embed.encoder import encode_batch
+from clibd.embed.encoder import InferenceEncoder, resolve_dtype
 from tests.helpers.tiny_checkpoint import tiny_model
 
 CPU = torch.device("cpu")
@@ -103,9 +103,9 @@ def test_compiled_encoder_runs_pre_packed_linears() -> None:
 def test_bf16_on_a_cpu_warns_only_where_bf16_is_emulated(monkeypatch, native: bool) -> None:
     import warnings
 
-    import clibd.inference
+    import clibd.embed.encoder
 
-    monkeypatch.setattr(clibd.inference, "cpu_computes_bf16", lambda: native)
+    monkeypatch.setattr(clibd.embed.encoder, "cpu_computes_bf16", lambda: native)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert resolve_dtype("bf16", CPU) == torch.bfloat16

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from clibd.loss import ContrastiveLoss
+from clibd.train.loss import ContrastiveLoss
 
 EYE = torch.eye(2)
 ZERO = torch.tensor(0.0)  # log scale 0 -> scale 1, logits = cosine similarities

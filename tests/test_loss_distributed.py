@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from clibd.loss import ContrastiveLoss
+from clibd.train.loss import ContrastiveLoss
 
 N, IN, DIM = 8, 6, 4
 # Known labels shared across the two halves, and unknown (-1) ones.

@@ -1,11 +1,11 @@
-"""clibd.metrics: hand-computed cases and equality with the per-query reference."""
+"""clibd.eval.metrics: hand-computed cases and equality with the per-query reference."""
 
 import math
 
 import numpy as np
 import pytest
 
-from clibd.metrics import harmonic_mean, per_class_accuracy, topk_accuracy
+from clibd.eval.metrics import harmonic_mean, per_class_accuracy, topk_accuracy
 from tests.oracles import topk_accuracy_reference
 
 SPECIES = ("species",)

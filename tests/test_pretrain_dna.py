@@ -16,8 +16,8 @@ from clibd.cli import main as cli_main
 from clibd.config import DnaTowerConfig, ImageTowerConfig, ModelConfig, TextTowerConfig
 from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.models.clibd_model import CLIBDModel
-from clibd.pretrain import OffsetEncodings, mask_tokens, unique_barcodes
-from clibd.pretrain.masking import IGNORE_INDEX
+from clibd.train.pretrain_dna import OffsetEncodings, mask_tokens, unique_barcodes
+from clibd.train.pretrain_dna.masking import IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -1,4 +1,4 @@
-"""clibd.retrieval.ReferenceIndex: exact search, approximate recall, ties, save/load, refusals."""
+"""clibd.index.faiss_index.ReferenceIndex: exact search, approximate recall, ties, save/load, refusals."""
 
 import json
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from clibd import ReferenceIndex
-from clibd.retrieval import IndexMismatchError
+from clibd.index.faiss_index import IndexMismatchError
 
 
 def _clustered(n: int, dim: int, centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:

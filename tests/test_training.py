@@ -18,12 +18,13 @@ import pandas as pd
 import pytest
 import torch
 
-import clibd.training as training
-from clibd.checkpoint import CheckpointError, resolve_checkpoint
+import clibd.train.loop as training
+from clibd.train.checkpoint import CheckpointError, resolve_checkpoint
 from clibd.config import Config, TrainConfig, load_config, save_config
 from clibd.models.clibd_model import CLIBDModel
 from clibd.taxonomy import taxonomy_text
-from clibd.training import NonFiniteError, build_scheduler, param_groups, scaled_lr, train
+from clibd.train.loop import NonFiniteError, train
+from clibd.train.optim import build_scheduler, param_groups, scaled_lr
 from tests.helpers.learnable_specimens import write_learnable_table, write_text_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -348,7 +349,7 @@ def test_train_command_exits_143_when_sigterm_stopped_it(monkeypatch, tmp_path) 
     import argparse
 
     from clibd.commands import train as command
-    from clibd.training import TrainResult
+    from clibd.train.loop import TrainResult
 
     stopped = TrainResult(tmp_path, None, 3, [(3, 1.0)], None, 0, True, 1.0, 1.0)
     monkeypatch.setattr(training, "train", lambda cfg, out, resume=None: stopped)

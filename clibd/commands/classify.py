@@ -4,7 +4,7 @@
 One row per readable input (unreadable ones are reported on stderr by name): ``id``; per
 rank (order, family, genus, species) the predicted name, ``<rank>_similarity`` and
 ``<rank>_vote_share`` (similarity-weighted vote of the k nearest reference specimens, see
-``clibd.classify``); ``nearest_id``; ``best_similarity``; ``possible_new_species`` (best
+``clibd.index.vote``); ``nearest_id``; ``best_similarity``; ``possible_new_species`` (best
 similarity below the threshold calibrated for this query modality when the index was built).
 The index must have been built with the same checkpoint (hash and dimension are checked).
 """
@@ -27,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clibd.classify import predict_taxonomy
-    from clibd.embed import Embedder
-    from clibd.library import load_library
-    from clibd.specimen_inputs import embed_specimens
+    from clibd.index.vote import predict_taxonomy
+    from clibd.embed.embedder import Embedder
+    from clibd.index.library import load_library
+    from clibd.embed.inputs import embed_specimens
 
     if args.k < 1:
         raise SystemExit(f"clibd classify: --k must be at least 1, got {args.k}")

@@ -52,8 +52,8 @@ def write_embeddings(path: Path, emb: np.ndarray, ids: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clibd.embed import Embedder
-    from clibd.specimen_inputs import embed_specimens
+    from clibd.embed.embedder import Embedder
+    from clibd.embed.inputs import embed_specimens
 
     out = Path(args.out)
     if out.suffix not in (".parquet", ".npy"):

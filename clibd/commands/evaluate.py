@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(checkpoint: str | Path, config: Optional[str], overrides: list[str]) -> Config:
-    from clibd.embed import find_run_config
+    from clibd.embed.run_dir import find_run_config
 
     path = config or find_run_config(checkpoint)
     if path is None:
@@ -48,9 +48,9 @@ def resolve_config(checkpoint: str | Path, config: Optional[str], overrides: lis
 def run(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
-    from clibd.clustering import cluster_report
-    from clibd.evaluation import results_markdown
-    from clibd.model_eval import run_clustering, run_evaluation
+    from clibd.eval.clustering import cluster_report
+    from clibd.eval.retrieval import results_markdown
+    from clibd.eval.run import run_clustering, run_evaluation
     from clibd.models.clibd_model import CLIBDModel
 
     cfg = resolve_config(args.checkpoint, args.config, args.overrides)

@@ -1,6 +1,6 @@
 """``clibd index build --checkpoint DIR [--config CONFIG] --modality dna|image|text --out INDEX [key=value ...]``:
 a reference library of the config's key specimens with a calibrated new-species threshold
-(``clibd.library``)."""
+(``clibd.index.library``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
-    from clibd.library import build_library
+    from clibd.index.library import build_library
     from clibd.models.clibd_model import CLIBDModel
 
     cfg = resolve_config(args.checkpoint, args.config, args.overrides)

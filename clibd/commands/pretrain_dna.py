@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clibd.pretrain import pretrain_dna
+    from clibd.train.pretrain_dna import pretrain_dna
 
     cfg = load_config(args.config, args.overrides)
     summary = pretrain_dna(cfg)

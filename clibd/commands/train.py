@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clibd.config import load_config
-    from clibd.training import train
+    from clibd.train.loop import train
 
     cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
     out = Path(args.out or cfg.out_dir)
@@ -43,7 +43,7 @@ def _evaluate(cfg, model_dir: Path):
     import torch
     from accelerate import Accelerator
 
-    from clibd.model_eval import run_evaluation
+    from clibd.eval.run import run_evaluation
     from clibd.models.clibd_model import CLIBDModel
 
     accelerator = Accelerator(cpu=not torch.accelerator.is_available())  # as in training

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clibd.training import train
+from clibd.train.loop import train
 from tests.test_training import data, logged, tiny_config  # noqa: F401  (data is a fixture)
 
 

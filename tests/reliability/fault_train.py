@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-import clibd.training as training
+import clibd.train.loop as training
 from clibd.cli import main
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from clibd.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
+from clibd.train.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
 from clibd.models.clibd_model import CLIBDModel
-from clibd.training import train
+from clibd.train.loop import train
 from tests.reliability.conftest import logged, tiny_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(180)]

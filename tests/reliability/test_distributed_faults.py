@@ -83,7 +83,7 @@ def test_nan_on_one_rank_is_skipped_by_both_or_stops_both_naming_the_step(data, 
     assert run.returncode != 0 and seconds < 60
     # every rank stops at the same step: the all-reduced flag makes it one decision
     for rank in (0, 1):
-        assert f"[rank{rank}]: clibd.training.NonFiniteError: non-finite loss or gradient at step 3 (epoch 0, batch 2" in run.stderr
+        assert f"[rank{rank}]: clibd.train.loop.NonFiniteError: non-finite loss or gradient at step 3 (epoch 0, batch 2" in run.stderr
 
 
 def test_sigterm_to_the_launcher_checkpoints_both_ranks_before_they_exit(data, tmp_path) -> None:

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from clibd.checkpoint import CheckpointError
+from clibd.train.checkpoint import CheckpointError
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.weights import CheckpointMismatchError, UnsafeCheckpointError
-from clibd.retrieval import ReferenceIndex
-from clibd.training import train
+from clibd.index.faiss_index import ReferenceIndex
+from clibd.train.loop import train
 from tests.reliability.conftest import tiny_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import torch
 
-import clibd.training as training
-from clibd.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
+import clibd.train.loop as training
+from clibd.train.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
 from clibd.models.clibd_model import CLIBDModel
 from tests.reliability.conftest import logged, tiny_config
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from clibd.cli import main
-from clibd.training import train
+from clibd.train.loop import train
 from tests.reliability.conftest import logged, tiny_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]

@@ -40,7 +40,7 @@ def test_ranks_probing_one_output_folder_at_once_all_pass(tmp_path, monkeypatch)
     """Every rank checks at start-up that OUT is writable; one rank's probe must not remove another's."""
     from pathlib import Path
 
-    import clibd.training as training
+    import clibd.train.loop as training
 
     real_write = Path.write_bytes
     other_ran = []

@@ -15,6 +15,12 @@ import pandas as pd
 
 from clibd.config import DataConfig
 from clibd.data.bad_records import SkipReport
+from clibd.data.sources.bioscan1m import read_bioscan1m
+from clibd.data.sources.bioscan5m import read_bioscan5m
+from clibd.data.sources.delimited import table_columns
+from clibd.data.sources.fasta import read_fasta
+from clibd.data.sources.hdf5 import read_clibd_hdf5
+from clibd.data.sources.tabular import read_tabular
 from clibd.data.specimens import validate_table
 
 FORMATS = ("bioscan5m", "bioscan1m", "hdf5", "tabular", "fasta")
@@ -25,33 +31,20 @@ _MAPPED_FORMATS = ("tabular", "bioscan1m")
 
 
 def _read(cfg: DataConfig, check_images: bool) -> pd.DataFrame:
-    if cfg.format == "bioscan5m":
-        from clibd.data.sources.bioscan5m import read_bioscan5m
-
-        return read_bioscan5m(cfg.root, cfg.image_package, check_images)
-    if cfg.format == "bioscan1m":
-        from clibd.data.sources.bioscan1m import read_bioscan1m
-
-        return read_bioscan1m(cfg.root, cfg.image_package, cfg.columns, check_images)
-    if cfg.format == "hdf5":
-        from clibd.data.sources.hdf5 import read_clibd_hdf5
-
-        return read_clibd_hdf5(cfg.root)
-    if cfg.format == "tabular":
-        from clibd.data.sources.tabular import read_tabular
-
-        return read_tabular(cfg.root, cfg.columns)
-    from clibd.data.sources.fasta import read_fasta
-
-    return read_fasta(cfg.root)
+    readers = {
+        "bioscan5m": lambda: read_bioscan5m(cfg.root, cfg.image_package, check_images),
+        "bioscan1m": lambda: read_bioscan1m(cfg.root, cfg.image_package, cfg.columns, check_images),
+        "hdf5": lambda: read_clibd_hdf5(cfg.root),
+        "tabular": lambda: read_tabular(cfg.root, cfg.columns),
+        "fasta": lambda: read_fasta(cfg.root),
+    }
+    return readers[cfg.format]()
 
 
 def _has_column(cfg: DataConfig, column: str) -> bool:
     """Whether a tabular source file provides ``column`` (mapped, or under our name)."""
     if cfg.format != "tabular":
         return False
-    from clibd.data.sources.delimited import table_columns
-
     return column in cfg.columns or column in table_columns(Path(cfg.root))
 
 

@@ -27,6 +27,8 @@ from typing import Any, Callable
 import torch
 from torch._inductor import config as inductor_config
 
+from clibd.models.clibd_model import BATCH_KEYS, MODALITIES
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -48,8 +50,6 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 def batch_inputs(batch: dict[str, torch.Tensor], modality: str) -> tuple[torch.Tensor, ...]:
     """The tensors ``encode_<modality>`` takes, from a collated batch (architecture.md batch keys)."""
-    from clibd.models.clibd_model import BATCH_KEYS, MODALITIES
-
     if modality not in BATCH_KEYS:
         raise ValueError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
     return tuple(batch[key] for key in BATCH_KEYS[modality])
@@ -111,3 +111,8 @@ class InferenceEncoder:
         # was measured not to apply it (aten::addmm, not the pre-packed oneDNN linear, in the profile).
         with torch.inference_mode(), inductor_config.patch(freezing=self.compile):
             return self._function(modality)(*inputs)[:rows].float()
+
+
+def encode_batch(model: torch.nn.Module, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
+    """The ``modality`` embedding of a collated batch, as the model computes it (no cast, no compile)."""
+    return getattr(model, f"encode_{modality}")(*batch_inputs(batch, modality))

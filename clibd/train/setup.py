@@ -13,7 +13,9 @@ from torch.utils.data import DataLoader
 
 from clibd.config import Config
 from clibd.data.dataset import SpecimenDataset, build_dataloader
+from clibd.data.demo import ensure_demo
 from clibd.data.roles import select_role
+from clibd.data.sources import read_specimens
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.finetune import trainable_parameters
 from clibd.models.text import build_text_tokenizer
@@ -46,11 +48,7 @@ def build_model(cfg: Config, train_rows, model_dir: Optional[Path]) -> CLIBDMode
 
 
 def build_training_data(cfg: Config, accelerator: Accelerator, model_dir: Optional[Path] = None) -> TrainingData:
-    from clibd.data.sources import read_specimens
-
     if cfg.data.demo_specimens:
-        from clibd.data.demo import ensure_demo
-
         with accelerator.main_process_first():
             ensure_demo(cfg.data)
     table, skips = read_specimens(cfg.data)

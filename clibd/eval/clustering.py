@@ -5,7 +5,7 @@ clusters as true classes at the rank -> adjusted mutual information with the tru
 UMAP is fitted once on all rows; each rank then clusters the rows whose label at that
 rank is known.
 The DNA baseline embeds barcodes as overlapping k-mer count vectors
-(``clibd.dna_eval.kmer_count_vectors``).
+(``clibd.eval.dna_benchmark.kmer_count_vectors``).
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""Evaluate a model on a configured dataset: embed every role with every tower (cached,
-split across processes), then the retrieval protocol (``clibd.evaluation``) or zero-shot
-clustering (``clibd.clustering``). ``run_evaluation`` is what ``python train.py`` calls at
-the end and what ``python eval.py`` runs."""
+"""Embeddings of a specimen table's roles with the model's towers: split across processes,
+gathered in table order, cached on disk by checkpoint, table, role and modality.
+``embed_roles`` is what evaluation and reference-library building share."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -14,16 +15,105 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
 from clibd.config import Config
-from clibd.embed import cached_embeddings, checkpoint_hash, embed_dataset, table_hash
-from clibd.inference import InferenceEncoder, resolve_dtype
-from clibd.taxonomy import EVAL_RANKS
+from clibd.data.dataset import SpecimenDataset
+from clibd.data.roles import select_role
+from clibd.data.text import encode_taxonomy
+from clibd.embed.encoder import InferenceEncoder, resolve_dtype
 
 CACHE_VERSION = 1
 # The source column each modality's input comes from; rows without it are left out of that modality.
 INPUT_COLUMN = {"image": "image_ref", "dna": "dna_barcode", "text": None}
+
+
+def table_hash(table: pd.DataFrame) -> str:
+    """Content hash of a specimen table (values, column names and order; not the index)."""
+    digest = hashlib.sha256("\0".join(map(str, table.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def shard(n: int, rank: int, world: int) -> range:
+    """Contiguous rows of process ``rank``: shard sizes differ by at most one."""
+    return range(rank * n // world, (rank + 1) * n // world)
+
+
+def _identity(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch
+
+
+@torch.inference_mode()
+def embed_dataset(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    modality: str,
+    batch_size: int,
+    accelerator: Any = None,
+    num_workers: int = 0,
+    encoder: Optional[InferenceEncoder] = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """float32 ``[len(dataset), D]`` embeddings in dataset order, on every process.
+
+    ``dataset.__getitems__(rows)`` returns the batch dict (``SpecimenDataset``), with
+    ``index`` = the rows served; a row it drops (a bad record under ``bad_records=skip``)
+    stays NaN. Under ``accelerate launch`` each process embeds a contiguous shard; the
+    shards are padded to equal length, gathered, and the padding dropped, so every rank
+    gets the same array as a single-process run. ``encoder`` (default: the model as it is
+    in fp32 on a CPU, bf16 on a GPU) is built once per evaluation to set precision and
+    compile (:class:`clibd.embed.encoder.InferenceEncoder`).
+    """
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    n, dim = len(dataset), int(model.cfg.embed_dim)
+    rows = shard(n, rank, world)
+    loader = DataLoader(
+        Subset(dataset, rows), batch_size=batch_size, collate_fn=_identity, num_workers=num_workers
+    )
+    local = torch.full((len(rows), dim), float("nan"), device=device)
+    was_training = model.training
+    model.eval()
+    encode = encoder or InferenceEncoder(model, device)
+    for batch in tqdm(loader, desc=f"embed {modality}", disable=not progress or rank != 0, leave=False):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if len(batch["index"]):
+            local[batch["index"] - rows.start] = encode(batch, modality)
+    model.train(was_training)
+    if world == 1:
+        return local.cpu().numpy()
+    longest = -(-n // world)
+    padded = torch.zeros((longest, dim), device=device, dtype=torch.float32)
+    padded[: len(local)] = local
+    gathered = accelerator.gather(padded).reshape(world, longest, dim).cpu()
+    return torch.cat([gathered[r, : len(shard(n, r, world))] for r in range(world)]).numpy()
+
+
+def cached_embeddings(
+    cache_dir: str | Path, key: dict[str, Any], compute: Callable[[], np.ndarray], accelerator: Any = None
+) -> np.ndarray:
+    """Load ``<cache_dir>/embeddings/<hash of key>.npy`` or compute it (on every process: the
+    work is distributed) and let the main process write it atomically, with the key beside."""
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / "embeddings" / f"{name}.npy"
+    hit = path.is_file()
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        hit = broadcast_object_list([hit])[0]  # every rank takes the same branch
+    if hit:
+        return np.load(path)
+    emb = compute()
+    if accelerator is None or accelerator.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, emb)
+        tmp.replace(path)
+        path.with_suffix(".json").write_text(json.dumps(key, indent=1, sort_keys=True))
+    return emb
 
 
 class _DistinctText(Dataset):
@@ -42,8 +132,6 @@ class _DistinctText(Dataset):
 
 def role_tables(cfg: Config, table: pd.DataFrame, roles: Sequence[str]) -> dict[str, pd.DataFrame]:
     """The rows of each role, at most ``cfg.eval.max_per_split`` (a seeded sample, table order kept)."""
-    from clibd.data.roles import select_role
-
     out = {}
     for role in roles:
         rows = select_role(table, cfg.data.splits, role)
@@ -62,9 +150,6 @@ def _has_input(rows: pd.DataFrame, modality: str) -> np.ndarray:
 def _dataset(cfg: Config, model: torch.nn.Module, rows: pd.DataFrame, modality: str) -> tuple[Dataset, np.ndarray | None]:
     """A dataset serving ``modality``'s batch keys, and for text the map from rows to
     distinct strings (text is embedded once per distinct taxonomy string)."""
-    from clibd.data.dataset import SpecimenDataset
-    from clibd.data.text import encode_taxonomy
-
     if modality == "text":
         text = model.cfg.text
         enc = encode_taxonomy(rows, model.text_tokenizer, text.template, text.missing_word, text.max_length)
@@ -149,106 +234,3 @@ def embed_roles(
                 warnings.warn(f"{role}: {reasons} of {len(rows)} specimens left out of {modality}", stacklevel=2)
             out.setdefault(role, {})[modality] = (emb[served], subset[served].reset_index(drop=True))
     return out, left_out
-
-
-def _modalities(cfg: Config, model: torch.nn.Module, wanted: Optional[Sequence[str]] = None) -> list[str]:
-    wanted = list(wanted or cfg.eval.modalities)
-    unknown = [m for m in wanted if m not in model.modalities]
-    if unknown:
-        raise ValueError(f"modalities {unknown} are not enabled in this model (it has {list(model.modalities)})")
-    return wanted
-
-
-def run_evaluation(
-    cfg: Config,
-    model: torch.nn.Module,
-    out_dir: str | Path,
-    split: str = "test",
-    accelerator: Any = None,
-    checkpoint: Optional[str | Path] = None,
-) -> dict:
-    """Retrieval evaluation of ``model`` on ``split`` (test | val): seen and unseen queries
-    against all keys, every enabled query modality x key modality. Writes results.json/md,
-    accuracy.png and per_class_accuracy.csv into ``out_dir`` and returns the results dict
-    (with ``"meta"``). Under ``accelerate launch`` all processes embed; the main process
-    searches, scores and writes, and every process gets the results. ``checkpoint`` (the saved model
-    directory) enables the embedding cache."""
-    from clibd.data.sources import read_specimens
-    from clibd.evaluation import evaluate_retrieval, write_results
-
-    if split not in ("test", "val"):
-        raise ValueError(f"split must be test or val, got {split!r}")
-    table, skips = read_specimens(cfg.data)
-    roles = {"keys": "keys", "seen": f"{split}_seen", "unseen": f"{split}_unseen"}
-    tables = role_tables(cfg, table, list(roles.values()))
-    model_hash = checkpoint_hash(checkpoint) if checkpoint is not None else None
-    embedded, missing = embed_roles(cfg, model, tables, _modalities(cfg, model), accelerator, model_hash)
-    queries = {name: embedded[role] for name, role in roles.items() if name != "keys" and len(tables[role])}
-    document = None
-    if _is_main(accelerator):  # search and score once; the other processes receive the results
-        retrieval = evaluate_retrieval(queries, embedded["keys"], ks=cfg.eval.ks, index_kind=cfg.eval.index)
-        meta = {
-            "checkpoint": str(checkpoint) if checkpoint is not None else None,
-            "checkpoint_hash": model_hash,
-            "dataset": f"{cfg.data.format}:{cfg.data.root}",
-            "split": split,
-            "roles": {name: list(getattr(cfg.data.splits, role)) for name, role in roles.items()},
-            "counts": retrieval.counts,
-            "left_out": missing,
-            "skipped_records": skips.as_dict(),
-        }
-        write_results(retrieval.results, meta, out_dir, retrieval.per_class)
-        document = {"meta": meta, **retrieval.results}
-    return _from_main(document, accelerator)
-
-
-def _is_main(accelerator: Any) -> bool:
-    return accelerator is None or accelerator.is_main_process
-
-
-def _from_main(value: Any, accelerator: Any) -> Any:
-    if accelerator is None or accelerator.num_processes == 1:
-        return value
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([value])[0]
-
-
-def run_clustering(
-    cfg: Config,
-    model: torch.nn.Module,
-    out_dir: str | Path,
-    split: str = "test",
-    modalities: Optional[Sequence[str]] = None,
-    kmer_k: int = 4,
-    accelerator: Any = None,
-    checkpoint: Optional[str | Path] = None,
-) -> dict:
-    """Zero-shot clustering AMI per rank of the split's seen + unseen queries, embedded with
-    each tower, plus a k-mer-count baseline on the barcodes. Writes clustering.json/.md."""
-    from clibd.clustering import cluster_ami, cluster_report
-    from clibd.data.sources import read_specimens
-    from clibd.dna_eval import kmer_count_vectors
-
-    table, _ = read_specimens(cfg.data)
-    tables = role_tables(cfg, table, [f"{split}_seen", f"{split}_unseen"])
-    rows = pd.concat(list(tables.values()), ignore_index=True)
-    model_hash = checkpoint_hash(checkpoint) if checkpoint is not None else None
-    wanted = _modalities(cfg, model, modalities or [m for m in model.modalities if m != "text"])
-    embedded, missing = embed_roles(cfg, model, {f"{split}_seen+unseen": rows}, wanted, accelerator, model_hash)
-    scores: dict[str, dict[str, float]] = {}
-    if _is_main(accelerator):
-        for modality, (emb, labels) in next(iter(embedded.values())).items():
-            scores[modality] = cluster_ami(emb, labels, seed=cfg.train.seed)
-        barcodes = rows[rows["dna_barcode"].notna()]
-        if len(barcodes):
-            counts = kmer_count_vectors(barcodes["dna_barcode"].tolist(), kmer_k)
-            scores[f"{kmer_k}-mer counts"] = cluster_ami(counts, barcodes[list(EVAL_RANKS)], seed=cfg.train.seed)
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {"checkpoint": str(checkpoint) if checkpoint else None, "split": split, "specimens": len(rows),
-                "left_out": missing}
-        ami = {name: {rank: None if np.isnan(v) else v for rank, v in by_rank.items()} for name, by_rank in scores.items()}
-        (out / "clustering.json").write_text(json.dumps({"meta": meta, "ami": ami}, indent=2) + "\n")
-        (out / "clustering.md").write_text(f"# Zero-shot clustering AMI (%), {split}\n\n" + cluster_report(scores))
-    return {"ami": _from_main(scores, accelerator)}

@@ -18,10 +18,11 @@ from transformers import BertForMaskedLM
 
 from clibd.config import Config, DnaTowerConfig, PretrainConfig, TrainConfig, save_config
 from clibd.data.dna_tokenizer import KmerTokenizer
+from clibd.data.sources import read_specimens
 from clibd.models.dna import dna_bert_config, make_kmer_tokenizer
-from clibd.training import build_scheduler
-from clibd.pretrain.barcodes import DedupReport, OffsetEncodings, unique_barcodes
-from clibd.pretrain.masking import IGNORE_INDEX, mask_tokens
+from clibd.train.optim import build_scheduler
+from clibd.train.pretrain_dna.barcodes import DedupReport, OffsetEncodings, unique_barcodes
+from clibd.train.pretrain_dna.masking import IGNORE_INDEX, mask_tokens
 
 TOKENIZER_FILE = "dna_tokenizer.json"  # KmerTokenizer.settings() of the checkpoint
 SUMMARY_FILE = "pretrain_summary.json"
@@ -152,8 +153,6 @@ def _save(
 
 def pretrain_dna(cfg: Config) -> dict[str, Any]:
     """Read ``cfg.data``, keep ``cfg.pretrain.splits``, de-duplicate and pretrain."""
-    from clibd.data.sources import read_specimens
-
     table, skips = read_specimens(cfg.data, require_image=False)  # DNA only: images are not needed
     print(f"pretrain-dna: {skips.summary()}")
     if cfg.pretrain.splits:

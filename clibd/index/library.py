@@ -5,7 +5,7 @@ Calibration (per query modality, image and/or DNA): the validation queries of se
 (role ``val_seen``) and of unseen species (``val_unseen``) search the keys, from which every
 key of a ``val_unseen`` species has been removed, so those species are truly absent from
 the library, as a new species would be. The threshold on the best-match similarity that
-best separates the two (balanced accuracy, ``clibd.classify.calibrate_threshold``) is
+best separates the two (balanced accuracy, ``clibd.index.vote.calibrate_threshold``) is
 stored in the index metadata with the checkpoint hash (checked, with the dimension, when
 the library is loaded).
 """
@@ -17,11 +17,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from clibd.classify import calibrate_threshold
 from clibd.config import Config
-from clibd.embed import Embedder, checkpoint_hash
-from clibd.model_eval import embed_roles, role_tables
-from clibd.retrieval import ReferenceIndex
+from clibd.data.sources import read_specimens
+from clibd.embed.datasets import embed_roles, role_tables
+from clibd.embed.embedder import Embedder
+from clibd.embed.run_dir import checkpoint_hash
+from clibd.index.faiss_index import ReferenceIndex
+from clibd.index.vote import calibrate_threshold
 from clibd.taxonomy import ALL_RANKS
 
 QUERY_MODALITIES = ("image", "dna")  # what `clibd classify` can read from files
@@ -33,8 +35,6 @@ def build_library(
     """Embed the ``keys`` role with ``modality`` into an index; calibrate a threshold for
     each query modality the model has. Under ``accelerate launch`` the index is returned
     on the main process only (None elsewhere)."""
-    from clibd.data.sources import read_specimens
-
     if modality not in model.modalities:
         raise ValueError(f"the model has no {modality} tower (enabled: {list(model.modalities)})")
     table, _ = read_specimens(cfg.data)

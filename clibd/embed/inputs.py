@@ -4,13 +4,17 @@ records are returned as named skips."""
 
 from __future__ import annotations
 
-from pathlib import Path
 import sys
 import warnings
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+
+from clibd.data.sources.delimited import table_columns
+from clibd.data.sources.fasta import read_fasta
+from clibd.data.sources.tabular import read_tabular
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
 FASTA_SUFFIXES = {".fa", ".fasta", ".fas", ".fna"}
@@ -35,10 +39,6 @@ def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
 
 def _read_barcode_file(path: Path) -> pd.DataFrame:
     """``id`` + ``sequence`` columns, via the data sources' FASTA / CSV / TSV / parquet readers."""
-    from clibd.data.sources.delimited import table_columns
-    from clibd.data.sources.fasta import read_fasta
-    from clibd.data.sources.tabular import read_tabular
-
     if path.suffix.lower() in FASTA_SUFFIXES:
         table = read_fasta(path)
     else:

@@ -21,9 +21,8 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
-from clibd.checkpoint import (
+from clibd.train.checkpoint import (
     MODEL_DIR,
     CheckpointError,
     TrainerState,
@@ -31,10 +30,13 @@ from clibd.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from clibd.config import Config, TrainConfig, save_config
-from clibd.loss import ContrastiveLoss
+from clibd.config import Config, save_config
+from clibd.eval.retrieval import validation_metrics
+from clibd.eval.run import run_evaluation
 from clibd.taxonomy import EVAL_RANKS
-from clibd.training_data import TrainingData, build_training_data
+from clibd.train.loss import ContrastiveLoss
+from clibd.train.optim import build_scheduler, param_groups, scaled_lr
+from clibd.train.setup import TrainingData, build_training_data
 
 NAN_POLICIES = ("skip", "stop")
 
@@ -54,38 +56,6 @@ class TrainResult:
     interrupted: bool
     seconds: float
     samples_per_s: float
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on norms, biases (every tensor under 2-D) and the logit scale."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    warmup = max(1, round(cfg.warmup_fraction * total_steps))
-    if cfg.schedule == "onecycle":
-        if total_steps < 3:  # OneCycle needs at least one step of warm-up and one of annealing
-            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=[g["lr"] for g in optimizer.param_groups],
-            total_steps=total_steps,
-            pct_start=min(max(cfg.warmup_fraction, 1.5 / total_steps), 0.5),
-            anneal_strategy="cos",
-        )
-    if cfg.schedule == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    raise ValueError(f"train.schedule must be onecycle or cosine, got {cfg.schedule!r}")
-
-
-def scaled_lr(cfg: TrainConfig, num_processes: int) -> float:
-    if cfg.lr_reference_batch <= 0:
-        return cfg.lr
-    return cfg.lr * cfg.batch_size * num_processes * cfg.grad_accum / cfg.lr_reference_batch
 
 
 def _grads_finite(model: torch.nn.Module) -> torch.Tensor:
@@ -151,9 +121,6 @@ def _validation_loss(accelerator: Accelerator, model, loader, loss_fn: Contrasti
 
 def _validation_retrieval(cfg: Config, accelerator: Accelerator, model, out_dir: Path) -> dict[str, float]:
     """The retrieval protocol of ``clibd eval`` on the val split (results files in ``out_dir``)."""
-    from clibd.evaluation import validation_metrics
-    from clibd.model_eval import run_evaluation
-
     return validation_metrics(run_evaluation(cfg, model, out_dir, "val", accelerator))
 
 

@@ -2,7 +2,7 @@
 
 ``evaluate_retrieval`` searches, for every query modality against every key modality, the
 keys' ``ReferenceIndex`` and scores the labels of the nearest keys with
-``clibd.metrics.topk_accuracy``. As published, ``keys`` holds the seen and unseen keys
+``clibd.eval.metrics.topk_accuracy``. As published, ``keys`` holds the seen and unseen keys
 together (e.g. splits train + key_unseen) and both query roles search all of them; text
 keys are the taxonomy-text embeddings of the same key specimens. Labels are coded by name
 across queries and keys together, so a class means the same name everywhere.
@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clibd.metrics import harmonic_mean, per_class_accuracy, topk_accuracy
-from clibd.retrieval import ReferenceIndex
+from clibd.eval.metrics import harmonic_mean, per_class_accuracy, topk_accuracy
+from clibd.index.faiss_index import ReferenceIndex
 from clibd.taxonomy import EVAL_RANKS
 
 ROLES = ("seen", "unseen")

@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 
 from clibd.data.dna_tokenizer import KmerTokenizer
-from clibd.metrics import topk_accuracy
+from clibd.eval.metrics import topk_accuracy
 from clibd.taxonomy import label_codes
 
 ROLE_KEY, ROLE_SEEN, ROLE_UNSEEN = "key", "query_seen", "query_unseen"
@@ -69,7 +69,7 @@ def nn_macro_top1(
     key_taxa: pd.DataFrame,
     ranks: Sequence[str],
 ) -> dict[str, float]:
-    """Cosine 1-NN macro top-1 of queries against keys at each of ``ranks`` (``clibd.metrics``)."""
+    """Cosine 1-NN macro top-1 of queries against keys at each of ``ranks`` (``clibd.eval.metrics``)."""
     hit = nearest_key(query_emb, key_emb)
     codes = label_codes(pd.concat([query_taxa[list(ranks)], key_taxa[list(ranks)]]), tuple(ranks))
     query_codes, key_codes = codes[: len(query_taxa)], codes[len(query_taxa) :]

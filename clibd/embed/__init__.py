@@ -1,0 +1,1 @@
+"""Embedding: the inference encoder, dataset roles (cached, across processes), new specimens."""

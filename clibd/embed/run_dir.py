@@ -1,0 +1,49 @@
+"""A trained run's folder: the checkpoint hash that embeddings and libraries are keyed by,
+and the run's ``config.yaml`` (image normalisation) found beside or above a checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+from clibd.config import DataConfig, load_config
+
+
+def checkpoint_hash(checkpoint_dir: str | Path) -> str:
+    """sha256 (first 16 hex) of the checkpoint's weights and config: what embeddings depend on."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        path = Path(checkpoint_dir) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint_dir} has no {name}")
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def find_run_config(checkpoint_dir: str | Path) -> Optional[Path]:
+    """The run's ``config.yaml`` in the checkpoint folder or up to three folders above it
+    (``python train.py`` writes OUT/config.yaml, OUT/model and OUT/checkpoints/<name>/model)."""
+    folder = Path(checkpoint_dir).resolve()
+    for candidate in (folder, *list(folder.parents)[:3]):
+        if (candidate / "config.yaml").is_file():
+            return candidate / "config.yaml"
+    return None
+
+
+def run_normalisation(
+    checkpoint_dir: Path, mean: Optional[Sequence[float]], std: Optional[Sequence[float]]
+) -> tuple[Sequence[float], Sequence[float]]:
+    found = find_run_config(checkpoint_dir)
+    if found is not None:
+        data = load_config(found).data
+        return mean or data.mean, std or data.std
+    warnings.warn(
+        f"no run config.yaml at or above {checkpoint_dir}: normalising images with the BIOSCAN-5M "
+        "mean/std defaults; pass mean= and std= if the model was trained with others",
+        stacklevel=3,
+    )
+    return mean or DataConfig().mean, std or DataConfig().std

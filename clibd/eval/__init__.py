@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics, the seen/unseen protocol, clustering, the DNA benchmark."""

@@ -1,0 +1,1 @@
+"""Reference libraries: the FAISS index, the calibrated library, the taxonomy vote."""

@@ -1,0 +1,80 @@
+"""The package's parts import downwards only (docs/architecture.md): a module knows the parts
+below it, never one above it, and no module outside the command layer hides a clibd import
+inside a function (that is how an upward import dodges a cycle)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "clibd"
+# Bottom to top: each part may import itself and the parts before it.
+PARTS = ("core", "data", "models", "embed", "index", "eval", "train", "commands")
+CORE = {"clibd", "clibd.config", "clibd.taxonomy"}
+COMMAND_MODULES = {"clibd.cli"}
+
+
+def part_of(module: str) -> str:
+    if module in CORE:
+        return "core"
+    if module in COMMAND_MODULES:
+        return "commands"
+    part = module.split(".")[1]
+    if part not in PARTS:
+        raise AssertionError(f"{module} belongs to no part of {PARTS}: add it to docs/architecture.md and here")
+    return part
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def clibd_imports(tree: ast.AST) -> list[tuple[ast.AST, str]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "clibd":
+            found.append((node, node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node, a.name) for a in node.names if a.name.split(".")[0] == "clibd"]
+    return found
+
+
+def function_level(tree: ast.AST) -> set[int]:
+    """ids of the import nodes that sit inside a function body."""
+    inside = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            inside |= {id(n) for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return inside
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_module_is_in_a_part() -> None:
+    assert {part_of(module_name(p)) for p in MODULES} == set(PARTS)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_imports_run_downwards(path: Path) -> None:
+    module = module_name(path)
+    level = PARTS.index(part_of(module))
+    tree = ast.parse(path.read_text())
+    upward = [name for _, name in clibd_imports(tree) if PARTS.index(part_of(name)) > level]
+    assert not upward, f"{module} ({PARTS[level]}) imports from a part above it: {upward}"
+
+
+# Commands import lazily so `clibd --help` does not load torch.
+BELOW_COMMANDS = [p for p in MODULES if part_of(module_name(p)) != "commands"]
+
+
+@pytest.mark.parametrize("path", BELOW_COMMANDS, ids=lambda p: module_name(p))
+def test_no_clibd_import_hides_in_a_function(path: Path) -> None:
+    module = module_name(path)
+    tree = ast.parse(path.read_text())
+    inside = function_level(tree)
+    hidden = [f"line {node.lineno}: {name}" for node, name in clibd_imports(tree) if id(node) in inside]
+    assert not hidden, f"{module} imports clibd modules inside functions: {hidden}"
