@@ -51,7 +51,15 @@ class DnaTowerConfig:
     intermediate_size: int = 3072
     # Local HF-format directory or a state-dict file of a BertForMaskedLM; None = random init.
     pretrained: Optional[str] = None
-    pooling: str = "mean"  # masked mean; padding never counted
+    # mean: masked mean, padding never counted | mean_all: every position, padding included (the original)
+    pooling: str = "mean"
+    # linear: pooled last hidden state -> projection head | mlm_softmax (the original): the BERT MLM
+    # head's transform (dense + GELU + LayerNorm), Linear(hidden, embed_dim), softmax, then pooled;
+    # no projection head after it.
+    head: str = "linear"
+    attention_mask: bool = True  # False: attention sees the padding k-mers too (the original)
+    # barcodebert_v1 only: id of the token prefixed to every sequence; None = <CLS> (1). The original used 0.
+    prefix_token_id: Optional[int] = None
     finetune: str = "full"
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False

@@ -13,7 +13,8 @@ its id is ``UNK``, what the checkpoints saw for N padding.
 Vocabulary layouts (REFERENCE.md section 4): ``barcodebert`` = ``[MASK]``, ``[UNK]``, then
 all 4^k ACGT k-mers in ``itertools.product("ACGT", repeat=k)`` order; ``barcodebert_v1``
 (the checkpoint CLIBD used) = ``<MASK>``, ``<CLS>``, ``<UNK>``, then k-mers, and every
-sequence gets the ``<CLS>`` prefix token.
+sequence gets a prefix token: ``<CLS>`` (id 1) by default, or ``prefix_id`` (the original CLIBD
+code prefixed id 0, ``<MASK>``: ``model.dna.prefix_token_id: 0``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class KmerTokenizer:
         vocab: str = "barcodebert",
         max_nucleotides: int = 660,
         stride: int | None = None,
+        prefix_id: int | None = None,
     ) -> None:
         if vocab not in VOCAB_LAYOUTS:
             raise ValueError(f"unknown DNA vocabulary layout {vocab!r}; choose one of {sorted(VOCAB_LAYOUTS)}")
@@ -77,7 +79,14 @@ class KmerTokenizer:
         self.special_tokens = VOCAB_LAYOUTS[vocab]
         self.unk_id = len(self.special_tokens) - 1  # UNK is the last special token in both layouts
         self.mask_id = 0
+        # Id of the token prefixed to every sequence (None: no prefix). Only the v1 layout has one.
         self.cls_id = self.special_tokens.index("<CLS>") if "<CLS>" in self.special_tokens else None
+        if prefix_id is not None:
+            if self.cls_id is None:
+                raise ValueError(f"prefix_id={prefix_id}: vocabulary {vocab!r} has no prefix token (use barcodebert_v1)")
+            if not 0 <= prefix_id < len(self.special_tokens):
+                raise ValueError(f"prefix_id={prefix_id}: must be a special token id (0-{len(self.special_tokens) - 1})")
+            self.cls_id = prefix_id
         self.kmer_offset = len(self.special_tokens)
         self.vocab_size = self.kmer_offset + 4**k
         self.n_kmers = (max_nucleotides - k) // self.stride + 1
@@ -89,7 +98,13 @@ class KmerTokenizer:
         return list(self.special_tokens) + ["".join(p) for p in itertools.product("ACGT", repeat=self.k)]
 
     def settings(self) -> dict:
-        return {"k": self.k, "stride": self.stride, "vocab": self.layout, "max_nucleotides": self.max_nucleotides}
+        return {
+            "k": self.k,
+            "stride": self.stride,
+            "vocab": self.layout,
+            "max_nucleotides": self.max_nucleotides,
+            "prefix_id": self.cls_id,
+        }
 
     def __call__(self, sequences: Sequence[str], chunk_size: int = 32768) -> KmerEncoding:
         n = len(sequences)

@@ -61,7 +61,7 @@ class CLIBDModel(nn.Module):
         if cfg.image.enabled:
             towers["image"] = ImageTower(cfg.image, arch.get("image"))
         if cfg.dna.enabled:
-            towers["dna"] = DnaTower(cfg.dna, arch.get("dna"))
+            towers["dna"] = DnaTower(cfg.dna, arch.get("dna"), embed_dim=cfg.embed_dim)
         self.text_tokenizer = None
         if cfg.text.enabled:
             self.text_tokenizer = text_tokenizer or build_text_tokenizer(cfg.text)
@@ -72,7 +72,13 @@ class CLIBDModel(nn.Module):
             if tower_cfg.gradient_checkpointing:
                 tower.enable_gradient_checkpointing()
         self.towers = nn.ModuleDict(towers)
-        self.heads = nn.ModuleDict({name: nn.Linear(t.output_dim, cfg.embed_dim) for name, t in towers.items()})
+        # A tower that already ends in the embedding space (the original's DNA head) gets no projection.
+        self.heads = nn.ModuleDict(
+            {
+                name: nn.Identity() if getattr(t, "projects", False) else nn.Linear(t.output_dim, cfg.embed_dim)
+                for name, t in towers.items()
+            }
+        )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init)))
         self.dna_tokenizer = towers["dna"].tokenizer if "dna" in towers else None
 

@@ -17,9 +17,16 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return total / count
 
 
+POOLINGS = ("mean", "mean_all", "cls")
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """``mean``: masked mean; ``mean_all``: mean over every position, padding included (what
+    the original CLIBD computes); ``cls``: the first position."""
     if how == "mean":
         return masked_mean(hidden, mask)
+    if how == "mean_all":
+        return hidden.mean(dim=1)
     if how == "cls":
         return hidden[:, 0]
-    raise ValueError(f"unknown pooling {how!r}; choose 'mean' or 'cls'")
+    raise ValueError(f"unknown pooling {how!r}; choose one of {POOLINGS}")
