@@ -89,7 +89,10 @@ def adopt_checkpoint_tokenizer(cfg: DnaTowerConfig) -> None:
     """
     if not cfg.pretrained or not Path(cfg.pretrained).is_dir():
         return
-    for field, value in checkpoint_tokenizer_settings(Path(cfg.pretrained)).items():
+    settings = checkpoint_tokenizer_settings(Path(cfg.pretrained))
+    if cfg.stride is None and settings.get("stride") == settings.get("k"):
+        settings.pop("stride")  # None already means stride = k
+    for field, value in settings.items():
         if getattr(cfg, field) != value:
             warnings.warn(
                 f"model.dna.{field}: {getattr(cfg, field)!r} -> {value!r}, as the checkpoint {cfg.pretrained} declares",
