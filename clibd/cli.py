@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("clibd.commands.index", "build a reference index from labelled specimens"),
     "embed": ("clibd.commands.embed", "embed new specimens (images or barcodes)"),
     "classify": ("clibd.commands.classify", "classify new specimens against a reference index"),
+    "convert-clibd": ("clibd.commands.convert_clibd", "convert a released best.pth of the original CLIBD"),
 }
 
 

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertM
 from transformers import PreTrainedTokenizerBase
 
 from clibd.config import TextTowerConfig
-from clibd.models.pooling import pool
+from clibd.models.pooling import POOLINGS, pool
 
 _SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Position table of a tower built from the size fields; taxonomy strings are far shorter.
@@ -84,8 +84,8 @@ class TextTower(nn.Module):
 
     def __init__(self, cfg: TextTowerConfig, tokenizer: PreTrainedTokenizerBase, arch: Optional[dict] = None) -> None:
         super().__init__()
-        if cfg.pooling not in ("mean", "cls"):
-            raise ValueError(f"text.pooling={cfg.pooling!r}: choose 'mean' or 'cls'")
+        if cfg.pooling not in POOLINGS:
+            raise ValueError(f"text.pooling={cfg.pooling!r}: choose one of {POOLINGS}")
         self.pooling = cfg.pooling
         if arch is not None:
             config = AutoConfig.for_model(**arch["config"])
