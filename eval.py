@@ -1,4 +1,5 @@
-"""Retrieval evaluation: ``python eval.py --checkpoint DIR [--config CONFIG] [--split test|val] [--out DIR]``."""
+"""Retrieval evaluation: ``python eval.py --checkpoint DIR [--config CONFIG] [--split test|val] [--out DIR]``,
+or of the original CLIBD's released embeddings: ``python eval.py --embeddings FILE.hdf5 [--labels FILE.json]``."""
 
 import sys
 

@@ -1,5 +1,10 @@
 """``python eval.py --checkpoint DIR [--config CONFIG] [--split test|val] [--out DIR]
-[--task retrieval|cluster] [key=value ...]``.
+[--task retrieval|cluster] [key=value ...]``, or ``python eval.py --embeddings FILE.hdf5
+[--labels FILE.json] [--out DIR]``.
+
+``--embeddings`` scores the original CLIBD's released ``extracted_feature_from_<split>_split.hdf5``
+(labels from ``labels_<split>.json`` beside it unless ``--labels``) with the same protocol code
+(``clibd.eval.published``; docs/published.md); output defaults to ``FILE_DIR/eval-published``.
 
 The config is ``--config`` if given, else the run's saved ``config.yaml`` found in the
 checkpoint directory or up to three folders above it (``python train.py`` writes
@@ -17,14 +22,18 @@ from typing import Optional
 
 from clibd.config import Config, ConfigError, load_config
 
-def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="model directory written by save_pretrained")
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--checkpoint", required=required, help="model directory written by save_pretrained")
     parser.add_argument("--config", help="run config (default: the run's config.yaml in or up to 3 folders above the checkpoint)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.batch_size=64")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arguments(parser)
+    add_checkpoint_arguments(parser, required=False)
+    parser.add_argument("--embeddings", metavar="FILE.hdf5",
+                        help="instead of --checkpoint: the original CLIBD's extracted_feature_from_<split>_split.hdf5")
+    parser.add_argument("--labels", metavar="FILE.json", help="with --embeddings: its labels_<split>.json "
+                        "(default: beside the hdf5)")
     parser.add_argument("--split", choices=("test", "val"), help="query split (default: the config's eval.split)")
     parser.add_argument("--out", help="output folder (default: CHECKPOINT/../eval-<split>)")
     parser.add_argument("--task", choices=("retrieval", "cluster"), default="retrieval")
@@ -45,7 +54,22 @@ def resolve_config(checkpoint: str | Path, config: Optional[str], overrides: lis
     return load_config(path, overrides)
 
 
+def run_published(args: argparse.Namespace) -> int:
+    from clibd.eval.published import evaluate_published
+    from clibd.eval.retrieval import results_markdown
+
+    out = Path(args.out) if args.out else Path(args.embeddings).resolve().parent / "eval-published"
+    results = evaluate_published(args.embeddings, out, labels_path=args.labels)
+    print(results_markdown({k: v for k, v in results.items() if k != "meta"}).split("## Micro")[0])
+    print(f"written to {out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if bool(args.checkpoint) == bool(args.embeddings):
+        raise SystemExit("clibd eval: give exactly one of --checkpoint DIR or --embeddings FILE.hdf5")
+    if args.embeddings:
+        return run_published(args)
     from accelerate import Accelerator
 
     from clibd.eval.clustering import cluster_report
