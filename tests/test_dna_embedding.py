@@ -5,6 +5,7 @@ prefix token id 0."""
 
 import dataclasses
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def test_prefix_token_id_zero_gives_the_original_tokens() -> None:
     assert original(["ACGTTT"]).ids.tolist() == [[0, 9, 66, 2]]
     assert original(["ACGTTT"]).attention_mask.tolist() == [[1, 1, 1, 0]]
     assert original.settings()["prefix_id"] == 0
-    with pytest.raises(ValueError, match="prefix_id=0: vocabulary 'barcodebert' has no prefix token"):
+    with pytest.raises(ValueError, match="prefix_id=0: vocabulary 'barcodebert' has no prefix token \\(use v1\\)"):
         KmerTokenizer(k=3, vocab="barcodebert", prefix_id=0)
 
 
@@ -131,3 +132,13 @@ def test_token_ids_of_the_original_pipeline_on_a_real_length_barcode() -> None:
     kmers = [padded[i : i + 5] for i in range(0, 656, 5)]
     index = {"".join(p): i + 3 for i, p in enumerate(itertools.product("ACGT", repeat=5))}
     assert ids.tolist() == [0] + [index.get(kmer, 2) for kmer in kmers]
+
+
+def test_our_pretrain_output_sets_the_tokenizer(tmp_path) -> None:
+    settings = {"k": 3, "stride": 3, "vocab": "barcodebert_v1", "max_nucleotides": 15, "prefix_id": 0}
+    _mlm(KmerTokenizer(**settings).vocab_size).save_pretrained(tmp_path / "mlm")
+    (tmp_path / "mlm" / "dna_tokenizer.json").write_text(json.dumps(settings))
+    cfg = dataclasses.replace(DNA, k=4, pretrained=str(tmp_path / "mlm"))
+    with pytest.warns(UserWarning, match=r"model.dna.vocab: 'barcodebert' -> 'barcodebert_v1'"):
+        tower = DnaTower(cfg)
+    assert tower.tokenizer.settings() == settings and (cfg.k, cfg.prefix_token_id) == (3, 0)

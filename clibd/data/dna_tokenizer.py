@@ -83,9 +83,10 @@ class KmerTokenizer:
         self.cls_id = self.special_tokens.index("<CLS>") if "<CLS>" in self.special_tokens else None
         if prefix_id is not None:
             if self.cls_id is None:
-                raise ValueError(f"prefix_id={prefix_id}: vocabulary {vocab!r} has no prefix token (use barcodebert_v1)")
-            if not 0 <= prefix_id < len(self.special_tokens):
-                raise ValueError(f"prefix_id={prefix_id}: must be a special token id (0-{len(self.special_tokens) - 1})")
+                raise ValueError(f"prefix_id={prefix_id}: vocabulary {vocab!r} has no prefix token (use v1)")
+            last = len(self.special_tokens) - 1
+            if not 0 <= prefix_id <= last:
+                raise ValueError(f"prefix_id={prefix_id}: must be a special token id (0-{last})")
             self.cls_id = prefix_id
         self.kmer_offset = len(self.special_tokens)
         self.vocab_size = self.kmer_offset + 4**k

@@ -101,7 +101,8 @@ def evaluate_published(
     for width in widths:
         keys = {m: item for m, item in data["keys"].items() if item[0].shape[1] == width}
         queries = {
-            role: {m: item for m, item in data[role].items() if item[0].shape[1] == width} for role in ("seen", "unseen")
+            role: {m: item for m, item in data[role].items() if item[0].shape[1] == width}
+            for role in ("seen", "unseen")
         }
         queries = {role: by_mod for role, by_mod in queries.items() if by_mod}
         if keys and queries:

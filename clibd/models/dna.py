@@ -41,7 +41,7 @@ DNA_POOLINGS = ("mean", "mean_all")
 # Weight files looked for in a DNA checkpoint directory, in order.
 _DIR_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # Our pretrain-dna output records its tokenizer here (KmerTokenizer.settings()).
-OUR_TOKENIZER_FILE = "dna_tokenizer.json"
+TOKENIZER_FILE = "dna_tokenizer.json"
 _MLM_TRANSFORM = "cls.predictions.transform."
 
 
@@ -59,7 +59,7 @@ def checkpoint_tokenizer_settings(path: Path) -> dict:
     ``[UNK]`` + k-mers, no prefix token; the layout follows from ``config.json``'s ``vocab_size``
     (4^k + 2 or 4^k + 3), and k from it when the tokenizer config does not give one.
     """
-    ours = path / OUR_TOKENIZER_FILE
+    ours = path / TOKENIZER_FILE
     if ours.is_file():
         saved = json.loads(ours.read_text())
         fields = {"k": "k", "stride": "stride", "vocab": "vocab", "max_nucleotides": "max_nucleotides"}

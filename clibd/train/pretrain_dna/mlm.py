@@ -19,12 +19,11 @@ from transformers import BertForMaskedLM
 from clibd.config import Config, DnaTowerConfig, PretrainConfig, TrainConfig, save_config
 from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.data.sources import read_specimens
-from clibd.models.dna import dna_bert_config, make_kmer_tokenizer
+from clibd.models.dna import TOKENIZER_FILE, dna_bert_config, make_kmer_tokenizer
 from clibd.train.optim import build_scheduler
 from clibd.train.pretrain_dna.barcodes import DedupReport, OffsetEncodings, unique_barcodes
 from clibd.train.pretrain_dna.masking import IGNORE_INDEX, mask_tokens
 
-TOKENIZER_FILE = "dna_tokenizer.json"  # KmerTokenizer.settings() of the checkpoint
 SUMMARY_FILE = "pretrain_summary.json"
 
 
