@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -70,7 +70,6 @@ class OriginalSetup:
     output_dim: int = 768
     image_model: str = "vit_base_patch16_224"
     text_model: str = "prajjwal1/bert-small"
-    notes: list[str] = field(default_factory=list)
 
 
 def read_original_config(path: str | os.PathLike) -> OriginalSetup:
