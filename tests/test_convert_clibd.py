@@ -50,10 +50,12 @@ def test_converted_model_embeds_like_the_original(tmp_path, text, lora, ddp, old
     tokenizer.save_pretrained(tmp_path / "tok")
     original = OriginalCLIBD(dna_vocab=3 + 4**5, text_vocab=len(tokenizer), text=text, lora=lora)
     _save(original, tmp_path / "best.pth", ddp, old_names)
-    _their_yaml(tmp_path / "their.yaml", text, tmp_path / "tok")
+    # The tokenizer comes from the yaml's language.pre_train_model when local, else from --text-tokenizer.
+    flag = ["--text-tokenizer", str(tmp_path / "tok")] if lora else []
+    _their_yaml(tmp_path / "their.yaml", text, "prajjwal1/bert-small" if lora else tmp_path / "tok")
 
     assert main(["convert-clibd", str(tmp_path / "best.pth"), "--config", str(tmp_path / "their.yaml"),
-                 "--out", str(tmp_path / "converted"), "--dna-heads", "2", "--text-heads", "3"]) == 0
+                 "--out", str(tmp_path / "converted"), "--dna-heads", "2", "--text-heads", "3", *flag]) == 0
     model = CLIBDModel.from_pretrained(tmp_path / "converted").eval()
     assert model.modalities == (("image", "dna", "text") if text else ("image", "dna"))
     assert model.cfg.image.image_size == 32 and model.logit_scale.item() == 2.5
@@ -81,5 +83,15 @@ def test_tower_missing_from_the_checkpoint_is_named(tmp_path) -> None:
     _their_yaml(tmp_path / "their.yaml", True, tmp_path / "tok")
     with pytest.raises(CheckpointMismatchError, match=r"best.pth: holds towers \['dna', 'image'\], the yaml "
                                                       r"describes \['dna', 'image', 'text'\]"):
+        main(["convert-clibd", str(tmp_path / "best.pth"), "--config", str(tmp_path / "their.yaml"),
+              "--out", str(tmp_path / "out")])
+
+
+def test_text_tokenizer_is_never_downloaded(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    _save(OriginalCLIBD(dna_vocab=3 + 4**5, text_vocab=50), tmp_path / "best.pth", False, False)
+    _their_yaml(tmp_path / "their.yaml", True, "prajjwal1/bert-small")
+    with pytest.raises(FileNotFoundError, match="'prajjwal1/bert-small' is neither a local directory nor in the "
+                                                "Hugging Face cache; pass --text-tokenizer DIR"):
         main(["convert-clibd", str(tmp_path / "best.pth"), "--config", str(tmp_path / "their.yaml"),
               "--out", str(tmp_path / "out")])
