@@ -90,7 +90,7 @@ def adopt_checkpoint_tokenizer(cfg: DnaTowerConfig) -> None:
     if not cfg.pretrained or not Path(cfg.pretrained).is_dir():
         return
     settings = checkpoint_tokenizer_settings(Path(cfg.pretrained))
-    if cfg.stride is None and settings.get("stride") == settings.get("k"):
+    if cfg.stride is None and "stride" in settings and settings["stride"] == settings.get("k", cfg.k):
         settings.pop("stride")  # None already means stride = k
     for field, value in settings.items():
         if getattr(cfg, field) != value:
