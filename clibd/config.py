@@ -191,6 +191,16 @@ class EvalConfig:
 
 
 @dataclass
+class QualityConfig:
+    """Minimums a new specimen (and a reference barcode) must meet; docs/quality.md says why."""
+
+    min_valid_nt: int = 200  # A/C/G/T count; BOLD's ID engine needs >= 100 bp overlap, BARCODE >= 500
+    max_ambiguous: float = 0.05  # N + IUPAC codes over all bases, end padding of N excluded; BARCODE: 0.01
+    min_object_contrast: float = 40.0  # grey levels the darkest object stands below the well; below = empty_well
+    min_focus_ratio: float = 0.8  # object edge sharpness over the well highlights' (floor 10); below = blurry
+
+
+@dataclass
 class PretrainConfig:
     """Masked-token pretraining of the DNA tower (``clibd pretrain-dna``), BarcodeBERT-style."""
 
@@ -220,6 +230,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 class ConfigError(ValueError):

@@ -99,6 +99,11 @@ from tests.data_paths import BOLD_4K, REAL_IMAGES, needs_shared_data  # noqa: E4
 
 COLUMNS = [
     "id",
+    "image_file",
+    "dna_file",
+    "dna_record",
+    "evidence",
+    "quality",
     *[f"{rank}{suffix}" for rank in ("order", "family", "genus", "species") for suffix in ("", "_similarity", "_vote_share")],
     "nearest_id",
     "best_similarity",
@@ -143,35 +148,94 @@ def test_classify_real_photos_one_row_each_and_skip_unreadable(library, tmp_path
     code = main(["classify", "--checkpoint", str(checkpoint), "--index", str(index),
                  "--images", str(REAL_IMAGES), str(empty), "--k", "3", "--out", str(out)])
     assert code == 0
-    assert f"skipped {empty}" in capsys.readouterr().err
-    table = pd.read_csv(out)
+    err = capsys.readouterr().err
+    assert f"skipped {empty}" in err and "classified 32 of 40 specimens" in err and "withheld 8" in err
+    table = pd.read_csv(out, keep_default_na=False, na_values=[""])
     photos = sorted(REAL_IMAGES.glob("*.jpg"))
     assert list(table.columns) == COLUMNS
     assert table["id"].tolist() == [p.stem for p in photos]
+    assert table["image_file"].tolist() == list(map(str, photos)) and table["dna_file"].isna().all()
+    # Empty and blurry wells are withheld, the row says why; the 32 valid photos are classified.
+    flagged = ~table["id"].str.startswith("valid_")
+    assert table.loc[flagged, "quality"].isin(["empty_well", "blurry"]).all()
+    assert table.loc[flagged, ["evidence", "species", "nearest_id", "possible_new_species"]].isna().all().all()
+    assert table.loc[~flagged, "quality"].isna().all() and (table.loc[~flagged, "evidence"] == "image").all()
+    valid = table[~flagged]
     keys = pd.read_parquet(index / "keys.parquet")
-    assert set(table["species"]) <= set(keys["species"]) and table["nearest_id"].isin(keys["id"]).all()
-    assert table["species_vote_share"].between(1 / 3 - 1e-4, 1).all()  # the winner has >= 1/k of the vote
+    assert set(valid["species"]) <= set(keys["species"]) and valid["nearest_id"].isin(keys["id"]).all()
+    assert valid["species_vote_share"].between(1 / 3 - 1e-4, 1).all()  # the winner has >= 1/k of the vote
     threshold = json.loads((index / "meta.json").read_text())["metadata"]["thresholds"]["image"]["threshold"]
-    clear = (table["best_similarity"] - threshold).abs() > 1e-4  # the CSV rounds to 4 decimals
-    assert (table.loc[clear, "possible_new_species"] == (table.loc[clear, "best_similarity"] < threshold)).all()
+    clear = (valid["best_similarity"] - threshold).abs() > 1e-4  # the CSV rounds to 4 decimals
+    assert (valid.loc[clear, "possible_new_species"] == (valid.loc[clear, "best_similarity"] < threshold)).all()
+    # --keep-flagged shows the flagged photos' predictions, still saying why they are doubtful.
+    assert main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--images", str(REAL_IMAGES),
+                 "--k", "3", "--out", str(out), "--keep-flagged"]) == 0
+    kept = pd.read_csv(out)
+    assert (kept["evidence"] == "image").all() and kept["species"].notna().all()
+    assert kept.loc[flagged.to_numpy(), "quality"].isin(["empty_well", "blurry"]).all()
 
 
 @needs_shared_data
-def test_classify_real_barcodes_table_format(library, tmp_path, capsys) -> None:
+def test_classify_real_barcodes_quality_rows_in_table_and_json(library, tmp_path, capsys) -> None:
     checkpoint, index = library
     subset = pd.read_csv(BOLD_4K, sep="\t", dtype=str).iloc[100:125]
     subset.loc[subset.index[3], "nucleotides"] = "NNNN---"
+    subset.loc[subset.index[7], "nucleotides"] = "acgtNNNN----RYKM   acgt"
     path = tmp_path / "barcodes.tsv"
     subset.to_csv(path, sep="\t", index=False)
-    assert main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--dna", str(path),
-                 "--format", "table"]) == 0
-    captured = capsys.readouterr()
-    assert f"skipped {subset['processid'].iloc[3]}: empty barcode" in captured.err
-    lines = captured.out.strip().splitlines()
-    assert lines[0].split() == COLUMNS and len(lines) == 1 + 24
-    assert [line.split()[0] for line in lines[1:]] == subset["processid"].drop(subset.index[3]).tolist()
+    args = ["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--dna", str(path)]
+    assert main([*args, "--format", "table"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == COLUMNS and len(lines) == 1 + 25
+    assert "too_short (0 valid nt < 200)" in lines[1 + 3]
+    assert "too_short (8 valid nt < 200); too_ambiguous (50.0% N or ambiguity codes > 5.0%)" in lines[1 + 7]
+    assert main([*args, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in rows] == subset["processid"].tolist()
+    assert [r["dna_record"] for r in rows] == list(range(1, 26)) and {r["dna_file"] for r in rows} == {str(path)}
+    bad = {3: "too_short (0 valid nt < 200)",
+           7: "too_short (8 valid nt < 200); too_ambiguous (50.0% N or ambiguity codes > 5.0%)"}
+    for i, row in enumerate(rows):
+        assert row["quality"] == bad.get(i, "")
+        assert row["evidence"] == ("" if i in bad else "dna")
+        assert (row["species"] is None) == (i in bad) and (row["possible_new_species"] is None) == (i in bad)
+    # Looser minimums let the 8-base record through (its ambiguity share alone still refuses it).
+    assert main([*args, "--format", "json", "--min-valid-nt", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)[7]["quality"] == "too_ambiguous (50.0% N or ambiguity codes > 5.0%)"
 
 
+@needs_shared_data
+def test_classify_duplicate_ids_are_an_error_naming_them(library, tmp_path) -> None:
+    checkpoint, index = library
+    fasta = tmp_path / "dup.fasta"
+    fasta.write_text(">a\nACGT\n>b\nACGT\n>a\nACGT\n")
+    with pytest.raises(SystemExit, match=r"1 duplicate barcode ids, each must name one specimen: 'a' \(.*dup.fasta:1, .*dup.fasta:3\)"):
+        main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--dna", str(fasta)])
+
+
+@needs_shared_data
+def test_classify_photo_and_barcode_together_by_id(library, tmp_path) -> None:
+    import shutil
+
+    checkpoint, index = library
+    bold = pd.read_csv(BOLD_4K, sep="\t", dtype=str)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    valid = sorted(REAL_IMAGES.glob("valid_*.jpg"))
+    for name, source in [("A", valid[0]), ("B", valid[1]), ("C", valid[2]), ("E", next(REAL_IMAGES.glob("blurry_*")))]:
+        shutil.copy(source, photos / f"{name}.jpg")
+    fasta = tmp_path / "new.fasta"
+    fasta.write_text(f">B\n{bold['nucleotides'][0]}\n>C\nACGTACGT\n>D\n{bold['nucleotides'][1]}\n>E\n{bold['nucleotides'][2]}\n")
+    out = tmp_path / "pred.csv"
+    assert main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--images", str(photos),
+                 "--dna", str(fasta), "--out", str(out)]) == 0
+    table = pd.read_csv(out, keep_default_na=False, na_values=[""]).set_index("id")
+    assert table.index.tolist() == ["A", "B", "C", "E", "D"]  # photos' order, then barcodes without a photo
+    assert table["evidence"].tolist() == ["image", "image+dna", "image", "dna", "dna"]
+    assert table["quality"].fillna("").tolist() == ["", "", "dna: too_short (8 valid nt < 200)", "image: blurry", ""]
+    assert table["dna_record"].fillna(0).astype(int).tolist() == [0, 1, 2, 4, 3]
+    assert table["image_file"].fillna("").tolist() == [str(photos / f"{n}.jpg") for n in "ABCE"] + [""]
+    assert table["species"].notna().all()
 @needs_shared_data
 def test_classify_refuses_an_index_of_another_checkpoint(library, tmp_path) -> None:
     from clibd.index.faiss_index import IndexMismatchError

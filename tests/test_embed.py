@@ -140,17 +140,17 @@ def test_embed_real_photos_and_skip_unreadable_by_name(checkpoint: Path, tmp_pat
     empty.write_bytes(b"")
     embedder = Embedder(checkpoint, device="cpu", batch_size=4)
     with pytest.warns(UserWarning, match="empty.jpg"):
-        emb, ids, skipped = embedder.embed_images([photos[0], empty, *photos[1:]])
+        emb, ids, skipped, quality = embedder.embed_images([photos[0], empty, *photos[1:]])
     assert emb.shape == (6, 16) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
-    assert ids == [p.stem for p in photos]
+    assert ids == [p.stem for p in photos] and quality == [""] * 6  # no rules given: not checked
     assert [name for name, _ in skipped] == [str(empty)] and "empty" in skipped[0][1]
     # Batch composition does not change a photo's embedding.
     single = Embedder(checkpoint, device="cpu", batch_size=1)
-    alone, _, _ = single.embed_images([photos[2]])
+    alone, *_ = single.embed_images([photos[2]])
     np.testing.assert_allclose(alone[0], emb[2], atol=1e-5)
     # An in-memory image (fully decoded; files decode in JPEG draft mode) lands next to its file.
-    in_memory, ids, _ = single.embed_images([Image.open(photos[2])])
+    in_memory, ids, *_ = single.embed_images([Image.open(photos[2])])
     assert ids == ["image-0"] and float(in_memory[0] @ emb[2]) > 0.999
 
 
@@ -159,8 +159,10 @@ def test_embed_real_barcodes_and_text(checkpoint: Path) -> None:
     from clibd.embed.embedder import Embedder
     from clibd.embed.inputs import read_barcodes
 
-    ids, seqs, skipped = read_barcodes([BOLD_4K])
-    assert len(ids) == 4278 and skipped == []
+    records, skipped = read_barcodes([BOLD_4K])
+    assert len(records) == 4278 and skipped == []
+    assert records["record"].tolist() == list(range(1, 4279)) and set(records["file"]) == {str(BOLD_4K)}
+    ids, seqs = records["id"].tolist(), records["sequence"].tolist()
     embedder = Embedder(checkpoint, device="cpu", batch_size=16)
     emb, out_ids = embedder.embed_dna(seqs[:40], ids[:40])
     assert emb.shape == (40, 16) and out_ids == ids[:40]
@@ -180,7 +182,9 @@ def test_embed_command_parquet_and_npy(checkpoint: Path, tmp_path: Path, capsys)
     out = tmp_path / "images.parquet"
     assert main(["embed", "--checkpoint", str(checkpoint), "--images", *map(str, photos), "--out", str(out)]) == 0
     table = pd.read_parquet(out)
-    assert table["id"].tolist() == [p.stem for p in photos]
+    assert list(table.columns) == ["id", "file", "record", "quality", "embedding"]
+    assert table["id"].tolist() == [p.stem for p in photos] and table["file"].tolist() == list(map(str, photos))
+    assert (table["quality"] == "").all()
     vectors = np.stack(table["embedding"].to_numpy())
     assert vectors.shape == (5, 16) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
@@ -188,7 +192,12 @@ def test_embed_command_parquet_and_npy(checkpoint: Path, tmp_path: Path, capsys)
     fasta = tmp_path / "new.fasta"
     fasta.write_text(">new1 first\nACGTTGCAACGTTGCAACGT\n>new2\nNNNN\n>new3\nTTGCAACGTAACCGGTTAAC\n")
     out = tmp_path / "dna.npy"
-    assert main(["embed", "--checkpoint", str(checkpoint), "--dna", str(fasta), "--out", str(out)]) == 0
+    assert main(["embed", "--checkpoint", str(checkpoint), "--dna", str(fasta), "--out", str(out),
+                 "--min-valid-nt", "16"]) == 0
     assert np.load(out).shape == (2, 16)
     assert (tmp_path / "dna.ids.txt").read_text().split() == ["new1", "new3"]
-    assert "skipped new2: empty barcode" in capsys.readouterr().err
+    assert "left out new2: too_short (0 valid nt < 16)" in capsys.readouterr().err
+    # The default minimum (200 valid nt) refuses all three 20-nt records, by name.
+    assert main(["embed", "--checkpoint", str(checkpoint), "--dna", str(fasta), "--out", str(out)]) == 0
+    assert np.load(out).shape == (0, 16)
+    assert "left out new1: too_short (20 valid nt < 200)" in capsys.readouterr().err

@@ -1,26 +1,54 @@
 """``clibd embed --checkpoint DIR (--images FILES/DIRS | --dna FASTA/CSV/TSV) --out FILE``.
 
-``FILE.parquet``: columns ``id`` (string) and ``embedding`` (fixed-size list of float32);
-``FILE.npy``: the ``[N, D]`` float32 array, with the ids one per line in ``FILE.ids.txt``.
-Unreadable inputs are reported on stderr by name and left out.
+``FILE.parquet``: columns ``id`` (string), ``file``, ``record``, ``quality`` and ``embedding``
+(fixed-size list of float32); ``FILE.npy``: the ``[N, D]`` float32 array, with the ids one
+per line in ``FILE.ids.txt``. Unreadable inputs are reported on stderr by name and left out;
+so are barcodes and photos that fail their quality checks (``clibd.data.quality``, counted
+by reason; ``--keep-flagged`` keeps flagged photos, with their ``quality``).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from clibd.config import QualityConfig
 
 
-def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+def add_input_arguments(parser: argparse.ArgumentParser, together: bool = False) -> None:
+    """``--images`` / ``--dna``: one of them, or (``together``) either or both."""
     parser.add_argument("--checkpoint", required=True, help="model directory written by save_pretrained")
-    inputs = parser.add_mutually_exclusive_group(required=True)
+    inputs = parser.add_argument_group("inputs") if together else parser.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--images", nargs="+", metavar="FILE_OR_DIR", help="image files and/or folders of images")
-    inputs.add_argument("--dna", nargs="+", metavar="FILE", help="barcodes: FASTA, CSV or TSV files")
+    inputs.add_argument("--dna", nargs="+", metavar="FILE", help="barcodes: FASTA, CSV, TSV or parquet files")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch-size", type=int, default=64)
     add_speed_arguments(parser)
+
+
+def add_quality_arguments(parser: argparse.ArgumentParser, keep_help: str) -> None:
+    """The minimums of ``clibd.config.QualityConfig`` (docs/quality.md), and ``--keep-flagged``."""
+    rules = QualityConfig()
+    group = parser.add_argument_group("quality checks (docs/quality.md)")
+    group.add_argument("--min-valid-nt", type=int, default=rules.min_valid_nt,
+                       help=f"fewest A/C/G/T in a barcode (default {rules.min_valid_nt}; BOLD BARCODE standard: 500)")
+    group.add_argument("--max-ambiguous", type=float, default=rules.max_ambiguous,
+                       help=f"largest share of N and IUPAC ambiguity codes (default {rules.max_ambiguous}; BARCODE: 0.01)")
+    group.add_argument("--min-object-contrast", type=float, default=rules.min_object_contrast,
+                       help=f"photo: grey levels the specimen stands out from the well (default {rules.min_object_contrast})")
+    group.add_argument("--min-focus-ratio", type=float, default=rules.min_focus_ratio,
+                       help=f"photo: specimen edge over well-highlight sharpness (default {rules.min_focus_ratio})")
+    group.add_argument("--keep-flagged", action="store_true", help=keep_help)
+
+
+def quality_rules(args: argparse.Namespace) -> QualityConfig:
+    return QualityConfig(min_valid_nt=args.min_valid_nt, max_ambiguous=args.max_ambiguous,
+                         min_object_contrast=args.min_object_contrast, min_focus_ratio=args.min_focus_ratio)
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,34 +61,48 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
     parser.add_argument("--out", required=True, help="output .parquet or .npy file")
+    add_quality_arguments(parser, "also write the embeddings of flagged photos (their quality says why)")
 
 
-def write_embeddings(path: Path, emb: np.ndarray, ids: list[str]) -> None:
+def write_embeddings(path: Path, emb: np.ndarray, records: pd.DataFrame) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    ids = records["id"].astype(str).tolist()
     if path.suffix == ".npy":
         np.save(path, emb)
         path.with_suffix(".ids.txt").write_text("".join(f"{i}\n" for i in ids))
     elif path.suffix == ".parquet":
         flat = pa.array(np.ascontiguousarray(emb, dtype=np.float32).ravel())
         vectors = pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])
-        pq.write_table(pa.table({"id": pa.array(ids, pa.string()), "embedding": vectors}), path)
+        columns = {"id": pa.array(ids, pa.string()), "file": pa.array(records["file"].astype(str).tolist()),
+                   "record": pa.array(records["record"].astype(int).tolist(), pa.int64()),
+                   "quality": pa.array(records["quality"].astype(str).tolist()), "embedding": vectors}
+        pq.write_table(pa.table(columns), path)
     else:
         raise ValueError(f"--out must end in .parquet or .npy, got {path}")
 
 
 def run(args: argparse.Namespace) -> int:
     from clibd.embed.embedder import Embedder
-    from clibd.embed.inputs import embed_specimens
+    from clibd.embed.inputs import embed_inputs
 
     out = Path(args.out)
     if out.suffix not in (".parquet", ".npy"):
         raise SystemExit(f"clibd embed: --out must end in .parquet or .npy, got {out}")
     embedder = Embedder(args.checkpoint, device=args.device, batch_size=args.batch_size,
                         precision=args.precision, compile=args.compile)
-    emb, ids, _, skipped = embed_specimens(embedder, args.images, args.dna)
-    write_embeddings(out, emb, ids)
-    print(f"embedded {len(ids)} specimens ({emb.shape[1]}-d), skipped {len(skipped)}: {out}")
+    try:
+        (inputs,) = embed_inputs(embedder, args.images, args.dna, quality_rules(args)).values()
+    except ValueError as err:  # duplicate ids
+        raise SystemExit(f"clibd embed: {err}") from None
+    records = inputs.records
+    keep = (records["quality"] == "").to_numpy(bool) | (args.keep_flagged and inputs.modality == "image")
+    for name, reason in zip(records.loc[~keep, "id"], records.loc[~keep, "quality"]):
+        print(f"left out {name}: {reason}", file=sys.stderr)
+    write_embeddings(out, inputs.embeddings[keep], records[keep])
+    reasons = Counter(q.split(" (")[0] for q in records.loc[~keep, "quality"])
+    print(f"embedded {int(keep.sum())} specimens ({embedder.dim}-d), unreadable {len(inputs.skipped)}, "
+          f"left out by quality {int((~keep).sum())} {dict(reasons)}: {out}")
     return 0

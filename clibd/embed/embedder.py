@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +12,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from clibd.config import QualityConfig
+from clibd.data.quality import ANALYSIS_SIDE, photo_quality
 from clibd.data.transforms import ImageDecodeError, build_normalize, build_pil_transform, decode_image
 from clibd.embed.encoder import InferenceEncoder
 from clibd.embed.run_dir import checkpoint_hash, run_normalisation
@@ -25,10 +27,14 @@ def resolve_device(device: str) -> torch.device:
 
 
 class _ImageFiles(Dataset):
-    """Decode + transform one input; a failure becomes ``(i, None, message)``, never an exception."""
+    """Decode + transform (+ quality-check) one input: ``(i, tensor, quality)``; a failure
+    becomes ``(i, None, message)``, never an exception."""
 
-    def __init__(self, inputs: Sequence[str | Path | Image.Image], transform: Callable, min_side: int) -> None:
-        self.inputs, self.transform, self.min_side = list(inputs), transform, min_side
+    def __init__(
+        self, inputs: Sequence[str | Path | Image.Image], transform: Callable, min_side: int,
+        rules: Optional[QualityConfig],
+    ) -> None:
+        self.inputs, self.transform, self.min_side, self.rules = list(inputs), transform, min_side, rules
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -38,17 +44,29 @@ class _ImageFiles(Dataset):
         try:
             if isinstance(item, Image.Image):
                 image = item.convert("RGB")
-            else:
-                image = decode_image(Path(item).read_bytes(), str(item), self.min_side)
-            return i, self.transform(image), ""
+            else:  # the quality statistics want ANALYSIS_SIDE px; JPEG decodes at a reduced size
+                side = self.min_side if self.rules is None else max(self.min_side, ANALYSIS_SIDE)
+                image = decode_image(Path(item).read_bytes(), str(item), side)
+            quality = "" if self.rules is None else photo_quality(image, self.min_side, self.rules)
+            return i, self.transform(image), quality
         except (OSError, ImageDecodeError) as err:
             return i, None, str(err)
 
 
-def _collate_images(items: list) -> tuple[list[int], Optional[torch.Tensor], list[tuple[int, str]]]:
-    good = [(i, x) for i, x, _ in items if x is not None]
+def _collate_images(items: list) -> tuple[list[int], Optional[torch.Tensor], list[str], list[tuple[int, str]]]:
+    good = [(i, x, quality) for i, x, quality in items if x is not None]
     failed = [(i, msg) for i, x, msg in items if x is None]
-    return [i for i, _ in good], torch.stack([x for _, x in good]) if good else None, failed
+    batch = torch.stack([x for _, x, _ in good]) if good else None
+    return [i for i, _, _ in good], batch, [quality for _, _, quality in good], failed
+
+
+class ImageEmbeddings(NamedTuple):
+    """What :meth:`Embedder.embed_images` returns: rows in input order, unreadable inputs left out."""
+
+    embeddings: np.ndarray  # [N, D] float32, L2-normalised
+    ids: list[str]
+    skipped: list[tuple[str, str]]  # (input, reason) of every input that could not be read or decoded
+    quality: list[str]  # per embedded row: clibd.data.quality.photo_quality ("" = passed or not checked)
 
 
 def image_id(item: str | Path | Image.Image, position: int) -> str:
@@ -64,7 +82,7 @@ def input_name(item: str | Path | Image.Image, position: int) -> str:
 class Embedder:
     """Embed new specimens with a trained checkpoint (inference mode, batched, eval transform).
 
-    ``Embedder("runs/demo/model").embed_images(["a.jpg", ...]) -> (emb [N,D], ids, skipped)``;
+    ``Embedder("runs/demo/model").embed_images(["a.jpg", ...]) -> ImageEmbeddings(emb [N,D], ids, skipped, quality)``;
     ``embed_dna(sequences, ids) -> (emb, ids)``; ``embed_text(strings) -> emb``.
     Embeddings are float32, L2-normalised, in input order (skipped inputs left out).
 
@@ -111,25 +129,28 @@ class Embedder:
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
 
     def embed_images(
-        self, inputs: Sequence[str | Path | Image.Image]
-    ) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
-        """Returns ``(embeddings, ids, skipped)``; ``skipped`` lists ``(input, reason)`` for every
-        input that could not be read or decoded (also issued as one warning)."""
+        self, inputs: Sequence[str | Path | Image.Image], rules: Optional[QualityConfig] = None
+    ) -> ImageEmbeddings:
+        """``skipped`` lists ``(input, reason)`` for every input that could not be read or decoded
+        (also issued as one warning). With ``rules`` every photo is quality-checked
+        (:func:`clibd.data.quality.photo_quality`, in the loader workers); flagged photos are
+        embedded all the same, their ``quality`` says why they should not be trusted."""
         inputs = list(inputs)
-        files = _ImageFiles(inputs, self.transform, self.image_size)
+        files = _ImageFiles(inputs, self.transform, self.image_size, rules)
         loader = DataLoader(files, batch_size=self.batch_size, collate_fn=_collate_images, num_workers=self.num_workers)
-        parts, ids, skipped = [], [], []
-        for positions, images, failed in tqdm(loader, desc="embed images", leave=False, disable=len(loader) < 2):
+        parts, ids, skipped, quality = [], [], [], []
+        for positions, images, flags, failed in tqdm(loader, desc="embed images", leave=False, disable=len(loader) < 2):
             skipped += [(input_name(inputs[i], i), msg) for i, msg in failed]
             if images is not None:
                 parts.append(self._encode({"image": self.normalize(images)}, "image"))
                 ids += [image_id(inputs[i], i) for i in positions]
+                quality += flags
         if skipped:
             warnings.warn(
                 f"skipped {len(skipped)} of {len(inputs)} images: " + "; ".join(f"{name}: {why}" for name, why in skipped),
                 stacklevel=2,
             )
-        return self._stack(parts), ids, skipped
+        return ImageEmbeddings(self._stack(parts), ids, skipped, quality)
 
     def embed_dna(self, sequences: Sequence[str], ids: Optional[Sequence[str]] = None) -> tuple[np.ndarray, list[str]]:
         """Barcodes -> embeddings (tokenised with the checkpoint's own k-mer tokenizer)."""

@@ -1,28 +1,52 @@
 """New specimens from the command line: image files / folders, and barcodes from FASTA,
-CSV, TSV or parquet files (read with ``clibd.data.sources``). Unreadable files and empty
-records are returned as named skips."""
+CSV, TSV or parquet files (read with ``clibd.data.sources``), quality-checked
+(``clibd.data.quality``) and embedded.
+
+Every input record becomes one row of ``records``: ``id``, ``file``, ``record`` (1-based
+record number in its file; 1 for a photo) and ``quality`` (``""`` = passed). Unreadable
+files are returned as named skips. Duplicate ids within one modality's inputs are an
+error naming them and their records: the id is how a photo meets its barcode and how an
+output row is traced back, so it must say which specimen it is.
+"""
 
 from __future__ import annotations
 
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
+from clibd.config import QualityConfig
+from clibd.data.quality import barcode_quality
 from clibd.data.sources.delimited import table_columns
 from clibd.data.sources.fasta import read_fasta
 from clibd.data.sources.tabular import read_tabular
+from clibd.embed.embedder import Embedder, image_id
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
 FASTA_SUFFIXES = {".fa", ".fasta", ".fas", ".fna"}
 # Accepted column names, first match wins (BIOSCAN / BOLD / BarcodeBERT / generic spellings).
 ID_COLUMNS = ("processid", "id", "sampleid", "name")
 SEQUENCE_COLUMNS = ("dna_barcode", "nucleotides", "nuc", "sequence", "seq")
+RECORD_COLUMNS = ["id", "file", "record", "quality"]
 
 Skipped = list[tuple[str, str]]  # (input name, reason)
+
+
+@dataclass
+class EmbeddedInputs:
+    """One modality's inputs: ``records`` (one row per input record, input order, columns
+    ``RECORD_COLUMNS``) and ``embeddings`` ``[len(records), D]`` (NaN rows: not embedded,
+    a barcode that failed its quality check)."""
+
+    modality: str
+    records: pd.DataFrame
+    embeddings: np.ndarray
+    skipped: Skipped
 
 
 def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -38,7 +62,7 @@ def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def _read_barcode_file(path: Path) -> pd.DataFrame:
-    """``id`` + ``sequence`` columns, via the data sources' FASTA / CSV / TSV / parquet readers."""
+    """``id``, ``file``, ``record``, ``sequence`` via the data sources' FASTA / CSV / TSV / parquet readers."""
     if path.suffix.lower() in FASTA_SUFFIXES:
         table = read_fasta(path)
     else:
@@ -54,43 +78,82 @@ def _read_barcode_file(path: Path) -> pd.DataFrame:
                 f"barcodes from one of {list(SEQUENCE_COLUMNS)}; found {list(lower.values())}"
             )
         table = read_tabular(path, found)
-    ids = table["processid"].astype("string")
-    ids = ids.fillna(pd.Series([f"{path.name}:{i + 1}" for i in range(len(table))], dtype="string"))
-    return pd.DataFrame({"id": ids, "sequence": table["dna_barcode"].astype("string").fillna("")})
+    record = np.arange(1, len(table) + 1)
+    ids = table["processid"].astype("string").reset_index(drop=True)
+    ids = ids.fillna(pd.Series([f"{path.name}:{i}" for i in record], dtype="string"))
+    sequences = table["dna_barcode"].astype("string").fillna("").reset_index(drop=True)
+    return pd.DataFrame({"id": ids, "file": str(path), "record": record, "sequence": sequences})
 
 
-def read_barcodes(paths: Sequence[str | Path]) -> tuple[list[str], list[str], Skipped]:
-    """``(ids, sequences, skipped)`` from FASTA / CSV / TSV / parquet files. A record whose
-    barcode is empty (or only N, gaps and spaces) is skipped by id; an unreadable file by path."""
+def read_barcodes(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, Skipped]:
+    """``(records, skipped)``: every record of the readable FASTA / CSV / TSV / parquet files
+    (columns ``id``, ``file``, ``record``, ``sequence``), and the unreadable files by path."""
     frames, skipped = [], []
     for path in map(Path, paths):
         try:
             frames.append(_read_barcode_file(path))
         except (OSError, ValueError) as err:
             skipped.append((str(path), f"cannot read: {err}"))
-    records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"id": [], "sequence": []}, dtype="string")
-    informative = (records["sequence"].str.upper().str.replace(r"[N\-.\s]", "", regex=True).str.len() > 0).to_numpy(bool)
-    skipped += [(str(i), "empty barcode (only N, gaps or spaces)") for i in records.loc[~informative, "id"]]
-    kept = records[informative]
-    return kept["id"].astype(str).tolist(), kept["sequence"].astype(str).tolist(), skipped
+    empty = pd.DataFrame({"id": [], "file": [], "record": [], "sequence": []}).astype({"record": int})
+    return (pd.concat(frames, ignore_index=True) if frames else empty), skipped
 
 
-def embed_specimens(
-    embedder, images: Optional[Sequence[str]] = None, dna: Optional[Sequence[str]] = None
-) -> tuple[np.ndarray, list[str], str, Skipped]:
-    """Embed the images (files / folders) or the barcodes (files) of new specimens:
-    ``(embeddings, ids, modality, skipped)``; skips are also printed to stderr by name."""
-    if (images is None) == (dna is None):
-        raise ValueError("give either images or DNA barcode files, not both")
+def check_unique_ids(records: pd.DataFrame, what: str) -> None:
+    """Duplicate ids are an error naming each (up to 10) with its ``file:record`` places."""
+    duplicated = records[records["id"].duplicated(keep=False)]
+    places: dict[str, list[str]] = {}
+    for key, file, record in zip(duplicated["id"], duplicated["file"], duplicated["record"]):
+        places.setdefault(key, []).append(f"{file}:{record}")
+    if places:
+        listed = "; ".join(f"{key!r} ({', '.join(where)})" for key, where in list(places.items())[:10])
+        raise ValueError(
+            f"{len(places)} duplicate {what} ids, each must name one specimen: {listed}"
+            + (" ..." if len(places) > 10 else "")
+        )
+
+
+def embed_barcodes(embedder: Embedder, paths: Sequence[str | Path], rules: QualityConfig) -> EmbeddedInputs:
+    """Read, check (``clibd.data.quality.barcode_quality``) and embed the barcodes that pass."""
+    records, skipped = read_barcodes(paths)
+    check_unique_ids(records, "barcode")
+    records["quality"] = barcode_quality(records["sequence"].tolist(), rules)
+    passed = (records["quality"] == "").to_numpy(bool)
+    embeddings = np.full((len(records), embedder.dim), np.nan, dtype=np.float32)
+    if passed.any():
+        embeddings[passed], _ = embedder.embed_dna(records.loc[passed, "sequence"].tolist())
+    return EmbeddedInputs("dna", records[RECORD_COLUMNS].reset_index(drop=True), embeddings, skipped)
+
+
+def embed_photos(embedder: Embedder, paths: Sequence[str | Path], rules: QualityConfig) -> EmbeddedInputs:
+    """Decode, check (``clibd.data.quality.photo_quality``) and embed the photos; unreadable ones are skips."""
+    files = expand_image_paths(paths)
+    stems = pd.DataFrame({"id": [image_id(p, i) for i, p in enumerate(files)], "file": list(map(str, files)),
+                          "record": 1})
+    check_unique_ids(stems, "photo (file name without extension)")
+    with warnings.catch_warnings():  # reported by the caller, one line per input
+        warnings.filterwarnings("ignore", message="skipped .* images")
+        result = embedder.embed_images(files, rules)
+    read = stems.set_index("id").loc[result.ids].reset_index()
+    read["quality"] = result.quality
+    return EmbeddedInputs("image", read[RECORD_COLUMNS], result.embeddings, result.skipped)
+
+
+def embed_inputs(
+    embedder: Embedder,
+    images: Optional[Sequence[str]] = None,
+    dna: Optional[Sequence[str]] = None,
+    rules: Optional[QualityConfig] = None,
+) -> dict[str, EmbeddedInputs]:
+    """``{"image": ..., "dna": ...}`` for the modalities given; skips are also printed to stderr by name."""
+    if images is None and dna is None:
+        raise ValueError("give image files / folders, DNA barcode files, or both")
+    rules = QualityConfig() if rules is None else rules
+    out = {}
     if images is not None:
-        with warnings.catch_warnings():  # reported below, one line per input
-            warnings.filterwarnings("ignore", message="skipped .* images")
-            emb, ids, skipped = embedder.embed_images(expand_image_paths(images))
-        modality = "image"
-    else:
-        ids, sequences, skipped = read_barcodes(dna)
-        emb, ids = embedder.embed_dna(sequences, ids)
-        modality = "dna"
-    for name, reason in skipped:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
-    return emb, ids, modality, skipped
+        out["image"] = embed_photos(embedder, images, rules)
+    if dna is not None:
+        out["dna"] = embed_barcodes(embedder, dna, rules)
+    for inputs in out.values():
+        for name, reason in inputs.skipped:
+            print(f"skipped {name}: {reason}", file=sys.stderr)
+    return out

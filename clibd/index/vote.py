@@ -50,12 +50,13 @@ def predict_taxonomy(
     key_taxonomy: pd.DataFrame,
     key_ids: Sequence[str],
     query_ids: Sequence[str],
-    threshold: float,
+    threshold: float | np.ndarray,
     ranks: Sequence[str] = EVAL_RANKS,
 ) -> pd.DataFrame:
     """One row per query: id, per rank the label / similarity / vote share, the nearest key,
     ``best_similarity`` and ``possible_new_species``. ``positions`` may hold ``-1`` (FAISS
-    pads with it when the index has fewer than k keys); such slots do not vote."""
+    pads with it when the index has fewer than k keys); such slots do not vote. ``threshold``:
+    one for all queries, or one per query (queries of different evidence)."""
     if scores.shape != positions.shape or len(scores) != len(query_ids):
         raise ValueError(
             f"scores {scores.shape}, positions {positions.shape} and {len(query_ids)} query ids do not match"

@@ -1,0 +1,99 @@
+"""Classify new specimens against a reference library: one output row per specimen, from
+its photo, its barcode, or both (``clibd classify``; reusable by any front end).
+
+Specimens are matched by id (a photo's file name without extension = the barcode's id).
+Each row says which ``evidence`` its prediction used (``image``, ``dna``, ``image+dna``, or
+empty when nothing usable was given) and why any input was not used (``quality``:
+``clibd.data.quality``; prefixed ``image:`` / ``dna:`` when both modalities were given).
+A barcode that fails its checks is never used; a flagged photo only with ``keep_flagged``
+(its reason stays in ``quality``).
+
+Fusion (``image+dna``): the library indexes one key modality; a specimen's photo and
+barcode embeddings are both compared with every key, and a key's fused similarity is the
+mean of the two cosine similarities. That mean equals the dot product of the keys with
+the mean of the two (unit) query embeddings, so one exact search with the normalised mean
+finds the fused nearest keys over the whole library, and scaling its scores by the mean's
+norm gives back the mean similarities. The vote (``clibd.index.vote``) then runs on these.
+The new-species threshold of fused rows is the library's calibrated ``image+dna`` one when
+it has it, else the mean of the image and DNA thresholds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from clibd.embed.inputs import EmbeddedInputs
+from clibd.index.faiss_index import ReferenceIndex
+from clibd.index.vote import predict_taxonomy
+
+MODALITIES = ("image", "dna")
+FUSED = "image+dna"
+FILE_COLUMNS = ["image_file", "dna_file", "dna_record"]
+
+
+def fused_threshold(thresholds: dict, evidence: str) -> float:
+    """The new-species threshold for one kind of evidence (module docstring)."""
+    if evidence in thresholds:
+        return float(thresholds[evidence]["threshold"])
+    if evidence == FUSED and all(m in thresholds for m in MODALITIES):
+        return float(np.mean([thresholds[m]["threshold"] for m in MODALITIES]))
+    raise ValueError(f"the reference library has no new-species threshold calibrated for {evidence} queries")
+
+
+def _specimens(inputs: dict[str, EmbeddedInputs], keep_flagged: bool) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """``(table, used [n, 2] bool, embeddings [n, 2, D])`` over the union of ids, photos' order first."""
+    given = [m for m in MODALITIES if m in inputs]
+    ids = pd.unique(pd.concat([inputs[m].records["id"] for m in given], ignore_index=True).astype(str))
+    dim = next(iter(inputs.values())).embeddings.shape[1]
+    table = pd.DataFrame({"id": pd.array(ids, dtype="string")})
+    for column, dtype in zip(FILE_COLUMNS, ("string", "string", "Int64")):  # filled below where given
+        table[column] = pd.array([None] * len(ids), dtype=dtype)
+    used = np.zeros((len(ids), len(MODALITIES)), dtype=bool)
+    embeddings = np.zeros((len(ids), len(MODALITIES), dim), dtype=np.float32)
+    notes = []
+    for j, modality in enumerate(MODALITIES):
+        if modality not in inputs:
+            continue
+        records = inputs[modality].records
+        at = pd.Index(records["id"].astype(str)).get_indexer(ids)
+        present = at >= 0
+        quality = np.where(present, records["quality"].to_numpy(object)[at], "").astype(str)
+        table[f"{modality}_file"] = pd.array(np.where(present, records["file"].to_numpy(object)[at], None), "string")
+        if modality == "dna":
+            table["dna_record"] = pd.array(np.where(present, records["record"].to_numpy()[at], None), "Int64")
+        ok = quality == "" if modality == "dna" or not keep_flagged else np.ones(len(ids), dtype=bool)
+        used[:, j] = present & ok
+        embeddings[used[:, j], j] = inputs[modality].embeddings[at[used[:, j]]]
+        notes.append(np.where(quality == "", "", f"{modality}: " + quality) if len(given) > 1 else quality)
+    table["evidence"] = pd.array(["+".join(m for m, u in zip(MODALITIES, row) if u) for row in used], "string")
+    joined = ["; ".join(n for n in parts if n) for parts in zip(*notes)]
+    table["quality"] = pd.array(joined, dtype="string")
+    return table[["id", *FILE_COLUMNS, "evidence", "quality"]], used, embeddings
+
+
+def classify_specimens(
+    index: ReferenceIndex, inputs: dict[str, EmbeddedInputs], k: int = 5, keep_flagged: bool = False
+) -> pd.DataFrame:
+    """One row per specimen: ``id``, ``image_file``, ``dna_file``, ``dna_record``, ``evidence``,
+    ``quality``, then :func:`clibd.index.vote.predict_taxonomy`'s columns (empty where no evidence).
+
+    ``inputs``: ``clibd.embed.inputs.embed_inputs``'s output, from the checkpoint the index was built with."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    table, used, embeddings = _specimens(inputs, keep_flagged)
+    rows = np.flatnonzero(used.any(axis=1))
+    query = (embeddings[rows] * used[rows, :, None]).sum(axis=1) / used[rows].sum(axis=1, keepdims=True)
+    norm = np.linalg.norm(query, axis=1)
+    thresholds = index.metadata["thresholds"]
+    evidence = table["evidence"].to_numpy(str)[rows]
+    threshold = np.array([fused_threshold(thresholds, e) for e in evidence], dtype=np.float64)
+    if len(rows):
+        scores, positions = index.search(query / np.maximum(norm, 1e-12)[:, None], min(k, len(index)))
+        scores = scores * norm[:, None]  # mean of the modalities' similarities (1 for one modality)
+    else:
+        scores, positions = np.zeros((0, 1), np.float32), np.zeros((0, 1), np.int64)
+    predicted = predict_taxonomy(scores, positions, index.taxonomy, index.ids, table["id"].iloc[rows], threshold)
+    predicted["possible_new_species"] = predicted["possible_new_species"].astype("boolean")
+    predicted.index = rows
+    return pd.concat([table, predicted.drop(columns="id")], axis=1)
