@@ -2,19 +2,20 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from clibd import KmerTokenizer
+from tests.helpers.fuzz import FUZZ
 from tests.oracles import kmer_tokenize_reference
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.fuzz]
 
 dna_like = st.text(alphabet=st.sampled_from(list("ACGTacgtNRYKMSWBDHV-. \t\r\n")), max_size=200)
 anything = st.text(max_size=200)  # unicode, control characters, surrogates excluded by hypothesis
 
 
-@settings(max_examples=300, deadline=None)
+@FUZZ
 @given(st.lists(st.one_of(dna_like, anything), min_size=1, max_size=8), st.integers(1, 6))
 def test_any_strings_match_the_oracle(sequences: list[str], k: int) -> None:
     tok = KmerTokenizer(k=k, max_nucleotides=48)

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -39,11 +39,10 @@ from clibd.data.specimens import (
     validate_table,
 )
 from clibd.data.transforms import ImageDecodeError, build_transform, decode_image
+from tests.helpers.fuzz import FUZZ, FUZZ_EXAMPLES
 from tests.helpers.image_faults import bomb_jpeg
 
-pytestmark = [pytest.mark.reliability, pytest.mark.timeout(240)]
-
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+pytestmark = [pytest.mark.reliability, pytest.mark.fuzz, pytest.mark.timeout(240 * max(1, FUZZ_EXAMPLES // 300))]
 ROLES = SplitRoles()
 SPLITS = sorted(known_splits(ROLES))
 RANKS = ("order", "family", "genus", "species")
