@@ -131,12 +131,34 @@ def test_index_metadata(library: tuple[Path, Path]) -> None:
     checkpoint, index = library
     meta = json.loads((index / "meta.json").read_text())
     assert meta["dim"] == 16 and meta["count"] == 30  # train (20) + key_unseen (10) keys
+    assert meta["metadata"]["quality_skips"] == {"keys": 0, "val_seen": 0, "val_unseen": 0}  # real BOLD barcodes
     assert meta["checkpoint_hash"] == checkpoint_hash(checkpoint)
     assert meta["metadata"]["modality"] == "dna"
     for query in ("image", "dna"):
         cal = meta["metadata"]["thresholds"][query]
         assert (cal["n_seen"], cal["n_unseen"], cal["keys_held_out"]) == (10, 5, 10)
         assert 0.5 <= cal["balanced_accuracy"] <= 1.0 and -1.0 <= cal["threshold"] <= 1.0 + 1e-5
+
+
+@needs_shared_data
+def test_index_build_leaves_out_barcodes_failing_the_quality_minimums_counted(library, tmp_path, capsys) -> None:
+    from clibd.config import QualityConfig
+    from clibd.data.quality import barcode_quality
+
+    checkpoint, index = library
+    table = pd.read_csv(index.parent / "data" / "specimens.csv", dtype=str)
+    strict = QualityConfig(min_valid_nt=500)  # BOLD BARCODE length
+    fails = pd.Series([q != "" for q in barcode_quality(table["dna_barcode"].tolist(), strict)])
+    expected = {role: int(fails[table["split"].isin(splits)].sum())
+                for role, splits in (("keys", ["train", "key_unseen"]), ("val_seen", ["val"]),
+                                     ("val_unseen", ["val_unseen"]))}
+    assert expected["keys"] > 0 and expected["keys"] < 30  # the oracle: some, not all, keys fail
+    out = tmp_path / "strict"
+    assert main(["index", "build", "--checkpoint", str(checkpoint), "--modality", "dna", "--out", str(out),
+                 "eval.batch_size=8", "quality.min_valid_nt=500"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["metadata"]["quality_skips"] == expected and meta["count"] == 30 - expected["keys"]
+    assert f"left out by the barcode quality checks (cfg.quality, docs/quality.md): {expected}" in capsys.readouterr().out
 
 
 @needs_shared_data

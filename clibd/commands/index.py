@@ -31,5 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if index is not None:  # the main process
         index.save(args.out)
         print(f"{len(index)} {args.modality} keys -> {args.out}")
+        skips = index.metadata["quality_skips"]
+        if skips:
+            print(f"left out by the barcode quality checks (cfg.quality, docs/quality.md): {skips}")
         print("new-species thresholds: " + json.dumps(index.metadata["thresholds"], indent=1))
     return 0

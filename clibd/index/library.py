@@ -8,6 +8,11 @@ the library, as a new species would be. The threshold on the best-match similari
 best separates the two (balanced accuracy, ``clibd.index.vote.calibrate_threshold``) is
 stored in the index metadata with the checkpoint hash (checked, with the dimension, when
 the library is loaded).
+
+Barcodes that fail ``cfg.quality`` (``clibd.data.quality.barcode_quality``) are left out of a
+DNA library's keys and out of the DNA calibration queries: counted by role in the metadata's
+``quality_skips`` (and printed by ``clibd index build``), as a new barcode that fails them
+gets no prediction.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import pandas as pd
 
 from clibd.config import Config
+from clibd.data.quality import barcode_quality
 from clibd.data.sources import read_specimens
 from clibd.embed.datasets import embed_roles, role_tables
 from clibd.embed.embedder import Embedder
@@ -43,6 +50,10 @@ def build_library(
     if empty:
         raise ValueError(f"calibrating the new-species threshold needs validation queries; roles {empty} are empty")
     model_hash = checkpoint_hash(checkpoint)
+    quality_skips = {}
+    if modality == "dna":
+        fails = _fails(cfg, tables["keys"])
+        tables["keys"], quality_skips["keys"] = tables["keys"][~fails], int(fails.sum())
     keys, _ = embed_roles(cfg, model, {"keys": tables["keys"]}, [modality], accelerator, model_hash)
     key_emb, key_rows = keys["keys"][modality]
     query_modalities = [m for m in QUERY_MODALITIES if m in model.modalities]
@@ -58,7 +69,13 @@ def build_library(
     calibration_keys.add(key_emb[present], ids=key_rows["processid"][present].tolist())
     thresholds = {}
     for query in query_modalities:
-        best = {role: calibration_keys.search(queries[role][query][0], 1)[0][:, 0] for role in ("val_seen", "val_unseen")}
+        best = {}
+        for role in ("val_seen", "val_unseen"):
+            emb, rows = queries[role][query]
+            if query == "dna":  # the rows embedded, in table order, minus those failing the barcode checks
+                fails = _fails(cfg, rows)
+                emb, quality_skips[role] = emb[~fails], int(fails.sum())
+            best[role] = calibration_keys.search(emb, 1)[0][:, 0]
         thresholds[query] = {
             **calibrate_threshold(best["val_seen"], best["val_unseen"]).to_dict(),
             "keys_held_out": int((~present).sum()),
@@ -74,10 +91,17 @@ def build_library(
             "checkpoint": str(checkpoint),
             "dataset": f"{cfg.data.format}:{cfg.data.root}",
             "key_splits": list(cfg.data.splits.keys),
+            "quality_skips": quality_skips,
         },
     )
     index.add(key_emb, ids=key_rows["processid"].tolist(), taxonomy=key_rows[list(ALL_RANKS)])
     return index
+
+
+def _fails(cfg: Config, rows: pd.DataFrame) -> np.ndarray:
+    """Which rows have a barcode that fails ``cfg.quality`` (rows without one are left out elsewhere)."""
+    barcodes = rows["dna_barcode"].astype("string").fillna("")
+    return np.array([q != "" for q in barcode_quality(barcodes.tolist(), cfg.quality)], bool) & (barcodes != "").to_numpy(bool)
 
 
 def load_library(directory: str | Path, embedder: Embedder) -> ReferenceIndex:
