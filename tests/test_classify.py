@@ -89,6 +89,47 @@ def test_calibrate_threshold_needs_both_sets() -> None:
         calibrate_threshold(np.array([0.5]), np.array([]))
 
 
+def _inputs(modality: str, ids: list[str], rows: list[list[float]], quality: list[str]):
+    from clibd.embed.inputs import EmbeddedInputs
+
+    records = pd.DataFrame({"id": ids, "file": f"{modality}.in", "record": range(1, len(ids) + 1), "quality": quality})
+    return EmbeddedInputs(modality, records, np.array(rows, dtype=np.float32), [])
+
+
+def test_classify_specimens_fuses_photo_and_barcode_by_the_mean_similarity() -> None:
+    from clibd.index.classify_specimens import classify_specimens
+    from clibd.index.faiss_index import ReferenceIndex
+
+    thresholds = {"image": {"threshold": 0.7}, "dna": {"threshold": 0.5}}
+    index = ReferenceIndex(4, kind="flat", metadata={"thresholds": thresholds})
+    taxonomy, key_ids = _keys()
+    index.add(np.eye(4, dtype=np.float32)[:3], ids=key_ids, taxonomy=taxonomy)
+    # s: image nearest K0 (0.8), DNA nearest K2 (0.8); mean similarity K0 0.4, K1 0.6, K2 0.4 -> K1.
+    inputs = {
+        "image": _inputs("image", ["s", "p", "f"], [[0.8, 0.6, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]],
+                         ["", "", "blurry"]),
+        "dna": _inputs("dna", ["s", "d", "f"], [[0, 0.6, 0.8, 0], [0, 0.6, 0.8, 0], [np.nan] * 4],
+                       ["", "", "too_short (8 valid nt < 200)"]),
+    }
+    table = classify_specimens(index, inputs, k=1).set_index("id")
+    assert table.index.tolist() == ["s", "p", "f", "d"]
+    assert table["evidence"].tolist() == ["image+dna", "image", "", "dna"]
+    assert table["quality"].tolist() == ["", "", "image: blurry; dna: too_short (8 valid nt < 200)", ""]
+    assert table["nearest_id"].tolist()[:2] == ["K1", "K2"] and pd.isna(table.loc["f", "nearest_id"])
+    assert table.loc["s", "best_similarity"] == pytest.approx(0.6, abs=1e-6)
+    assert table.loc["d", "nearest_id"] == "K2" and table.loc["d", "best_similarity"] == pytest.approx(0.8, abs=1e-6)
+    # thresholds: fused = mean(0.7, 0.5) = 0.6, so 0.6 is not new; image 1.0 >= 0.7; dna 0.8 >= 0.5
+    assert table["possible_new_species"].tolist()[:2] == [False, False] and table["possible_new_species"].isna()["f"]
+    assert table["dna_record"].tolist()[:2] == [1, pd.NA] and table.loc["d", "dna_record"] == 2
+    # keep_flagged uses the blurry photo (never the failed barcode), and the row still says why.
+    kept = classify_specimens(index, inputs, k=1, keep_flagged=True).set_index("id")
+    assert kept.loc["f", "evidence"] == "image" and kept.loc["f", "nearest_id"] == "K0"
+    assert kept.loc["f", "quality"] == "image: blurry; dna: too_short (8 valid nt < 200)"
+    # A calibrated image+dna threshold is used when the library has one.
+    index.metadata["thresholds"]["image+dna"] = {"threshold": 0.65}
+    assert classify_specimens(index, inputs, k=1).set_index("id").loc["s", "possible_new_species"]
+
+
 # ---- `clibd index build` + `clibd classify` on real photos and barcodes --------------------
 
 import json  # noqa: E402
