@@ -199,7 +199,8 @@ def test_index_build_leaves_out_barcodes_failing_the_quality_minimums_counted(li
                  "eval.batch_size=8", "quality.min_valid_nt=500"]) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["metadata"]["quality_skips"] == expected and meta["count"] == 30 - expected["keys"]
-    assert f"left out by the barcode quality checks (cfg.quality, docs/quality.md): {expected}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"left out by the barcode quality checks (cfg.quality, docs/quality.md): {expected}" in printed
 
 
 @needs_shared_data
@@ -272,7 +273,8 @@ def test_classify_duplicate_ids_are_an_error_naming_them(library, tmp_path) -> N
     checkpoint, index = library
     fasta = tmp_path / "dup.fasta"
     fasta.write_text(">a\nACGT\n>b\nACGT\n>a\nACGT\n")
-    with pytest.raises(SystemExit, match=r"1 duplicate barcode ids, each must name one specimen: 'a' \(.*dup.fasta:1, .*dup.fasta:3\)"):
+    message = r"1 duplicate barcode ids, each must name one specimen: 'a' \(.*dup.fasta:1, .*dup.fasta:3\)"
+    with pytest.raises(SystemExit, match=message):
         main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--dna", str(fasta)])
 
 
@@ -288,7 +290,8 @@ def test_classify_photo_and_barcode_together_by_id(library, tmp_path) -> None:
     for name, source in [("A", valid[0]), ("B", valid[1]), ("C", valid[2]), ("E", next(REAL_IMAGES.glob("blurry_*")))]:
         shutil.copy(source, photos / f"{name}.jpg")
     fasta = tmp_path / "new.fasta"
-    fasta.write_text(f">B\n{bold['nucleotides'][0]}\n>C\nACGTACGT\n>D\n{bold['nucleotides'][1]}\n>E\n{bold['nucleotides'][2]}\n")
+    seqs = bold["nucleotides"]
+    fasta.write_text(f">B\n{seqs[0]}\n>C\nACGTACGT\n>D\n{seqs[1]}\n>E\n{seqs[2]}\n")
     out = tmp_path / "pred.csv"
     assert main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--images", str(photos),
                  "--dna", str(fasta), "--out", str(out)]) == 0

@@ -38,9 +38,9 @@ def add_quality_arguments(parser: argparse.ArgumentParser, keep_help: str) -> No
     group.add_argument("--min-valid-nt", type=int, default=rules.min_valid_nt,
                        help=f"fewest A/C/G/T in a barcode (default {rules.min_valid_nt}; BOLD BARCODE standard: 500)")
     group.add_argument("--max-ambiguous", type=float, default=rules.max_ambiguous,
-                       help=f"largest share of N and IUPAC ambiguity codes (default {rules.max_ambiguous}; BARCODE: 0.01)")
+                       help=f"largest share of N and other IUPAC codes (default {rules.max_ambiguous}; BARCODE: 0.01)")
     group.add_argument("--min-object-contrast", type=float, default=rules.min_object_contrast,
-                       help=f"photo: grey levels the specimen stands out from the well (default {rules.min_object_contrast})")
+                       help=f"photo: grey levels the specimen stands out (default {rules.min_object_contrast})")
     group.add_argument("--min-focus-ratio", type=float, default=rules.min_focus_ratio,
                        help=f"photo: specimen edge over well-highlight sharpness (default {rules.min_focus_ratio})")
     group.add_argument("--keep-flagged", action="store_true", help=keep_help)

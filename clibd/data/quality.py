@@ -68,7 +68,8 @@ def barcode_quality(sequences: Sequence[str], rules: QualityConfig) -> list[str]
         if short[i]:
             reasons.append(f"too_short ({valid[i]} valid nt < {rules.min_valid_nt})")
         if vague[i]:
-            reasons.append(f"too_ambiguous ({100 * share[i]:.1f}% N or ambiguity codes > {100 * rules.max_ambiguous:.1f}%)")
+            limit = 100 * rules.max_ambiguous
+            reasons.append(f"too_ambiguous ({100 * share[i]:.1f}% N or ambiguity codes > {limit:.1f}%)")
         out[i] = "; ".join(reasons)
     return out
 

@@ -139,7 +139,8 @@ class Embedder:
         files = _ImageFiles(inputs, self.transform, self.image_size, rules)
         loader = DataLoader(files, batch_size=self.batch_size, collate_fn=_collate_images, num_workers=self.num_workers)
         parts, ids, skipped, quality = [], [], [], []
-        for positions, images, flags, failed in tqdm(loader, desc="embed images", leave=False, disable=len(loader) < 2):
+        batches = tqdm(loader, desc="embed images", leave=False, disable=len(loader) < 2)
+        for positions, images, flags, failed in batches:
             skipped += [(input_name(inputs[i], i), msg) for i, msg in failed]
             if images is not None:
                 parts.append(self._encode({"image": self.normalize(images)}, "image"))

@@ -101,7 +101,8 @@ def build_library(
 def _fails(cfg: Config, rows: pd.DataFrame) -> np.ndarray:
     """Which rows have a barcode that fails ``cfg.quality`` (rows without one are left out elsewhere)."""
     barcodes = rows["dna_barcode"].astype("string").fillna("")
-    return np.array([q != "" for q in barcode_quality(barcodes.tolist(), cfg.quality)], bool) & (barcodes != "").to_numpy(bool)
+    failed = np.array([q != "" for q in barcode_quality(barcodes.tolist(), cfg.quality)], dtype=bool)
+    return failed & (barcodes != "").to_numpy(bool)
 
 
 def load_library(directory: str | Path, embedder: Embedder) -> ReferenceIndex:
