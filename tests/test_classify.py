@@ -175,7 +175,8 @@ def test_index_metadata(library: tuple[Path, Path]) -> None:
     assert meta["metadata"]["quality_skips"] == {"keys": 0, "val_seen": 0, "val_unseen": 0}  # real BOLD barcodes
     assert meta["checkpoint_hash"] == checkpoint_hash(checkpoint)
     assert meta["metadata"]["modality"] == "dna"
-    for query in ("image", "dna"):
+    assert list(meta["metadata"]["thresholds"]) == ["image", "dna", "image+dna"]  # + the fused photo and barcode
+    for query in ("image", "dna", "image+dna"):
         cal = meta["metadata"]["thresholds"][query]
         assert (cal["n_seen"], cal["n_unseen"], cal["keys_held_out"]) == (10, 5, 10)
         assert 0.5 <= cal["balanced_accuracy"] <= 1.0 and -1.0 <= cal["threshold"] <= 1.0 + 1e-5

@@ -9,6 +9,9 @@ best separates the two (balanced accuracy, ``clibd.index.vote.calibrate_threshol
 stored in the index metadata with the checkpoint hash (checked, with the dimension, when
 the library is loaded).
 
+With both an image and a DNA tower, an ``image+dna`` threshold is calibrated too, on the
+validation specimens that have both, by their fused similarity (mean of the two).
+
 Barcodes that fail ``cfg.quality`` (``clibd.data.quality.barcode_quality``) are left out of a
 DNA library's keys and out of the DNA calibration queries: counted by role in the metadata's
 ``quality_skips`` (and printed by ``clibd index build``), as a new barcode that fails them
@@ -29,12 +32,10 @@ from clibd.data.sources import read_specimens
 from clibd.embed.datasets import embed_roles, role_tables
 from clibd.embed.embedder import Embedder
 from clibd.embed.run_dir import checkpoint_hash
+from clibd.index.classify_specimens import FUSED, MODALITIES
 from clibd.index.faiss_index import ReferenceIndex
 from clibd.index.vote import calibrate_threshold
 from clibd.taxonomy import ALL_RANKS
-
-QUERY_MODALITIES = ("image", "dna")  # what `clibd classify` can read from files
-
 
 def build_library(
     cfg: Config, model: Any, modality: str, checkpoint: str | Path, accelerator: Any = None
@@ -56,7 +57,7 @@ def build_library(
         tables["keys"], quality_skips["keys"] = tables["keys"][~fails], int(fails.sum())
     keys, _ = embed_roles(cfg, model, {"keys": tables["keys"]}, [modality], accelerator, model_hash)
     key_emb, key_rows = keys["keys"][modality]
-    query_modalities = [m for m in QUERY_MODALITIES if m in model.modalities]
+    query_modalities = [m for m in MODALITIES if m in model.modalities]  # what classify reads from files
     queries, _ = embed_roles(
         cfg, model, {r: tables[r] for r in ("val_seen", "val_unseen")}, query_modalities, accelerator, model_hash
     )
@@ -67,15 +68,14 @@ def build_library(
     present = ~key_rows["species"].isin(unseen_species).to_numpy(dtype=bool)
     calibration_keys = ReferenceIndex(key_emb.shape[1], kind="flat")
     calibration_keys.add(key_emb[present], ids=key_rows["processid"][present].tolist())
+    for role in ("val_seen", "val_unseen"):
+        if "dna" in queries[role]:  # the rows embedded, minus those failing the barcode checks
+            emb, rows = queries[role]["dna"]
+            fails = _fails(cfg, rows)
+            queries[role]["dna"], quality_skips[role] = (emb[~fails], rows[~fails]), int(fails.sum())
     thresholds = {}
-    for query in query_modalities:
-        best = {}
-        for role in ("val_seen", "val_unseen"):
-            emb, rows = queries[role][query]
-            if query == "dna":  # the rows embedded, in table order, minus those failing the barcode checks
-                fails = _fails(cfg, rows)
-                emb, quality_skips[role] = emb[~fails], int(fails.sum())
-            best[role] = calibration_keys.search(emb, 1)[0][:, 0]
+    for query in query_modalities + ([FUSED] if set(MODALITIES) <= set(query_modalities) else []):
+        best = {role: _best_similarity(calibration_keys, queries[role], query) for role in ("val_seen", "val_unseen")}
         thresholds[query] = {
             **calibrate_threshold(best["val_seen"], best["val_unseen"]).to_dict(),
             "keys_held_out": int((~present).sum()),
@@ -96,6 +96,20 @@ def build_library(
     )
     index.add(key_emb, ids=key_rows["processid"].tolist(), taxonomy=key_rows[list(ALL_RANKS)])
     return index
+
+
+def _best_similarity(
+    keys: ReferenceIndex, queries: dict[str, tuple[np.ndarray, pd.DataFrame]], query: str
+) -> np.ndarray:
+    """Each query's similarity to its nearest key; ``image+dna``: the specimens with both, by the
+    mean of their two similarities (``clibd.index.classify_specimens``: the mean query, rescaled)."""
+    if query != FUSED:
+        return keys.search(queries[query][0], 1)[0][:, 0]
+    (image, image_rows), (dna, dna_rows) = queries["image"], queries["dna"]
+    both = pd.Index(image_rows["processid"]).get_indexer(dna_rows["processid"])
+    mean = (image[both[both >= 0]] + dna[both >= 0]) / 2
+    norm = np.linalg.norm(mean, axis=1)
+    return keys.search(mean / norm[:, None], 1)[0][:, 0] * norm
 
 
 def _fails(cfg: Config, rows: pd.DataFrame) -> np.ndarray:
