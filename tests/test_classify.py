@@ -128,6 +128,11 @@ def test_classify_specimens_fuses_photo_and_barcode_by_the_mean_similarity() -> 
     # A calibrated image+dna threshold is used when the library has one.
     index.metadata["thresholds"]["image+dna"] = {"threshold": 0.65}
     assert classify_specimens(index, inputs, k=1).set_index("id").loc["s", "possible_new_species"]
+    # Every photo unreadable (no image records at all): the barcodes are still classified.
+    inputs["image"] = _inputs("image", [], np.zeros((0, 4)), [])
+    alone = classify_specimens(index, inputs, k=1)
+    assert alone["id"].tolist() == ["s", "d", "f"] and alone["evidence"].tolist() == ["dna", "dna", ""]
+    assert alone["image_file"].isna().all() and alone["nearest_id"].tolist()[:2] == ["K2", "K2"]
 
 
 # ---- `clibd index build` + `clibd classify` on real photos and barcodes --------------------

@@ -58,10 +58,11 @@ def _specimens(inputs: dict[str, EmbeddedInputs], keep_flagged: bool) -> tuple[p
         records = inputs[modality].records
         at = pd.Index(records["id"].astype(str)).get_indexer(ids)
         present = at >= 0
-        quality = np.where(present, records["quality"].to_numpy(object)[at], "").astype(str)
-        table[f"{modality}_file"] = pd.array(np.where(present, records["file"].to_numpy(object)[at], None), "string")
+        aligned = records.reset_index(drop=True).reindex(at)  # position -1: a row of NA
+        quality = aligned["quality"].astype("string").fillna("").to_numpy(str)
+        table[f"{modality}_file"] = pd.array(aligned["file"].to_numpy(object), "string")
         if modality == "dna":
-            table["dna_record"] = pd.array(np.where(present, records["record"].to_numpy()[at], None), "Int64")
+            table["dna_record"] = pd.array(aligned["record"].to_numpy(object), "Int64")
         ok = quality == "" if modality == "dna" or not keep_flagged else np.ones(len(ids), dtype=bool)
         used[:, j] = present & ok
         embeddings[used[:, j], j] = inputs[modality].embeddings[at[used[:, j]]]
