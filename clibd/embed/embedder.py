@@ -82,7 +82,8 @@ def input_name(item: str | Path | Image.Image, position: int) -> str:
 class Embedder:
     """Embed new specimens with a trained checkpoint (inference mode, batched, eval transform).
 
-    ``Embedder("runs/demo/model").embed_images(["a.jpg", ...]) -> ImageEmbeddings(emb [N,D], ids, skipped, quality)``;
+    ``Embedder("runs/demo/model").embed_images(["a.jpg", ...])``
+    ``-> ImageEmbeddings(emb [N,D], ids, skipped, quality)``;
     ``embed_dna(sequences, ids) -> (emb, ids)``; ``embed_text(strings) -> emb``.
     Embeddings are float32, L2-normalised, in input order (skipped inputs left out).
 
