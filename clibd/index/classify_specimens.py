@@ -67,8 +67,11 @@ def _specimens(inputs: dict[str, EmbeddedInputs], keep_flagged: bool) -> tuple[p
         used[:, j] = present & ok
         embeddings[used[:, j], j] = inputs[modality].embeddings[at[used[:, j]]]
         notes.append(np.where(quality == "", "", f"{modality}: " + quality) if len(given) > 1 else quality)
-    table["evidence"] = pd.array(["+".join(m for m, u in zip(MODALITIES, row) if u) for row in used], "string")
-    joined = ["; ".join(n for n in parts if n) for parts in zip(*notes)]
+    image, dna = used.T
+    table["evidence"] = pd.array(np.select([image & dna, image, dna], [FUSED, "image", "dna"], ""), "string")
+    first, second = (notes[0], np.full(len(ids), "")) if len(notes) == 1 else notes
+    both = (first != "") & (second != "")
+    joined = np.where(both, np.char.add(np.char.add(first, "; "), second), np.char.add(first, second))
     table["quality"] = pd.array(joined, dtype="string")
     return table[["id", *FILE_COLUMNS, "evidence", "quality"]], used, embeddings
 
@@ -88,7 +91,7 @@ def classify_specimens(
     norm = np.linalg.norm(query, axis=1)
     thresholds = index.metadata["thresholds"]
     evidence = table["evidence"].to_numpy(str)[rows]
-    threshold = np.array([fused_threshold(thresholds, e) for e in evidence], dtype=np.float64)
+    threshold = pd.Series(evidence).map({e: fused_threshold(thresholds, e) for e in set(evidence)}).to_numpy(float)
     if len(rows):
         scores, positions = index.search(query / np.maximum(norm, 1e-12)[:, None], min(k, len(index)))
         scores = scores * norm[:, None]  # mean of the modalities' similarities (1 for one modality)
