@@ -160,8 +160,10 @@ class TrainConfig:
     schedule: str = "onecycle"  # onecycle | cosine (linear warm-up + cosine)
     warmup_fraction: float = 0.05
     mixed_precision: str = "no"  # no | bf16 | fp16
-    loss_targets: str = "identity"  # identity | label
+    loss_targets: str = "identity"  # identity | label | hierarchical
     label_rank: str = "species"  # rank whose shared labels are positives (label targets)
+    # hierarchical targets: weight of each shared rank (ranks left out weigh 0)
+    rank_weights: dict[str, float] = field(default_factory=lambda: {"species": 1.0, "genus": 0.3, "family": 0.1})
     eval_every_epochs: int = 1
     best_metric: str = "val_loss"  # val_loss (lower is better) or a retrieval metric key
     # Also run the retrieval protocol on the val split at each validation (keys embedded

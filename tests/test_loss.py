@@ -67,3 +67,31 @@ def test_bad_arguments_are_named() -> None:
         ContrastiveLoss("label")({"image": EYE, "dna": EYE}, ZERO)
     with pytest.raises(ValueError, match="identity"):
         ContrastiveLoss("soft")
+
+
+def test_hierarchical_targets_weigh_the_shared_ranks() -> None:
+    # Columns (genus, species), weights (0.5, 1): samples 0 and 1 share the genus only, sample 2
+    # shares nothing. Rows of the target: [1.5, .5, 0] / 2, [.5, 1.5, 0] / 2, [0, 0, 1].
+    loss_fn = ContrastiveLoss("hierarchical", rank_weights=(0.5, 1.0))
+    labels = torch.tensor([[0, 0], [0, 1], [1, 2]])
+    target = loss_fn._hierarchical_targets(labels, labels, 0)
+    torch.testing.assert_close(target, torch.tensor([[0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 1.0]]))
+    eye = torch.eye(3)
+    loss, _ = loss_fn({"dna": eye, "text": eye}, ZERO, labels)
+    # logits = I; rows 0-1: log(e + 2) - 0.75; row 2: log(e + 2) - 1
+    expected = math.log(math.e + 2) - (0.75 + 0.75 + 1.0) / 3
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_hierarchical_unknown_rank_is_not_shared() -> None:
+    loss_fn = ContrastiveLoss("hierarchical", rank_weights=(0.5, 1.0))
+    labels = torch.tensor([[-1, 0], [-1, 1]])  # genus unknown in both: not a shared genus
+    torch.testing.assert_close(loss_fn._hierarchical_targets(labels, labels, 0), torch.eye(2))
+
+
+def test_hierarchical_targets_need_weights_and_label_columns() -> None:
+    with pytest.raises(ValueError, match="non-negative rank weights"):
+        ContrastiveLoss("hierarchical")
+    loss_fn = ContrastiveLoss("hierarchical", rank_weights=(0.5, 1.0))
+    with pytest.raises(ValueError, match=r"labels \[n, 2\], got \[2\]"):
+        loss_fn({"dna": EYE, "text": EYE}, ZERO, torch.tensor([0, 1]))

@@ -179,8 +179,10 @@ def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResu
     # Not prepared: accelerate would step it once per process and overrun OneCycle's total.
     scheduler = build_scheduler(optimizer, tc, total_steps)
     accelerator.register_for_checkpointing(scheduler)
-    loss_fn = ContrastiveLoss(tc.loss_targets, rank=accelerator.process_index, world_size=accelerator.num_processes)
-    label_col = EVAL_RANKS.index(tc.label_rank)
+    rank_weights = [tc.rank_weights.get(r, 0.0) for r in EVAL_RANKS]
+    loss_fn = ContrastiveLoss(tc.loss_targets, accelerator.process_index, accelerator.num_processes, rank_weights)
+    # Hierarchical targets read every rank's label column; the others one.
+    label_col = slice(None) if tc.loss_targets == "hierarchical" else EVAL_RANKS.index(tc.label_rank)
     unwrapped = accelerator.unwrap_model(model)
 
     state = TrainerState()

@@ -11,6 +11,7 @@ gradient of the whole-batch loss (tests/test_loss_distributed.py checks this).
 from __future__ import annotations
 
 from itertools import combinations
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 MODALITY_ORDER: tuple[str, ...] = ("image", "dna", "text")
-TARGETS = ("identity", "label")
+TARGETS = ("identity", "label", "hierarchical")
 
 
 def _gather_rows(x: Tensor, sizes: list[int], with_grad: bool) -> Tensor:
@@ -43,13 +44,26 @@ class ContrastiveLoss(nn.Module):
     ``targets="label"`` (all samples sharing a known label are positives, each row of the
     target matrix normalised to sum 1; a sample with an unknown label is a positive only
     of itself). ``targets="identity"`` makes each sample the only positive of itself.
+    ``targets="hierarchical"``: ``labels`` is ``[n_local, R]`` (one column per rank) and
+    ``rank_weights`` has R weights; a pair's target weight is the sum of the weights of the
+    ranks it shares (a sample shares every rank with itself), each row normalised to sum 1.
+    Relatives of the same genus or family thus pull together, less than one species.
     """
 
-    def __init__(self, targets: str = "identity", rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        targets: str = "identity",
+        rank: int = 0,
+        world_size: int = 1,
+        rank_weights: Sequence[float] = (),
+    ) -> None:
         super().__init__()
         if targets not in TARGETS:
             raise ValueError(f"loss targets must be one of {TARGETS}, got {targets!r}")
+        if targets == "hierarchical" and (not rank_weights or min(rank_weights) < 0 or sum(rank_weights) <= 0):
+            raise ValueError(f"hierarchical loss targets need non-negative rank weights, got {list(rank_weights)}")
         self.targets = targets
+        self.rank_weights = torch.tensor(list(rank_weights), dtype=torch.float32)
         self.rank = rank
         self.world_size = world_size
 
@@ -69,14 +83,25 @@ class ContrastiveLoss(nn.Module):
         same = same.float()
         return same / same.sum(dim=1, keepdim=True)
 
+    def _hierarchical_targets(self, labels: Tensor, global_labels: Tensor, offset: int) -> Tensor:
+        """Row-normalised ``[n_local, n_global]`` sum of the weights of the ranks each pair shares."""
+        weights = self.rank_weights.to(labels.device)
+        if labels.dim() != 2 or labels.shape[1] != len(weights):
+            raise ValueError(f"hierarchical targets need labels [n, {len(weights)}], got {list(labels.shape)}")
+        same = (labels[:, None, :] == global_labels[None, :, :]) & (labels[:, None, :] >= 0)
+        target = same.float() @ weights
+        own = torch.arange(labels.shape[0], device=labels.device)
+        target[own, own + offset] = weights.sum()
+        return target / target.sum(dim=1, keepdim=True)
+
     def forward(
         self, features: dict[str, Tensor], logit_scale: Tensor, labels: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         present = [m for m in MODALITY_ORDER if m in features]
         if len(present) < 2:
             raise ValueError(f"contrastive loss needs at least two modalities, got {sorted(features)}")
-        if self.targets == "label" and labels is None:
-            raise ValueError("loss targets 'label' need the labels tensor")
+        if self.targets != "identity" and labels is None:
+            raise ValueError(f"loss targets {self.targets!r} need the labels tensor")
         n_local = features[present[0]].shape[0]
         device = features[present[0]].device
         sizes = self._sizes(n_local, device)
@@ -92,7 +117,8 @@ class ContrastiveLoss(nn.Module):
         else:
             labels = labels.to(device)
             global_labels = labels if self.world_size == 1 else _gather_rows(labels, sizes, with_grad=False)
-            target = self._soft_targets(labels, global_labels, offset)
+            soft = self._soft_targets if self.targets == "label" else self._hierarchical_targets
+            target = soft(labels, global_labels, offset)
 
         scale = logit_scale.float().exp()
         per_pair: dict[str, Tensor] = {}
