@@ -52,6 +52,7 @@ class DnaTowerConfig:
     # Local HF-format directory or a state-dict file of a BertForMaskedLM; None = random init.
     pretrained: Optional[str] = None
     # mean: masked mean, padding never counted | mean_all: every position, padding included (the original)
+    # | kmer_bag: mean k-mer embedding (+ the masked mean when num_layers > 0; docs/dna_recipe.md)
     pooling: str = "mean"
     # linear: pooled last hidden state -> projection head | mlm_softmax (the original): the BERT MLM
     # head's transform (dense + GELU + LayerNorm), Linear(hidden, embed_dim), softmax, then pooled;

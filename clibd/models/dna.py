@@ -16,6 +16,12 @@ the last hidden state (a projection head follows in ``CLIBDModel``). The origina
 ``mlm_softmax`` + ``mean_all`` + no attention mask: BertForMaskedLM's MLM head transform
 (dense + GELU + LayerNorm), its decoder replaced by Linear(hidden, embed_dim), a softmax over
 those outputs, then the mean over every position, padding included (docs/published.md).
+
+``pooling: kmer_bag`` adds a bag-of-k-mers path (docs/dna_recipe.md): the mean of the word
+embeddings of the sequence's ACGT k-mers (no position, no normalisation), the learned form of
+k-mer counting; with overlapping k-mers (``stride: 1``) it does not depend on the reading
+frame. The transformer's masked mean is added to it when ``num_layers > 0``; with 0 layers the
+tower is the bag alone and the transformer is not run. It adds no weights.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
@@ -37,7 +44,7 @@ from clibd.models.weights import CheckpointMismatchError, load_state_dict, misma
 
 
 DNA_HEADS = ("linear", "mlm_softmax")
-DNA_POOLINGS = ("mean", "mean_all")
+DNA_POOLINGS = ("mean", "mean_all", "kmer_bag")
 # Weight files looked for in a DNA checkpoint directory, in order.
 _DIR_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # Our pretrain-dna output records its tokenizer here (KmerTokenizer.settings()).
@@ -214,6 +221,8 @@ class DnaTower(nn.Module):
             raise ValueError(f"dna.pooling={cfg.pooling!r}: choose one of {DNA_POOLINGS}")
         if cfg.head not in DNA_HEADS:
             raise ValueError(f"dna.head={cfg.head!r}: choose one of {DNA_HEADS}")
+        if cfg.pooling == "kmer_bag" and cfg.head != "linear":
+            raise ValueError(f"dna.pooling=kmer_bag adds hidden-size vectors: it needs dna.head=linear, not {cfg.head!r}")
         if arch is None:
             adopt_checkpoint_tokenizer(cfg)
         self.tokenizer = make_kmer_tokenizer(cfg)
@@ -250,8 +259,21 @@ class DnaTower(nn.Module):
         self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "kmer_bag":
+            bag = self._kmer_bag(ids, mask)
+            if self.backbone.config.num_hidden_layers == 0:
+                return bag
         attention = mask if self.use_attention_mask else None  # None: BERT attends to every position
         hidden = self.backbone(input_ids=ids, attention_mask=attention).last_hidden_state
         if self.projects:
             hidden = self.decoder(self.transform(hidden)).softmax(dim=-1)
+        if self.pooling == "kmer_bag":
+            return pool(hidden, mask, "mean") + bag
         return pool(hidden, mask, self.pooling)
+
+    def _kmer_bag(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean word embedding of the real ACGT k-mers (special and UNK tokens left out), ``[B, H]``."""
+        table = self.backbone.embeddings.word_embeddings.weight
+        weights = (mask.bool() & (ids >= self.tokenizer.kmer_offset)).to(table.dtype)
+        total = F.embedding_bag(ids, table, mode="sum", per_sample_weights=weights)
+        return total / weights.sum(dim=1, keepdim=True).clamp(min=1)
