@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 bench-real: $(STAMP)
-	$(PY) bench/real_barcodes.py
+	$(PY) bench/real_barcodes.py --curve bench/real_barcodes_curve.png
 
 clean:
 	rm -rf $(VENV) .cache runs data/demo
