@@ -311,7 +311,8 @@ def verdict(rows: list[Row]) -> tuple[str, dict]:
         f"verdict: best learned row '{best.method}': {parts} against {GOAL_ROW}; {status}; "
         f"{floor} the floor (seen species >= {FLOOR['seen_species']}, unseen genus >= {FLOOR['unseen_genus']})"
     )
-    return line, {"baseline": GOAL_ROW, "best_learned": best.method, "gaps": gaps, "beats_all": beats, "floor_met": floor_met}
+    summary = {"baseline": GOAL_ROW, "best_learned": best.method, "gaps": gaps, "beats_all": beats, "floor_met": floor_met}
+    return line, summary
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -320,7 +321,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the budget: 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the unseen-species choice and the key/query halves")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "real_barcodes.json")
-    parser.add_argument("--curve", type=Path, default=None, help=f"also run the learning curve, plot it here (make bench-real: {CURVE.name})")
+    parser.add_argument(
+        "--curve", type=Path, default=None, help=f"also run the learning curve, plot it here (make bench-real: {CURVE.name})"
+    )
     parser.add_argument("overrides", nargs="*", help="overrides of configs/bench/real_barcodes.yaml")
     args = parser.parse_args(argv)
     if not args.data.is_file():
@@ -365,7 +368,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             report["curve_cpu_seconds"] = time.process_time() - cpu_start - table_cpu_s
             report["curve_load_average"] = list(os.getloadavg())
             args.out.write_text(json.dumps(report, indent=2))
-            print(f"curve {report['curve_seconds']:.0f} s wall, {report['curve_cpu_seconds']:.0f} s CPU; wrote {args.curve}")
+            wall, cpu = report["curve_seconds"], report["curve_cpu_seconds"]
+            print(f"curve {wall:.0f} s wall, {cpu:.0f} s CPU; wrote {args.curve}")
     return 0
 
 

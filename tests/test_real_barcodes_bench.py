@@ -52,10 +52,8 @@ def test_any_bold_file_gets_every_row_and_the_verdict(tmp_path: Path, capsys: py
     assert main(["--data", str(_bold_tsv(tmp_path / "mine.tsv")), "--threads", "1", "--out", str(out), *TINY]) == 0
     report = json.loads(out.read_text())
     # 4 genera of two species: one unseen species each (16 rows); the other 16 halved into keys and queries.
-    assert report["protocol"] == {
-        "records": 32, "skipped": 0, "key": 8, "query_seen": 8, "query_unseen": 16, "unseen_species": 4,
-        **{k: report["protocol"][k] for k in report["protocol"] if k.startswith("mlm") or "contrastive" in k or "recipe" in k},
-    }
+    counts = {"records": 32, "skipped": 0, "key": 8, "query_seen": 8, "query_unseen": 16, "unseen_species": 4}
+    assert {k: report["protocol"][k] for k in counts} == counts
     methods = [r["method"] for r in report["rows"]]
     assert methods == [
         "k-mer 1-NN k=4", "k-mer 1-NN k=6", GOAL_ROW, "DNA tower untrained",
@@ -81,7 +79,7 @@ def test_curve_plot_has_a_panel_per_column(tmp_path: Path) -> None:
     from bench.real_barcodes import COLUMNS, Row, plot_curve
 
     kmer = [Row(f"k-mer 1-NN k={k}", 0.9, 0.7, 0.8, None, None, 0.1) for k in (4, 6, 8)]
-    points = [{"factor": f, "seen_species": 0.5 + f / 10, "unseen_genus": 0.3, "unseen_family": 0.4} for f in (0.25, 1, 4)]
+    points = [{"factor": f, "seen_species": 0.5, "unseen_genus": 0.3, "unseen_family": 0.4} for f in (0.25, 1, 4)]
     plot_curve(points, kmer, tmp_path / "curve.png")
     height, width, _ = matplotlib.image.imread(tmp_path / "curve.png").shape
     assert width == 4 * len(COLUMNS) * 120 and height == int(3.6 * 120)

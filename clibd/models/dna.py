@@ -222,7 +222,7 @@ class DnaTower(nn.Module):
         if cfg.head not in DNA_HEADS:
             raise ValueError(f"dna.head={cfg.head!r}: choose one of {DNA_HEADS}")
         if cfg.pooling == "kmer_bag" and cfg.head != "linear":
-            raise ValueError(f"dna.pooling=kmer_bag adds hidden-size vectors: it needs dna.head=linear, not {cfg.head!r}")
+            raise ValueError(f"dna.pooling=kmer_bag adds hidden-size vectors: needs dna.head=linear, not {cfg.head!r}")
         if arch is None:
             adopt_checkpoint_tokenizer(cfg)
         self.tokenizer = make_kmer_tokenizer(cfg)
