@@ -1,7 +1,7 @@
 """Write the synthetic demo dataset in the exact BIOSCAN-5M layout.
 
 ``generate_demo(out, n, seed)`` writes ``out/bioscan5m/metadata/csv/...csv`` and the
-``images/cropped_256/<split>/<chunk>/<processid>.jpg`` tree, so the demo goes through
+``images/cropped_256/<split>/<chunk>/<processid>.jpg`` tree of ``simulate_demo(n, seed)``, so the demo goes through
 the same reader as the real dataset. Everything is written to a hidden sibling folder
 that is renamed into place at the end, so ``out/bioscan5m`` is either complete or absent.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 from clibd.config import DataConfig
 from clibd.data.sources.bioscan5m import FOLDER, METADATA_FILE
 from clibd.data.demo.barcodes import evolve, read_barcodes
-from clibd.data.demo.images import body_traits, plan_drawings, write_images
+from clibd.data.demo.images import Drawing, body_traits, plan_drawings, write_images
 from clibd.data.demo.metadata import build_metadata
 from clibd.data.demo.names import ORDERS
 from clibd.data.demo.specimens import assign_splits, barcode_groups, haplotypes, specimen_counts
@@ -28,11 +29,15 @@ DEFAULT_SPECIMENS = 4000
 SPECIMENS_PER_SPECIES = 9  # on average, before the log-normal imbalance
 
 
-def generate_demo(out: Path, n_specimens: int = DEFAULT_SPECIMENS, seed: int = 0) -> pd.DataFrame:
-    """Simulate ``n_specimens`` specimens, write them under ``out`` and return the metadata table."""
-    final = Path(out) / FOLDER
-    if final.exists():
-        raise FileExistsError(f"{final} already exists: remove it or choose another folder")
+@dataclass(frozen=True)
+class Simulation:
+    table: pd.DataFrame  # the metadata, one row per specimen
+    drawing: Drawing  # what each image shows
+    image_rng: np.random.Generator  # the image stream, where drawing the pixels continues
+
+
+def simulate_demo(n_specimens: int = DEFAULT_SPECIMENS, seed: int = 0) -> Simulation:
+    """The demo's specimens in memory, images planned but not drawn (``generate_demo`` writes them)."""
     tree_rng, dna_rng, split_rng, image_rng, meta_rng = np.random.default_rng(seed).spawn(5)
     n_orders = int(np.clip(n_specimens // 300 + 4, 5, len(ORDERS)))
     tree = build_tree(tree_rng, max(20, n_specimens // SPECIMENS_PER_SPECIES), n_orders)
@@ -44,7 +49,16 @@ def generate_demo(out: Path, n_specimens: int = DEFAULT_SPECIMENS, seed: int = 0
     shuffle = meta_rng.permutation(n_specimens)
     species, depth, split, barcodes = species[shuffle], depth[shuffle], split[shuffle], barcodes[shuffle]
     drawing = plan_drawings(image_rng, body_traits(image_rng, tree, species))
-    table = build_metadata(meta_rng, tree, species, depth, split, barcodes, drawing)
+    return Simulation(build_metadata(meta_rng, tree, species, depth, split, barcodes, drawing), drawing, image_rng)
+
+
+def generate_demo(out: Path, n_specimens: int = DEFAULT_SPECIMENS, seed: int = 0) -> pd.DataFrame:
+    """Simulate ``n_specimens`` specimens, write them under ``out`` and return the metadata table."""
+    final = Path(out) / FOLDER
+    if final.exists():
+        raise FileExistsError(f"{final} already exists: remove it or choose another folder")
+    simulation = simulate_demo(n_specimens, seed)
+    table = simulation.table
 
     final.parent.mkdir(parents=True, exist_ok=True)
     root = final.parent / f".{FOLDER}.partial-{os.getpid()}"
@@ -55,7 +69,7 @@ def generate_demo(out: Path, n_specimens: int = DEFAULT_SPECIMENS, seed: int = 0
         paths = [root / p for p in relpaths]
         for folder in sorted({p.parent for p in paths}):  # creates root too
             folder.mkdir(parents=True, exist_ok=True)
-        write_images(image_rng, drawing, paths)
+        write_images(simulation.image_rng, simulation.drawing, paths)
         (root / METADATA_FILE).parent.mkdir(parents=True)
         table.to_csv(root / METADATA_FILE, index=False, lineterminator="\n")
         root.rename(final)
