@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from clibd.cli import main
@@ -139,32 +138,26 @@ def _macro_top1(results: dict, pair: str, rank: str, role: str) -> float:
     return results[pair][role]["macro"][rank]["top1"]
 
 
-def _seen_macro_top1_over_ranks(results: dict, pair: str) -> float:
-    return float(np.mean([_macro_top1(results, pair, rank, "seen") for rank in RANKS]))
-
-
 def _max_weight_difference(a, b) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 @pytest.mark.slow
 def test_demo_train_then_evaluate(tmp_path: Path) -> None:
-    """Train briefly (300 steps) on the synthetic demo data, evaluate through train.py's entry
-    (run_evaluation), and compare with the untrained model that training started from (same
-    seed, same architecture and text vocabulary).
+    """`make demo` as shipped (configs/demo.yaml: 4,000 specimens, 5 epochs), evaluated through
+    train.py's entry (run_evaluation), against the untrained model that training started from
+    (same seed, same architecture and text vocabulary, rebuilt as train() builds it).
 
-    Paired, because an untrained DNA tower (random k-mer embeddings, mean-pooled: a random
-    projection of k-mer counts) is already a strong DNA->DNA retriever here, and a different
-    random init moves it by as much as training does: seen species macro top-1 0.871-0.901
-    over five init seeds. Against its own init the gain is steady. Seen macro top-1, mean of
-    the four ranks, trained - init (demo seed, train seed):
-      300 steps: +0.023 (0, 0), +0.014 (0, 1), +0.018 (1, 0), +0.016 (1, 2);
-      120 steps: +0.013, +0.015, +0.004 (0, 0-2), +0.011, +0.004, +0.003 (1, 0-2): too close.
-    Asserted: > +0.005. The headroom is small: both sit under the ceiling of the
-    non-overlapping (stride = k) tokens, 0.934 seen species for k-mer-count 1-NN on those tokens
-    against 1.000 with overlapping ones (reads starting 1-29 nt in are out of token phase).
-    Image->image, seen order macro top-1: 0.67-0.73 trained vs 0.29-0.39 untrained in those four
-    300-step runs; asserted +0.05."""
+    Paired, because a different random init moves an untrained tower by a lot on its own.
+    Seen macro top-1, DNA->DNA, trained vs untrained, demo seed 0, train seeds 0 / 1 / 2:
+      species 0.735 vs 0.715, 0.742 vs 0.723, 0.742 vs 0.717: +0.020, +0.019, +0.025;
+      genus   0.819 vs 0.787, 0.826 vs 0.791, 0.808 vs 0.796: +0.032, +0.035, +0.012.
+    Asserted: > +0.005 at each. The margin is small because the demo's barcodes are now as hard
+    as real ones (reads start at different offsets, so non-overlapping 5-mers of one species fall
+    in different frames): on the real BOLD file, too, this recipe barely beats its init (issue 12).
+    (Before it, on 1,000 specimens, the untrained tower already found 0.87-0.90 of seen species.)
+    Image->image, seen order macro top-1: 0.606 / 0.634 / 0.565 trained vs 0.168 / 0.227 / 0.196
+    untrained; asserted +0.05."""
     from accelerate.utils import set_seed
 
     from clibd.config import load_config
@@ -175,17 +168,9 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     from clibd.train.loop import train
     from clibd.train.setup import build_model
 
-    cfg = load_config(None, [
-        "data.format=bioscan5m", f"data.root={tmp_path / 'demo'}", "data.demo_specimens=1000",
-        f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", "data.augment.enabled=false",
-        "model.embed_dim=32", "model.image.name=test_vit", "model.image.image_size=32",
-        "model.dna.k=4", "model.dna.hidden_size=32", "model.dna.num_layers=1", "model.dna.num_heads=2",
-        "model.dna.intermediate_size=64", "model.text.name=null", "model.text.hidden_size=32",
-        "model.text.num_layers=1", "model.text.num_heads=2", "model.text.intermediate_size=64",
-        "model.text.vocab_size=300", "train.batch_size=64", "train.epochs=100", "train.max_steps=300",
-        "train.lr=1e-3", "train.lr_reference_batch=0", "train.loss_targets=label", "train.trackers=[]",
-        "eval.batch_size=128",
-    ])  # fmt: skip
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        f"data.root={tmp_path / 'demo'}", f"data.cache_dir={tmp_path / 'cache'}", "train.trackers=[]",
+    ])
     result = train(cfg, tmp_path / "run")
     model = CLIBDModel.from_pretrained(result.model_dir)
     trained = run_evaluation(cfg, model, tmp_path / "eval", "test", checkpoint=result.model_dir)
@@ -195,7 +180,7 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     start = build_model(cfg, train_rows, None).eval()
     set_seed(cfg.train.seed + 1)
     other_init = build_model(cfg, train_rows, None)
-    # Guard on the pairing: 300 steps moved no weight by more than 0.13-0.17; another init differs by 0.35-0.37.
+    # Guard on the pairing: training moved no weight by more than 0.07; another init differs by 0.27.
     assert _max_weight_difference(model, start) < 0.5 * _max_weight_difference(model, other_init)
     untrained = run_evaluation(cfg, start, tmp_path / "eval-untrained", "test")
 
@@ -205,5 +190,6 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     assert written["meta"]["split"] == "test" and written["meta"]["counts"]["queries"]["unseen"]["dna"] > 0
     image = [_macro_top1(r, "image->image", "order", "seen") for r in (trained, untrained)]
     assert image[0] > image[1] + 0.05, image
-    dna = [_seen_macro_top1_over_ranks(r, "dna->dna") for r in (trained, untrained)]
-    assert dna[0] > dna[1] + 0.005, dna
+    for rank in ("species", "genus"):
+        dna = [_macro_top1(r, "dna->dna", rank, "seen") for r in (trained, untrained)]
+        assert dna[0] > dna[1] + 0.005, (rank, dna)
