@@ -30,7 +30,8 @@ class ImageTowerConfig:
     enabled: bool = True
     backbone: str = "timm"  # timm | open_clip
     name: str = "vit_tiny_patch16_224"  # timm model name or open_clip model name
-    # Hub id (hf-hub:...), local weights file or directory; None = random init.
+    # Hub id (hf-hub:...), local weights file or directory, or a timm pretrained tag
+    # (augreg_in21k; the published system: augreg2_in21k_ft_in1k, timm's default); None = random init.
     pretrained: Optional[str] = None
     image_size: int = 224
     finetune: str = "full"  # full | lora | frozen
@@ -78,8 +79,9 @@ class TextTowerConfig:
     num_heads: int = 8
     intermediate_size: int = 2048
     vocab_size: int = 2000  # only for a tokenizer trained on the data
-    pooling: str = "mean"  # mean | cls
-    # None = the longest taxonomy string in the data, so no species name is ever cut.
+    # mean (padding left out) | cls | mean_all (every position, padding included: the published system)
+    pooling: str = "mean"
+    # None = the longest taxonomy string in the data, so no species name is ever cut (published: 20).
     max_length: Optional[int] = None
     template: str = "{order} {family} {genus} {species}"
     missing_word: str = "not_classified"
@@ -115,10 +117,13 @@ class SplitRoles:
 @dataclass
 class AugmentConfig:
     enabled: bool = True
-    scale_min: float = 0.8  # RandomResizedCrop scale range lower bound
+    # Shorter side resized to this before the random crop (published: 256); None = crop the image as it is.
+    resize_before_crop: Optional[int] = None
+    scale_min: float = 0.8  # RandomResizedCrop scale range lower bound (published: 0.08)
     hflip: float = 0.5
     vflip: float = 0.0
     rotate_degrees: float = 0.0
+    rotate_fill: int = 255  # grey level of the corners a rotation uncovers (published: 0, black)
     color_jitter: float = 0.1
 
 
@@ -139,9 +144,13 @@ class DataConfig:
     # Ranks every key/query row (splits of keys, test_*, val_* roles) must carry; [] = none.
     required_ranks: list[str] = field(default_factory=lambda: ["order", "family", "genus", "species"])
     cache_dir: str = ".cache/clibd"
-    # Image normalisation: BIOSCAN-5M cropped statistics by default.
+    # Image normalisation: BIOSCAN-5M cropped statistics by default; mean 0 and std 1 give the
+    # published system's plain [0, 1] pixels (no normalisation).
     mean: list[float] = field(default_factory=lambda: [0.7628, 0.7650, 0.7637])
     std: list[float] = field(default_factory=lambda: [0.1421, 0.1564, 0.1731])
+    # Evaluation view: shorter side resized to this, then the centre image_size crop; None = image_size
+    # (the whole shorter side). The published system: 256 for a 224 crop.
+    eval_resize: Optional[int] = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     num_workers: int = 2
     pin_memory: bool = True
@@ -191,6 +200,9 @@ class EvalConfig:
     precision: str = "auto"
     compile: bool = False  # torch.compile with frozen weights: ~15-30 s per tower, pays for large splits
     max_per_split: Optional[int] = None
+    # Also score the fused image+DNA features as the published system does: their mean ("image+dna(avg)")
+    # and concatenation ("image+dna(concat)") as queries and keys, and every key modality stacked ("all").
+    fused_pairs: bool = False
 
 
 @dataclass

@@ -19,16 +19,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default: the config's out_dir)")
     parser.add_argument("--resume", help="'latest' (OUT/checkpoints/last) or a checkpoint directory")
     parser.add_argument("--no-eval", action="store_true", help="skip the retrieval evaluation after training")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit (reads no data)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
 
 
 def run(args: argparse.Namespace) -> int:
-    from clibd.config import load_config
-    from clibd.train.loop import train
+    from clibd.config import load_config, to_yaml
 
     cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
     out = Path(args.out or cfg.out_dir)
     cfg.out_dir = str(out)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    from clibd.train.loop import train
+
     result = train(cfg, out, resume=args.resume)
     if result.interrupted:
         print(f"stopped by SIGTERM at step {result.steps}; resume with: python train.py --config ... --out {out} --resume latest")

@@ -68,9 +68,9 @@ class SpecimenDataset(Dataset):
         self.image_size = image_size
         if image_size is not None:
             augment = data_cfg.augment if train else None
-            self.transform = build_pil_transform(image_size, augment)
+            self.transform = build_pil_transform(image_size, augment, data_cfg.eval_resize)
             self.normalize = build_normalize(data_cfg.mean, data_cfg.std)
-            self._decode_side = decode_side(image_size, augment)
+            self._decode_side = decode_side(image_size, augment, data_cfg.eval_resize)
             self.image_ref = table["image_ref"].to_numpy(dtype=object, na_value=None)
             self._refuse(np.array([r is None for r in self.image_ref], dtype=bool), REASON_IMAGE, "no image_ref")
 

@@ -83,37 +83,52 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_side(image_size: int, augment: AugmentConfig | None) -> int:
+def decode_side(image_size: int, augment: AugmentConfig | None, eval_resize: int | None = None) -> int:
     """Shorter side an image must keep before the transform so nothing is upsampled.
 
+    The evaluation view resizes the shorter side to ``eval_resize`` (default ``image_size``).
     RandomResizedCrop takes a crop of ``scale_min`` of the area at smallest, i.e. a side
-    ``sqrt(scale_min)`` of the original's, and scales it up to ``image_size``.
+    ``sqrt(scale_min)`` of the original's, and scales it up to ``image_size``; after a
+    ``resize_before_crop`` the image is that size anyway, so decoding it larger gains nothing.
     """
     if augment is None or not augment.enabled:
-        return image_size
+        return eval_resize or image_size
+    if augment.resize_before_crop:
+        return augment.resize_before_crop
     return math.ceil(image_size / math.sqrt(augment.scale_min))
 
 
-def build_pil_transform(image_size: int, augment: AugmentConfig | None = None) -> v2.Compose:
+def build_pil_transform(
+    image_size: int, augment: AugmentConfig | None = None, eval_resize: int | None = None
+) -> v2.Compose:
     """PIL RGB image -> uint8 tensor ``[3, image_size, image_size]`` (geometry and colour only).
 
-    ``augment`` None (or disabled) gives the deterministic evaluation transform: resize the
-    shorter side to ``image_size`` and center-crop. Otherwise RandomResizedCrop with
-    ``scale=(augment.scale_min, 1)``, then the configured flips, rotation (corners filled
-    white) and colour jitter.
+    ``augment`` None (or disabled) gives the deterministic evaluation view: resize the
+    shorter side to ``eval_resize`` (default ``image_size``) and center-crop ``image_size``.
+    Otherwise: optionally resize the shorter side to ``augment.resize_before_crop``, then
+    RandomResizedCrop with ``scale=(augment.scale_min, 1)``, then the configured flips,
+    rotation (uncovered corners filled with grey level ``rotate_fill``) and colour jitter.
+    The published system's training view is ``resize_before_crop=256, scale_min=0.08,
+    hflip=0.5, vflip=0.5, rotate_degrees=45, rotate_fill=0, color_jitter=0``.
     """
     if augment is None or not augment.enabled:
-        steps: list[v2.Transform] = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
+        resize = eval_resize or image_size
+        if resize < image_size:
+            raise ValueError(f"data.eval_resize={resize} is smaller than the {image_size}-px crop")
+        steps: list[v2.Transform] = [v2.Resize(resize, antialias=True), v2.CenterCrop(image_size)]
     else:
         if not 0 < augment.scale_min <= 1:
             raise ValueError(f"augment.scale_min must be in (0, 1], got {augment.scale_min}")
-        steps = [v2.RandomResizedCrop(image_size, scale=(augment.scale_min, 1.0), antialias=True)]
+        steps = [v2.Resize(augment.resize_before_crop, antialias=True)] if augment.resize_before_crop else []
+        steps.append(v2.RandomResizedCrop(image_size, scale=(augment.scale_min, 1.0), antialias=True))
         if augment.hflip > 0:
             steps.append(v2.RandomHorizontalFlip(augment.hflip))
         if augment.vflip > 0:
             steps.append(v2.RandomVerticalFlip(augment.vflip))
         if augment.rotate_degrees > 0:
-            steps.append(v2.RandomRotation(augment.rotate_degrees, fill=WHITE))
+            if not 0 <= augment.rotate_fill <= 255:
+                raise ValueError(f"augment.rotate_fill must be a grey level in [0, 255], got {augment.rotate_fill}")
+            steps.append(v2.RandomRotation(augment.rotate_degrees, fill=(augment.rotate_fill,) * 3))
         if augment.color_jitter > 0:
             j = augment.color_jitter
             steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
@@ -154,7 +169,8 @@ def build_transform(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     augment: AugmentConfig | None = None,
+    eval_resize: int | None = None,
 ) -> v2.Compose:
     """PIL RGB image -> normalised float32 tensor ``[3, image_size, image_size]``
     (``build_pil_transform`` then ``build_normalize``)."""
-    return v2.Compose([build_pil_transform(image_size, augment), build_normalize(mean, std)])
+    return v2.Compose([build_pil_transform(image_size, augment, eval_resize), build_normalize(mean, std)])

@@ -196,6 +196,7 @@ def embed_role(
         "modality": modality,
         "mean": list(cfg.data.mean),
         "std": list(cfg.data.std),
+        "eval_resize": cfg.data.eval_resize,
         "precision": str(resolve_dtype(cfg.eval.precision, device)),
         "compile": cfg.eval.compile,
     }

@@ -71,11 +71,13 @@ def evaluate_retrieval(
     ranks: Sequence[str] = EVAL_RANKS,
     index_kind: str = "flat",
     device: str = "auto",
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> RetrievalResults:
     """Score every query modality of every role (``"seen"``, ``"unseen"``) against every key modality.
 
     ``queries[role][modality] = (embeddings, labels)``; ``keys[modality] = (embeddings, labels)``
     holding seen and unseen keys together. Query and key embeddings of a pair must share a dim.
+    ``pairs``: only these (query, key) modality pairs (``clibd.eval.fused``); None = all of them.
     """
     unknown_roles = sorted(set(queries) - set(ROLES))
     if unknown_roles:
@@ -95,12 +97,17 @@ def evaluate_retrieval(
     k = max(ks)
     results: dict[str, dict] = {}
     tables = []
+    wanted = None if pairs is None else set(map(tuple, pairs))
     for key_modality, (key_emb, _) in keys.items():
+        if wanted is not None and not any(k == key_modality for _, k in wanted):
+            continue
         index = ReferenceIndex(np.shape(key_emb)[1], kind=index_kind, device=device)
         index.add(key_emb, ids=np.arange(len(key_emb)).astype(str))
         # A missing neighbour (approximate search, position -1) gets an all-unknown label row.
         padded_codes = np.vstack([key_codes[key_modality], np.full((1, len(ranks)), -1)])
         for (role, query_modality, (query_emb, _)), q_codes in zip(query_items, query_codes):
+            if wanted is not None and (query_modality, key_modality) not in wanted:
+                continue
             pair = f"{query_modality}->{key_modality}"
             if np.shape(query_emb)[1] != index.dim:
                 raise ValueError(f"{pair}: {role} queries are {np.shape(query_emb)[1]}-d, keys {index.dim}-d")
@@ -228,6 +235,8 @@ def write_results(
     document = _json_safe({"meta": dict(meta), **body})
     paths["json"].write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     title = ", ".join(f"{k}: {meta[k]}" for k in ("checkpoint", "dataset", "split") if k in meta)
+    if meta.get("empty_roles"):
+        title += "\n\nNo rows, left out: " + ", ".join(f"{role} (splits {splits})" for role, splits in meta["empty_roles"].items())
     paths["markdown"].write_text(f"# Retrieval accuracy\n\n{title}\n\n" + results_markdown(body))
     accuracy_figure(body).savefig(paths["plot"], dpi=100)
     if per_class is not None:

@@ -6,6 +6,7 @@ the end and what ``python eval.py`` runs."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -19,6 +20,7 @@ from clibd.embed.datasets import embed_roles, role_tables
 from clibd.embed.run_dir import checkpoint_hash
 from clibd.eval.clustering import cluster_ami, cluster_report
 from clibd.eval.dna_benchmark import kmer_count_vectors
+from clibd.eval.fused import with_fused_features
 from clibd.eval.retrieval import evaluate_retrieval, write_results
 from clibd.taxonomy import EVAL_RANKS
 
@@ -49,13 +51,16 @@ def run_evaluation(
         raise ValueError(f"split must be test or val, got {split!r}")
     table, skips = read_specimens(cfg.data)
     roles = {"keys": "keys", "seen": f"{split}_seen", "unseen": f"{split}_unseen"}
-    tables = role_tables(cfg, table, list(roles.values()))
+    tables, empty = _non_empty(role_tables(cfg, table, list(roles.values())), cfg, split)
     model_hash = checkpoint_hash(checkpoint) if checkpoint is not None else None
     embedded, missing = embed_roles(cfg, model, tables, _modalities(cfg, model), accelerator, model_hash)
-    queries = {name: embedded[role] for name, role in roles.items() if name != "keys" and len(tables[role])}
+    queries = {name: embedded[role] for name, role in roles.items() if name != "keys" and role in tables}
+    keys, pairs = embedded["keys"], None
+    if cfg.eval.fused_pairs:
+        queries, keys, pairs = with_fused_features(queries, keys)
     document = None
     if _is_main(accelerator):  # search and score once; the other processes receive the results
-        retrieval = evaluate_retrieval(queries, embedded["keys"], ks=cfg.eval.ks, index_kind=cfg.eval.index)
+        retrieval = evaluate_retrieval(queries, keys, ks=cfg.eval.ks, index_kind=cfg.eval.index, pairs=pairs)
         meta = {
             "checkpoint": str(checkpoint) if checkpoint is not None else None,
             "checkpoint_hash": model_hash,
@@ -64,11 +69,25 @@ def run_evaluation(
             "roles": {name: list(getattr(cfg.data.splits, role)) for name, role in roles.items()},
             "counts": retrieval.counts,
             "left_out": missing,
+            "empty_roles": empty,
             "skipped_records": skips.as_dict(),
         }
         write_results(retrieval.results, meta, out_dir, retrieval.per_class)
         document = {"meta": meta, **retrieval.results}
     return _from_main(document, accelerator)
+
+
+def _non_empty(tables: dict[str, pd.DataFrame], cfg: Config, split: str) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The roles that have rows, and the empty ones with their splits (warned, then left out).
+
+    Keys and at least one query role are needed; a missing query role only loses its column
+    of the table (and the harmonic mean)."""
+    empty = {role: list(getattr(cfg.data.splits, role)) for role, rows in tables.items() if not len(rows)}
+    if "keys" in empty or len(empty) == len(tables) - 1:
+        raise ValueError(f"nothing to evaluate on {split}: no rows in roles {empty} (data.splits names their splits)")
+    for role, splits in empty.items():
+        warnings.warn(f"role {role} (splits {splits}) has no rows: its queries are left out of the evaluation", stacklevel=3)
+    return {role: rows for role, rows in tables.items() if len(rows)}, empty
 
 
 def _is_main(accelerator: Any) -> bool:

@@ -1,4 +1,7 @@
-"""Text tower: a transformers encoder over taxonomy strings, masked-mean or CLS pooled.
+"""Text tower: a transformers encoder over taxonomy strings, masked-mean, CLS or all-position-mean pooled.
+
+The encoder always gets the attention mask; ``mean_all`` pooling then averages every one of
+the ``max_length`` positions, padding included, as the published system does (20 tokens).
 
 ``cfg.name`` (``TextTowerConfig``) is a model name (``prajjwal1/bert-small``) or a local
 directory holding model + tokenizer. With ``name: null`` the tower is a BERT built from the
