@@ -68,12 +68,12 @@ def with_fused_features(
         raise ValueError(f"fused image+DNA pairs need image and DNA embeddings; {missing} lack one")
     fused_queries = {role: {**by_mod, **fuse(by_mod, keys=False)} for role, by_mod in queries.items()}
     fused_keys = {**keys, **fuse(keys, keys=True)}
-    plain_queries = list(next(iter(queries.values()))) if queries else []
-    pairs = [(q, k) for q in plain_queries for k in keys]
     key_width = {name: np.shape(emb)[1] for name, (emb, _) in fused_keys.items()}
     query_width = {name: np.shape(emb)[1] for name, (emb, _) in next(iter(fused_queries.values()), {}).items()}
-    for q, width in query_width.items():
-        for k in fused_keys:
-            if (q in (AVG, CONCAT) or k not in keys) and key_width[k] == width:
-                pairs.append((q, k))
+    pairs = [
+        (q, k)
+        for q, width in query_width.items()  # query-major, as the results table reads
+        for k in fused_keys
+        if (q not in (AVG, CONCAT) and k in keys) or key_width[k] == width  # fused: only equal widths
+    ]
     return fused_queries, fused_keys, pairs

@@ -1,0 +1,176 @@
+"""The switches that restore the published recipe (docs/fidelity.md), each against an oracle
+written from the original's description, and the paper presets that set them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from torchvision import transforms as v1
+
+from clibd.config import AugmentConfig, TextTowerConfig, load_config
+from clibd.data.text import encode_taxonomy
+from clibd.data.transforms import build_normalize, build_pil_transform, decode_side
+from clibd.models.text import TextTower, build_text_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_AUGMENT = AugmentConfig(
+    resize_before_crop=256, scale_min=0.08, hflip=0.5, vflip=0.5, rotate_degrees=45, rotate_fill=0, color_jitter=0
+)
+
+
+def _noise(width: int, height: int, seed: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def test_eval_view_of_a_256_px_image_is_the_centre_224_box():
+    # Resize 256 leaves a 320x256 image as it is; CenterCrop 224 then keeps x 48..271, y 16..239.
+    img = _noise(320, 256, seed=0)
+    x = build_pil_transform(224, None, eval_resize=256)(img)
+    expected = torch.from_numpy(np.array(img)[16:240, 48:272]).permute(2, 0, 1)
+    assert torch.equal(x, expected)
+    # Our default view resizes the shorter side to 224 first: the whole height is kept.
+    assert not torch.equal(build_pil_transform(224)(img), expected)
+    assert decode_side(224, None, eval_resize=256) == 256  # JPEG draft decoding keeps >= 256 px
+
+
+def test_eval_view_smaller_than_the_crop_is_refused():
+    with pytest.raises(ValueError, match="data.eval_resize=200 is smaller than the 224-px crop"):
+        build_pil_transform(224, None, eval_resize=200)
+
+
+def test_paper_training_transform_is_the_originals_composition_under_a_seed():
+    # The original (util/dataset.py): Resize(256), RandomResizedCrop(224) with torchvision's default
+    # scale (0.08, 1) and ratio (3/4, 4/3), RandomHorizontalFlip(), RandomVerticalFlip(),
+    # RandomRotation((-45, 45)) filling black; no colour jitter, no normalisation.
+    original = v1.Compose([
+        v1.Resize(256, antialias=True), v1.RandomResizedCrop(224, antialias=True), v1.RandomHorizontalFlip(),
+        v1.RandomVerticalFlip(), v1.RandomRotation(degrees=(-45, 45)), v1.PILToTensor(),
+    ])  # fmt: skip
+    ours = build_pil_transform(224, PAPER_AUGMENT)
+    img = _noise(341, 300, seed=1)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        expected = original(img)
+        torch.manual_seed(seed)
+        assert torch.equal(ours(img), expected), f"seed {seed}"
+    names = [type(t).__name__ for t in ours.transforms]
+    assert names == ["Resize", "RandomResizedCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation", "PILToTensor"]
+    crop, rotation = ours.transforms[1], ours.transforms[4]
+    assert crop.scale == (0.08, 1.0) and crop.ratio == pytest.approx((3 / 4, 4 / 3))
+    assert list(rotation.degrees) == [-45.0, 45.0]
+    assert decode_side(224, PAPER_AUGMENT) == 256
+
+
+def test_paper_rotation_fills_black_corners():
+    white = Image.new("RGB", (32, 32), (255, 255, 255))
+    tf = build_pil_transform(32, AugmentConfig(scale_min=1.0, hflip=0, rotate_degrees=45, rotate_fill=0, color_jitter=0))
+    torch.manual_seed(3)
+    x = tf(white)  # a rotation by at least a few degrees uncovers every corner
+    assert x[:, 0, 0].tolist() == [0, 0, 0] and x[:, 16, 16].tolist() == [255, 255, 255]
+    with pytest.raises(ValueError, match="rotate_fill must be a grey level in \\[0, 255\\], got 300"):
+        build_pil_transform(32, AugmentConfig(rotate_degrees=10, rotate_fill=300))
+
+
+def test_mean_0_std_1_gives_the_plain_unit_pixels_of_to_tensor():
+    img = _noise(8, 8, seed=2)
+    plain = build_normalize([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])(build_pil_transform(8)(img))
+    torch.testing.assert_close(plain, v1.ToTensor()(img), rtol=0, atol=1e-7)
+
+
+TAXA = [
+    "Diptera Sciaridae Bradysia Bradysia_impatiens",
+    "Hymenoptera Braconidae Aleiodes not_classified",
+    # long enough to need more than 20 tokens
+    "Lepidoptera Geometridae Eupithecia Eupithecia_abbreviata_very_long_placeholder_name_x_y_z_w_q_r_s",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_text_tokenizer(TextTowerConfig(name=None, vocab_size=80), TAXA)
+
+
+def test_text_is_padded_and_truncated_to_20_tokens_as_the_original(tokenizer):
+    table = _taxa_table()
+    enc = encode_taxonomy(table, tokenizer, "{order} {family} {genus} {species}", "not_classified", max_length=20)
+    # The original: tokenizer([text], padding="max_length", max_length=20, truncation=True).
+    expected = tokenizer(enc.strings, padding="max_length", max_length=20, truncation=True)
+    assert enc.ids.tolist() == expected["input_ids"]
+    assert enc.mask.tolist() == expected["attention_mask"]
+    assert enc.n_cut == 1 and enc.ids[enc.strings.index(TAXA[2]), -1] == tokenizer.sep_token_id
+
+
+def _taxa_table():
+    import pandas as pd
+
+    return pd.DataFrame([t.split(" ") for t in TAXA], columns=["order", "family", "genus", "species"]).astype("string")
+
+
+def test_mean_all_text_pooling_averages_every_position_padding_included(tokenizer):
+    cfg = TextTowerConfig(name=None, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, pooling="mean_all")
+    torch.manual_seed(0)
+    tower = TextTower(cfg, tokenizer).eval()
+    enc = encode_taxonomy(_taxa_table(), tokenizer, "{order} {family} {genus} {species}", "not_classified", 20)
+    ids, mask = torch.from_numpy(enc.ids), torch.from_numpy(enc.mask).long()
+    assert (mask == 0).any()
+    with torch.no_grad():
+        # The original: BertModel(input_ids, attention_mask).last_hidden_state.mean(dim=1).
+        hidden = tower.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(tower(ids, mask), hidden.mean(dim=1), rtol=0, atol=0)
+        tower.pooling = "mean"
+        assert not torch.allclose(tower(ids, mask), hidden.mean(dim=1), atol=1e-3)
+
+
+def test_unknown_text_pooling_is_named(tokenizer):
+    with pytest.raises(ValueError, match=r"text.pooling='max': choose one of \('mean', 'cls', 'mean_all'\)"):
+        TextTower(TextTowerConfig(name=None, hidden_size=16, num_layers=1, num_heads=2, pooling="max"), tokenizer)
+
+
+def test_paper_vit_weights_are_timms_default_for_the_name(monkeypatch):
+    from clibd.config import ImageTowerConfig
+    from clibd.models import image
+
+    # timm.create_model("vit_base_patch16_224", pretrained=True), as the original calls it, loads this tag.
+    assert timm.models.get_pretrained_cfg("vit_base_patch16_224").tag == "augreg2_in21k_ft_in1k"
+    calls = []
+    monkeypatch.setattr(image.timm, "create_model", lambda name, **kw: calls.append((name, kw["pretrained"])))
+    cfg = load_config(ROOT / "configs/bioscan5m/paper.yaml").model.image
+    assert isinstance(cfg, ImageTowerConfig)
+    image.build_timm(cfg, load_weights=True)  # no download: create_model is replaced
+    assert calls == [("vit_base_patch16_224.augreg2_in21k_ft_in1k", True)]
+
+
+@pytest.mark.parametrize("dataset, epochs", [("bioscan5m", 20), ("bioscan1m", 50)])
+def test_paper_presets_set_every_recipe_switch(dataset, epochs):
+    cfg = load_config(ROOT / f"configs/{dataset}/paper.yaml")
+    assert (cfg.data.mean, cfg.data.std, cfg.data.eval_resize) == ([0.0] * 3, [1.0] * 3, 256)
+    assert cfg.data.augment == PAPER_AUGMENT
+    assert (cfg.model.image.name, cfg.model.image.pretrained) == ("vit_base_patch16_224", "augreg2_in21k_ft_in1k")
+    assert (cfg.model.text.max_length, cfg.model.text.pooling) == (20, "mean_all")
+    assert (cfg.train.schedule, cfg.train.warmup_fraction, cfg.train.weight_decay) == ("onecycle", 0.3, 0.01)
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.epochs, cfg.train.mixed_precision) == (5e-5, 500, epochs, "bf16")
+    assert (cfg.eval.precision, cfg.eval.fused_pairs) == ("fp32", True)
+    # The default presets keep our choices.
+    ours = load_config(ROOT / f"configs/{dataset}/image_dna_text.yaml")
+    assert (ours.data.eval_resize, ours.model.text.pooling, ours.eval.fused_pairs) == (None, "mean", False)
+
+
+def test_print_config_shows_the_resolved_recipe_without_data(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/bioscan5m/paper.yaml"),
+         "--print-config", f"data.root={tmp_path / 'absent'}", "train.epochs=3"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (tmp_path / "printed.yaml").write_text(out.stdout)
+    printed = load_config(tmp_path / "printed.yaml")
+    assert printed.train.epochs == 3 and printed.data.root == str(tmp_path / "absent")
+    assert printed.model.text.pooling == "mean_all" and printed.data.augment.scale_min == 0.08
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "absent").exists()
