@@ -174,3 +174,16 @@ def test_print_config_shows_the_resolved_recipe_without_data(tmp_path):
     assert printed.train.epochs == 3 and printed.data.root == str(tmp_path / "absent")
     assert printed.model.text.pooling == "mean_all" and printed.data.augment.scale_min == 0.08
     assert not (tmp_path / "runs").exists() and not (tmp_path / "absent").exists()
+
+
+def test_embedder_sees_new_specimens_through_the_runs_eval_view(tmp_path):
+    from clibd.config import Config
+    from clibd.embed.embedder import Embedder
+    from tests.helpers.tiny_checkpoint import save_run, tiny_model
+
+    cfg = Config()
+    cfg.data.eval_resize = 40  # the tiny model's crop is 32 px
+    checkpoint = save_run(tmp_path / "run", tiny_model(), cfg)
+    img = _noise(40, 48, seed=4)  # already 40 px on the shorter side: CenterCrop 32 keeps x 4..35, y 8..39
+    x = Embedder(checkpoint, device="cpu").transform(img)
+    assert torch.equal(x, torch.from_numpy(np.array(img)[8:40, 4:36]).permute(2, 0, 1))

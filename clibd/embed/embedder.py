@@ -14,9 +14,9 @@ from tqdm.auto import tqdm
 
 from clibd.config import QualityConfig
 from clibd.data.quality import ANALYSIS_SIDE, photo_quality
-from clibd.data.transforms import ImageDecodeError, build_normalize, build_pil_transform, decode_image
+from clibd.data.transforms import ImageDecodeError, build_normalize, build_pil_transform, decode_image, decode_side
 from clibd.embed.encoder import InferenceEncoder
-from clibd.embed.run_dir import checkpoint_hash, run_normalisation
+from clibd.embed.run_dir import checkpoint_hash, run_eval_resize, run_normalisation
 from clibd.models.clibd_model import CLIBDModel
 
 
@@ -32,9 +32,12 @@ class _ImageFiles(Dataset):
 
     def __init__(
         self, inputs: Sequence[str | Path | Image.Image], transform: Callable, min_side: int,
-        rules: Optional[QualityConfig],
+        rules: Optional[QualityConfig], decode_side: Optional[int] = None,
     ) -> None:
+        """``min_side``: the model's input size (the quality check's minimum); ``decode_side``: the
+        shorter side JPEGs keep when decoded (the evaluation view's resize; default ``min_side``)."""
         self.inputs, self.transform, self.min_side, self.rules = list(inputs), transform, min_side, rules
+        self.decode_side = decode_side or min_side
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -45,7 +48,7 @@ class _ImageFiles(Dataset):
             if isinstance(item, Image.Image):
                 image = item.convert("RGB")
             else:  # the quality statistics want ANALYSIS_SIDE px; JPEG decodes at a reduced size
-                side = self.min_side if self.rules is None else max(self.min_side, ANALYSIS_SIDE)
+                side = self.decode_side if self.rules is None else max(self.decode_side, ANALYSIS_SIDE)
                 image = decode_image(Path(item).read_bytes(), str(item), side)
             quality = "" if self.rules is None else photo_quality(image, self.min_side, self.rules)
             return i, self.transform(image), quality
@@ -88,7 +91,8 @@ class Embedder:
     Embeddings are float32, L2-normalised, in input order (skipped inputs left out).
 
     Image normalisation: ``mean``/``std`` if given, else ``data.mean``/``data.std`` of the
-    run's ``config.yaml`` (:func:`find_run_config`), else the BIOSCAN-5M defaults (with a warning). The image size is the checkpoint's.
+    run's ``config.yaml`` (:func:`find_run_config`), else the BIOSCAN-5M defaults (with a warning). The image size is the checkpoint's;
+    the view (``eval_resize``, then the centre crop) is the given one, else the run's ``data.eval_resize``.
     ``precision`` (auto | fp32 | bf16) and ``compile``: see :class:`clibd.embed.encoder.InferenceEncoder`.
     """
 
@@ -102,12 +106,14 @@ class Embedder:
         num_workers: int = 0,
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
+        eval_resize: Optional[int] = None,
     ) -> None:
         if isinstance(model_or_checkpoint_dir, (str, Path)):
             self.checkpoint_hash: Optional[str] = checkpoint_hash(model_or_checkpoint_dir)
             model = CLIBDModel.from_pretrained(model_or_checkpoint_dir)
             if mean is None or std is None:
                 mean, std = run_normalisation(Path(model_or_checkpoint_dir), mean, std)
+            eval_resize = eval_resize or run_eval_resize(Path(model_or_checkpoint_dir))
         else:
             self.checkpoint_hash, model = None, model_or_checkpoint_dir
         self.device = resolve_device(device)
@@ -115,7 +121,8 @@ class Embedder:
         self.encode = InferenceEncoder(self.model, self.device, precision, compile, batch_size, in_place=True)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.image_size = int(self.model.cfg.image.image_size)
-        self.transform = build_pil_transform(self.image_size)  # per image, uint8
+        self.transform = build_pil_transform(self.image_size, None, eval_resize)  # per image, uint8
+        self.decode_side = decode_side(self.image_size, None, eval_resize)
         self.normalize = build_normalize(mean, std)  # per batch, as the dataset does
 
     @property
@@ -137,7 +144,7 @@ class Embedder:
         (:func:`clibd.data.quality.photo_quality`, in the loader workers); flagged photos are
         embedded all the same, their ``quality`` says why they should not be trusted."""
         inputs = list(inputs)
-        files = _ImageFiles(inputs, self.transform, self.image_size, rules)
+        files = _ImageFiles(inputs, self.transform, self.image_size, rules, self.decode_side)
         loader = DataLoader(files, batch_size=self.batch_size, collate_fn=_collate_images, num_workers=self.num_workers)
         parts, ids, skipped, quality = [], [], [], []
         batches = tqdm(loader, desc="embed images", leave=False, disable=len(loader) < 2)

@@ -47,3 +47,10 @@ def run_normalisation(
         stacklevel=3,
     )
     return mean or DataConfig().mean, std or DataConfig().std
+
+
+def run_eval_resize(checkpoint_dir: Path) -> Optional[int]:
+    """The run's evaluation view (``data.eval_resize``), so new specimens are seen as the
+    evaluation saw them; None (resize to the crop) where the run config is absent."""
+    found = find_run_config(checkpoint_dir)
+    return load_config(found).data.eval_resize if found is not None else None
