@@ -21,7 +21,8 @@ def _unit(rows: list[list[float]]) -> np.ndarray:
 
 
 def _rows(pids: list[str], species: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"processid": pids, "order": "O", "family": "F", "genus": "G", "species": species}).astype("string")
+    table = {"processid": pids, "order": "O", "family": "F", "genus": "G", "species": species}
+    return pd.DataFrame(table).astype("string")
 
 
 # Three key specimens (species A, B, C) and one query of species A, 2-d, picked so that image
@@ -114,11 +115,12 @@ def test_evaluation_reports_an_empty_query_role_and_scores_the_other(tmp_path):
     assert list(results["dna->dna"]) == ["seen"]  # no unseen column, no harmonic mean
     assert "image+dna(concat)->image+dna(concat)" in results
     assert "No rows, left out: val_unseen (splits ['val_unseen'])" in (tmp_path / "out" / "results.md").read_text()
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["meta"]["empty_roles"] == {"val_unseen": ["val_unseen"]}
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written["meta"]["empty_roles"] == {"val_unseen": ["val_unseen"]}
 
     cfg.data.splits.val_seen = ["nowhere"]
     cfg.data.splits.unused = ["other_heldout", "val"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(ValueError, match=r"nothing to evaluate on val: no rows in roles .*'val_seen': \['nowhere'\]"):
+        with pytest.raises(ValueError, match=r"nothing to evaluate on val: no rows in roles .*'nowhere'"):
             run_evaluation(cfg, model, tmp_path / "out2", "val")

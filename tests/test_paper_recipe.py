@@ -61,7 +61,9 @@ def test_paper_training_transform_is_the_originals_composition_under_a_seed():
         torch.manual_seed(seed)
         assert torch.equal(ours(img), expected), f"seed {seed}"
     names = [type(t).__name__ for t in ours.transforms]
-    assert names == ["Resize", "RandomResizedCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation", "PILToTensor"]
+    assert names == [
+        "Resize", "RandomResizedCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation", "PILToTensor",
+    ]  # fmt: skip
     crop, rotation = ours.transforms[1], ours.transforms[4]
     assert crop.scale == (0.08, 1.0) and crop.ratio == pytest.approx((3 / 4, 4 / 3))
     assert list(rotation.degrees) == [-45.0, 45.0]
@@ -70,7 +72,8 @@ def test_paper_training_transform_is_the_originals_composition_under_a_seed():
 
 def test_paper_rotation_fills_black_corners():
     white = Image.new("RGB", (32, 32), (255, 255, 255))
-    tf = build_pil_transform(32, AugmentConfig(scale_min=1.0, hflip=0, rotate_degrees=45, rotate_fill=0, color_jitter=0))
+    rotate_only = AugmentConfig(scale_min=1.0, hflip=0, rotate_degrees=45, rotate_fill=0, color_jitter=0)
+    tf = build_pil_transform(32, rotate_only)
     torch.manual_seed(3)
     x = tf(white)  # a rotation by at least a few degrees uncovers every corner
     assert x[:, 0, 0].tolist() == [0, 0, 0] and x[:, 16, 16].tolist() == [255, 255, 255]
@@ -114,7 +117,9 @@ def _taxa_table():
 
 
 def test_mean_all_text_pooling_averages_every_position_padding_included(tokenizer):
-    cfg = TextTowerConfig(name=None, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, pooling="mean_all")
+    cfg = TextTowerConfig(
+        name=None, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, pooling="mean_all"
+    )
     torch.manual_seed(0)
     tower = TextTower(cfg, tokenizer).eval()
     enc = encode_taxonomy(_taxa_table(), tokenizer, "{order} {family} {genus} {species}", "not_classified", 20)
@@ -155,7 +160,8 @@ def test_paper_presets_set_every_recipe_switch(dataset, epochs):
     assert (cfg.model.image.name, cfg.model.image.pretrained) == ("vit_base_patch16_224", "augreg2_in21k_ft_in1k")
     assert (cfg.model.text.max_length, cfg.model.text.pooling) == (20, "mean_all")
     assert (cfg.train.schedule, cfg.train.warmup_fraction, cfg.train.weight_decay) == ("onecycle", 0.3, 0.01)
-    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.epochs, cfg.train.mixed_precision) == (5e-5, 500, epochs, "bf16")
+    train = cfg.train
+    assert (train.lr, train.batch_size, train.epochs, train.mixed_precision) == (5e-5, 500, epochs, "bf16")
     assert (cfg.eval.precision, cfg.eval.fused_pairs) == ("fp32", True)
     # The default presets keep our choices.
     ours = load_config(ROOT / f"configs/{dataset}/image_dna_text.yaml")

@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default: the config's out_dir)")
     parser.add_argument("--resume", help="'latest' (OUT/checkpoints/last) or a checkpoint directory")
     parser.add_argument("--no-eval", action="store_true", help="skip the retrieval evaluation after training")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit (reads no data)")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit (reads no data)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
 
 

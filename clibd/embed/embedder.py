@@ -91,8 +91,9 @@ class Embedder:
     Embeddings are float32, L2-normalised, in input order (skipped inputs left out).
 
     Image normalisation: ``mean``/``std`` if given, else ``data.mean``/``data.std`` of the
-    run's ``config.yaml`` (:func:`find_run_config`), else the BIOSCAN-5M defaults (with a warning). The image size is the checkpoint's;
-    the view (``eval_resize``, then the centre crop) is the given one, else the run's ``data.eval_resize``.
+    run's ``config.yaml`` (:func:`find_run_config`), else the BIOSCAN-5M defaults (with a warning).
+    The image size is the checkpoint's; the view (resize to ``eval_resize``, then the centre crop)
+    takes the given ``eval_resize``, else the run's ``data.eval_resize``.
     ``precision`` (auto | fp32 | bf16) and ``compile``: see :class:`clibd.embed.encoder.InferenceEncoder`.
     """
 

@@ -236,7 +236,8 @@ def write_results(
     paths["json"].write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     title = ", ".join(f"{k}: {meta[k]}" for k in ("checkpoint", "dataset", "split") if k in meta)
     if meta.get("empty_roles"):
-        title += "\n\nNo rows, left out: " + ", ".join(f"{role} (splits {splits})" for role, splits in meta["empty_roles"].items())
+        empty = meta["empty_roles"].items()
+        title += "\n\nNo rows, left out: " + ", ".join(f"{role} (splits {splits})" for role, splits in empty)
     paths["markdown"].write_text(f"# Retrieval accuracy\n\n{title}\n\n" + results_markdown(body))
     accuracy_figure(body).savefig(paths["plot"], dpi=100)
     if per_class is not None:

@@ -86,7 +86,9 @@ def _non_empty(tables: dict[str, pd.DataFrame], cfg: Config, split: str) -> tupl
     if "keys" in empty or len(empty) == len(tables) - 1:
         raise ValueError(f"nothing to evaluate on {split}: no rows in roles {empty} (data.splits names their splits)")
     for role, splits in empty.items():
-        warnings.warn(f"role {role} (splits {splits}) has no rows: its queries are left out of the evaluation", stacklevel=3)
+        warnings.warn(
+            f"role {role} (splits {splits}) has no rows: its queries are left out of the evaluation", stacklevel=3
+        )
     return {role: rows for role, rows in tables.items() if len(rows)}, empty
 
 
