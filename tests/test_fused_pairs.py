@@ -91,7 +91,7 @@ def test_fused_pairs_and_their_scores_match_the_original_search():
 
 def test_fused_pairs_need_image_and_dna():
     queries, keys = _setup()
-    with pytest.raises(ValueError, match=r"need image and DNA embeddings; \['keys'\] lack one"):
+    with pytest.raises(ValueError, match=r"eval.fused_pairs: .*need image and DNA embeddings; \[.keys.\] lack one"):
         with_fused_features(queries, {"image": keys["image"], "text": keys["text"]})
 
 

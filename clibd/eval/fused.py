@@ -65,7 +65,7 @@ def with_fused_features(
     """
     missing = [name for name, by_mod in [("keys", keys), *queries.items()] if not {"image", "dna"} <= set(by_mod)]
     if missing:
-        raise ValueError(f"fused image+DNA pairs need image and DNA embeddings; {missing} lack one")
+        raise ValueError(f"eval.fused_pairs: fused image+DNA pairs need image and DNA embeddings; {missing} lack one")
     fused_queries = {role: {**by_mod, **fuse(by_mod, keys=False)} for role, by_mod in queries.items()}
     fused_keys = {**keys, **fuse(keys, keys=True)}
     key_width = {name: np.shape(emb)[1] for name, (emb, _) in fused_keys.items()}
