@@ -200,8 +200,8 @@ class EvalConfig:
     precision: str = "auto"
     compile: bool = False  # torch.compile with frozen weights: ~15-30 s per tower, pays for large splits
     max_per_split: Optional[int] = None
-    # Also score the fused image+DNA features as the published system does: their mean ("image+dna(avg)")
-    # and concatenation ("image+dna(concat)") as queries and keys, and every key modality stacked ("all").
+    # Also score the fused image+DNA features as the published system does: their mean ("image_dna_mean")
+    # and concatenation ("image_dna_concat") as queries and keys, and every key modality stacked ("all").
     fused_pairs: bool = False
 
 

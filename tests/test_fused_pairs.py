@@ -72,10 +72,10 @@ def test_fused_pairs_and_their_scores_match_the_original_search():
     fused_queries, fused_keys, pairs = with_fused_features(queries, keys)
     names = [f"{q}->{k}" for q, k in pairs]
     assert names == [  # query-major; concat is 4-d, so it meets only the concat keys
-        "image->image", "image->dna", "image->text", "image->image+dna(avg)", "image->all",
-        "dna->image", "dna->dna", "dna->text", "dna->image+dna(avg)", "dna->all",
-        "image+dna(avg)->image", "image+dna(avg)->dna", "image+dna(avg)->text",
-        "image+dna(avg)->image+dna(avg)", "image+dna(avg)->all", "image+dna(concat)->image+dna(concat)",
+        "image->image", "image->dna", "image->text", "image->image_dna_mean", "image->all",
+        "dna->image", "dna->dna", "dna->text", "dna->image_dna_mean", "dna->all",
+        "image_dna_mean->image", "image_dna_mean->dna", "image_dna_mean->text",
+        "image_dna_mean->image_dna_mean", "image_dna_mean->all", "image_dna_concat->image_dna_concat",
     ]  # fmt: skip
     results = evaluate_retrieval(fused_queries, fused_keys, ks=(1,), pairs=pairs).results
     assert list(results) == names
@@ -86,7 +86,7 @@ def test_fused_pairs_and_their_scores_match_the_original_search():
         assert got == float(expected == ["A"]), f"{q}->{k}"
     top1 = {pair: results[pair]["seen"]["micro"]["species"]["top1"] for pair in names}
     assert top1["image->image"] == 0.0 and top1["dna->dna"] == 0.0  # C and B
-    assert top1["image+dna(avg)->image+dna(avg)"] == 1.0 and top1["image+dna(concat)->image+dna(concat)"] == 1.0
+    assert top1["image_dna_mean->image_dna_mean"] == 1.0 and top1["image_dna_concat->image_dna_concat"] == 1.0
 
 
 def test_fused_pairs_need_image_and_dna():
@@ -113,7 +113,7 @@ def test_evaluation_reports_an_empty_query_role_and_scores_the_other(tmp_path):
         results = run_evaluation(cfg, model, tmp_path / "out", "val")
     assert results["meta"]["empty_roles"] == {"val_unseen": ["val_unseen"]}
     assert list(results["dna->dna"]) == ["seen"]  # no unseen column, no harmonic mean
-    assert "image+dna(concat)->image+dna(concat)" in results
+    assert "image_dna_concat->image_dna_concat" in results
     assert "No rows, left out: val_unseen (splits ['val_unseen'])" in (tmp_path / "out" / "results.md").read_text()
     written = json.loads((tmp_path / "out" / "results.json").read_text())
     assert written["meta"]["empty_roles"] == {"val_unseen": ["val_unseen"]}

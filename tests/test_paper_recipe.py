@@ -134,7 +134,7 @@ def test_mean_all_text_pooling_averages_every_position_padding_included(tokenize
 
 
 def test_unknown_text_pooling_is_named(tokenizer):
-    with pytest.raises(ValueError, match=r"text.pooling='max': choose one of \('mean', 'cls', 'mean_all'\)"):
+    with pytest.raises(ValueError, match=r"text.pooling='max': choose one of \('mean', 'mean_all', 'cls'\)"):
         TextTower(TextTowerConfig(name=None, hidden_size=16, num_layers=1, num_heads=2, pooling="max"), tokenizer)
 
 
@@ -159,6 +159,9 @@ def test_paper_presets_set_every_recipe_switch(dataset, epochs):
     assert cfg.data.augment == PAPER_AUGMENT
     assert (cfg.model.image.name, cfg.model.image.pretrained) == ("vit_base_patch16_224", "augreg2_in21k_ft_in1k")
     assert (cfg.model.text.max_length, cfg.model.text.pooling) == (20, "mean_all")
+    dna = cfg.model.dna
+    assert (dna.head, dna.pooling, dna.attention_mask, dna.prefix_token_id) == ("mlm_softmax", "mean_all", False, 0)
+    assert (dna.vocab, dna.k, dna.max_nucleotides) == ("barcodebert_v1", 5, 660)
     assert (cfg.train.schedule, cfg.train.warmup_fraction, cfg.train.weight_decay) == ("onecycle", 0.3, 0.01)
     train = cfg.train
     assert (train.lr, train.batch_size, train.epochs, train.mixed_precision) == (5e-5, 500, epochs, "bf16")
@@ -166,6 +169,7 @@ def test_paper_presets_set_every_recipe_switch(dataset, epochs):
     # The default presets keep our choices.
     ours = load_config(ROOT / f"configs/{dataset}/image_dna_text.yaml")
     assert (ours.data.eval_resize, ours.model.text.pooling, ours.eval.fused_pairs) == (None, "mean", False)
+    assert (ours.model.dna.head, ours.model.dna.pooling, ours.model.dna.attention_mask) == ("linear", "mean", True)
 
 
 def test_print_config_shows_the_resolved_recipe_without_data(tmp_path):

@@ -2,16 +2,16 @@
 
 For the specimens that have both an image and a DNA embedding (each L2-normalised):
 
-- ``image+dna(avg)``: the element-wise mean of the two, ``D``-dim;
-- ``image+dna(concat)``: the two side by side, ``2D``-dim;
+- ``image_dna_mean``: the element-wise mean of the two, ``D``-dim;
+- ``image_dna_concat``: the two side by side, ``2D``-dim;
 - ``all`` (keys only, when image, DNA and text keys are all present): the image, DNA and text
   keys stacked into one key set of three times the rows, each row with its specimen's labels.
 
 Every query type is scored against every key type of the same width (the search normalises
 both sides, so ``avg`` is compared by direction and ``concat`` against ``concat`` scores the
-mean of the image and DNA cosines). Hence the extra pairs: ``image+dna(avg)`` against the
-image, DNA, text, ``image+dna(avg)`` and ``all`` keys; ``image+dna(concat)`` against
-``image+dna(concat)``; and the image, DNA and text queries against ``image+dna(avg)`` and ``all``.
+mean of the image and DNA cosines). Hence the extra pairs: ``image_dna_mean`` against the
+image, DNA, text, ``image_dna_mean`` and ``all`` keys; ``image_dna_concat`` against
+``image_dna_concat``; and the image, DNA and text queries against ``image_dna_mean`` and ``all``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-AVG = "image+dna(avg)"
-CONCAT = "image+dna(concat)"
+AVG = "image_dna_mean"
+CONCAT = "image_dna_concat"
 ALL_KEYS = "all"
 SINGLE = ("image", "dna", "text")
 
