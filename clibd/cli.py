@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("clibd.commands.embed", "embed new specimens (images or barcodes)"),
     "classify": ("clibd.commands.classify", "classify new specimens against a reference index"),
     "convert-clibd": ("clibd.commands.convert_clibd", "convert a released best.pth of the original CLIBD"),
+    "serve": ("clibd.commands.serve", "local web app: classify specimens in the browser, browse a run's report"),
 }
 
 

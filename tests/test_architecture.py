@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "clibd"
 # Bottom to top: each part may import itself and the parts before it.
-PARTS = ("core", "data", "models", "embed", "index", "eval", "train", "commands")
+PARTS = ("core", "data", "models", "embed", "index", "eval", "train", "serve", "commands")
 CORE = {"clibd", "clibd.config", "clibd.taxonomy"}
 COMMAND_MODULES = {"clibd.cli"}
 

@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=("retrieval", "cluster"), default="retrieval")
     parser.add_argument("--modality", nargs="+", choices=("image", "dna", "text"),
                         help="cluster: towers to embed with (default: image and dna where enabled)")
+    parser.add_argument("--no-map", action="store_true",
+                        help="retrieval: skip embeddings.png / embeddings_map.csv (the UMAP map of the queries)")
     parser.add_argument("--kmer-k", type=int, default=4, help="cluster: k of the k-mer-count DNA baseline")
 
 
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(scores["ami"], indent=1))
             print(cluster_report(scores["ami"]))
     else:
-        results = run_evaluation(cfg, model, out, split, accelerator, args.checkpoint)
+        results = run_evaluation(cfg, model, out, split, accelerator, args.checkpoint, embedding_map=not args.no_map)
         if accelerator.is_main_process:
             body = {k: v for k, v in results.items() if k != "meta"}
             print(results_markdown(body).split("## Micro")[0])

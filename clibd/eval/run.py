@@ -21,6 +21,7 @@ from clibd.embed.run_dir import checkpoint_hash
 from clibd.eval.clustering import cluster_ami, cluster_report
 from clibd.eval.dna_benchmark import kmer_count_vectors
 from clibd.eval.fused import with_fused_features
+from clibd.eval.embedding_map import write_embedding_map
 from clibd.eval.retrieval import evaluate_retrieval, write_results
 from clibd.taxonomy import EVAL_RANKS
 
@@ -40,13 +41,15 @@ def run_evaluation(
     split: str = "test",
     accelerator: Any = None,
     checkpoint: Optional[str | Path] = None,
+    embedding_map: bool = False,
 ) -> dict:
     """Retrieval evaluation of ``model`` on ``split`` (test | val): seen and unseen queries
     against all keys, every enabled query modality x key modality. Writes results.json/md,
     accuracy.png and per_class_accuracy.csv into ``out_dir`` and returns the results dict
     (with ``"meta"``). Under ``accelerate launch`` all processes embed; the main process
     searches, scores and writes, and every process gets the results. ``checkpoint`` (the saved model
-    directory) enables the embedding cache."""
+    directory) enables the embedding cache. ``embedding_map``: also the 2-D UMAP map of the
+    queries (``clibd.eval.embedding_map``; off for per-epoch validation, it costs a UMAP fit)."""
     if split not in ("test", "val"):
         raise ValueError(f"split must be test or val, got {split!r}")
     table, skips = read_specimens(cfg.data)
@@ -73,6 +76,8 @@ def run_evaluation(
             "skipped_records": skips.as_dict(),
         }
         write_results(retrieval.results, meta, out_dir, retrieval.per_class)
+        if embedding_map:
+            write_embedding_map(queries, out_dir, seed=cfg.train.seed)
         document = {"meta": meta, **retrieval.results}
     return _from_main(document, accelerator)
 

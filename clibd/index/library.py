@@ -94,7 +94,9 @@ def build_library(
             "quality_skips": quality_skips,
         },
     )
-    index.add(key_emb, ids=key_rows["processid"].tolist(), taxonomy=key_rows[list(ALL_RANKS)])
+    # image_ref travels with the keys so that `clibd serve` can show each neighbour's photo.
+    columns = [*ALL_RANKS, *(["image_ref"] if "image_ref" in key_rows else [])]
+    index.add(key_emb, ids=key_rows["processid"].tolist(), taxonomy=key_rows[columns])
     return index
 
 

@@ -26,7 +26,11 @@ def read_fasta(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FASTA file not found: {path}")
-    raw = path.read_bytes()
+    return parse_fasta(path.read_bytes(), str(path))
+
+
+def parse_fasta(raw: bytes, path: str) -> pd.DataFrame:
+    """FASTA bytes (a file's, or an upload's never written to disk); ``path`` names them in errors."""
     try:
         text = raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as err:

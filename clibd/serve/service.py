@@ -1,0 +1,145 @@
+"""The classifier behind ``clibd serve``: model and library loaded once, uploads -> the JSON
+the page shows (per specimen: predictions, the threshold, the k nearest keys) and the CSV of
+``clibd classify``. Thumbnails come only from the ``image_ref`` the library stores for its
+keys, looked up by key id: nothing in a request is ever used as a path."""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+from PIL import Image
+
+from clibd.data.images import ImageReadError, read_image_bytes
+from clibd.data.transforms import ImageDecodeError, decode_image
+from clibd.embed.embedder import Embedder
+from clibd.index.library import load_library
+from clibd.serve.classify import Classified, classify_uploads
+from clibd.serve.uploads import InputError, Upload, decode_photos, read_barcode_uploads, specimen_id
+from clibd.taxonomy import EVAL_RANKS
+
+THUMBNAIL_SIDE = 128
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    file_bytes: int = 16 * MiB  # one photo or barcode file
+    request_bytes: int = 256 * MiB  # one POST /api/classify
+    files: int = 1000  # parts in one request
+
+
+class Classifier:
+    """``Classifier(checkpoint, index_dir)``: load once, then ``classify(photos, barcodes)`` per request."""
+
+    def __init__(self, checkpoint: str | Path, index_dir: str | Path, k: int = 5, device: str = "auto",
+                 batch_size: int = 64, precision: str = "auto") -> None:
+        started = time.perf_counter()
+        self.checkpoint, self.index_dir, self.k = Path(checkpoint), Path(index_dir), k
+        self.embedder = Embedder(checkpoint, device=device, batch_size=batch_size, precision=precision)
+        self.library = load_library(index_dir, self.embedder)
+        taxonomy = self.library.taxonomy
+        refs = taxonomy["image_ref"] if "image_ref" in taxonomy else pd.Series(pd.NA, index=taxonomy.index)
+        self._image_refs = {key: ref for key, ref in zip(self.library.ids, refs) if isinstance(ref, str)}
+        self._lock = threading.Lock()  # one inference at a time: the model's threads are the parallelism
+        self.load_seconds = time.perf_counter() - started
+
+    def health(self) -> dict[str, Any]:
+        meta = self.library.metadata
+        return {
+            "model": str(self.checkpoint),
+            "checkpoint_hash": self.embedder.checkpoint_hash,
+            "index": str(self.index_dir),
+            "index_checkpoint_hash": self.library.checkpoint_hash,
+            "index_modality": meta.get("modality"),
+            "keys": len(self.library),
+            "keys_with_photo": len(self._image_refs),
+            "dim": self.embedder.dim,
+            "k": self.k,
+            "thresholds": {m: t["threshold"] for m, t in meta["thresholds"].items()},
+            "device": str(self.embedder.device),
+            "load_seconds": round(self.load_seconds, 3),
+        }
+
+    def classify(self, photos: list[Upload], barcode_files: list[Upload], limits: Limits) -> dict[str, Any]:
+        """The JSON answer: ``specimens`` (grouped by id, in upload order), ``csv``, ``counts``."""
+        started = time.perf_counter()
+        images, errors = decode_photos(photos, self.embedder.image_size, limits.file_bytes)
+        barcodes, barcode_errors = read_barcode_uploads(barcode_files, limits.file_bytes)
+        with self._lock:
+            result = classify_uploads(self.embedder, self.library, images, barcodes, self.k)
+        photo_files = {specimen_id(upload.name): upload.name for upload in photos}
+        specimens = self._specimens(result, errors + barcode_errors, photo_files)
+        return {
+            "specimens": specimens,
+            "csv": result.table.to_csv(index=False, float_format="%.4f"),
+            "counts": {"photos": len(images), "barcodes": len(barcodes), "rows": len(result.table),
+                       "errors": len(errors) + len(barcode_errors)},
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+
+    def _specimens(self, result: Classified, errors: list[InputError], photo_files: dict[str, str]) -> list[dict]:
+        by_id: dict[str, dict] = {}
+
+        def specimen(sid: str) -> dict:
+            return by_id.setdefault(sid, {"id": sid, "photo": photo_files.get(sid), "results": [], "errors": []})
+
+        for row, modality in enumerate(result.modality):
+            record = result.table.iloc[row]
+            specimen(record["id"])["results"].append({
+                "modality": modality,
+                "prediction": {name: _json_value(record[name]) for name in result.table.columns if name != "id"},
+                "threshold": result.thresholds[modality],
+                "neighbours": self._neighbours(result, row),
+            })
+        for error in errors:
+            specimen(error.id)["errors"].append({"file": error.file, "error": error.error})
+        return list(by_id.values())
+
+    def _neighbours(self, result: Classified, row: int) -> list[dict]:
+        taxonomy, out = self.library.taxonomy, []
+        for score, position in zip(result.scores[row], result.positions[row]):
+            if position < 0:
+                continue
+            key = self.library.ids[position]
+            out.append({
+                "id": key,
+                "similarity": round(float(score), 4),
+                **{rank: _json_value(taxonomy[rank].iat[position]) for rank in EVAL_RANKS},
+                "thumbnail": f"/api/thumbnail/{key}" if key in self._image_refs else None,
+            })
+        return out
+
+    def thumbnail(self, key: str) -> Optional[bytes]:
+        """A key's photo as a small JPEG, or None when the library has no photo for that key id."""
+        ref = self._image_refs.get(key)
+        return None if ref is None else _thumbnail(ref)
+
+
+@lru_cache(maxsize=4096)
+def _thumbnail(ref: str) -> Optional[bytes]:
+    try:
+        image = decode_image(read_image_bytes(ref), ref, THUMBNAIL_SIDE)
+    except (ImageReadError, ImageDecodeError, OSError):
+        return None
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 4)
+    if hasattr(value, "item"):  # numpy scalars
+        return _json_value(value.item())
+    return value

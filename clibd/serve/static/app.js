@@ -1,0 +1,154 @@
+// The classify page: queue dropped files, send them in chunks (progress), render each specimen.
+// Every value from a file or the server goes in through textContent, never as markup.
+"use strict";
+const CHUNK = 16; // photos per request: the progress bar moves once per chunk
+const RANKS = ["order", "family", "genus", "species"];
+const IMAGE = /\.(jpe?g|png|tiff?|bmp|webp)$/i;
+let photos = [], barcodes = [], csvParts = [];
+const $ = (id) => document.getElementById(id);
+
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = text;
+  if (cls) node.className = cls;
+  return node;
+}
+const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
+const stem = (name) => name.replace(/^.*[\\/]/, "").replace(/\.[^.]*$/, "");
+
+function queue(files) {
+  for (const f of files) ((f.type.startsWith("image/") || IMAGE.test(f.name)) ? photos : barcodes).push(f);
+  const list = $("queued");
+  list.replaceChildren();
+  if (photos.length) list.append(el("li", `${photos.length} photo(s): ${photos.slice(0, 5).map((f) => f.name).join(", ")}${photos.length > 5 ? ", …" : ""}`));
+  if (barcodes.length) list.append(el("li", `${barcodes.length} barcode file(s): ${barcodes.map((f) => f.name).join(", ")}`));
+}
+
+function card(id) {
+  let node = document.querySelector(`[data-specimen="${CSS.escape(id)}"]`);
+  if (!node) {
+    node = el("article", null, "specimen-card");
+    node.dataset.specimen = id;
+    const head = el("div", null, "card-head");
+    head.append(el("h2", id));
+    const photo = photos.find((f) => stem(f.name) === id);
+    if (photo) {
+      const img = el("img", null, "query-photo");
+      img.src = URL.createObjectURL(photo);
+      img.alt = photo.name;
+      head.append(img);
+    }
+    node.append(head);
+    $("results").append(node);
+  }
+  return node;
+}
+
+function prediction(result) {
+  const box = el("div", null, `result ${result.modality}`);
+  const p = result.prediction;
+  box.append(el("h3", result.modality === "image" ? "from the photo" : "from the barcode"));
+  const table = el("table", null, "prediction");
+  const head = el("tr");
+  for (const h of ["rank", "predicted", "similarity", "vote share"]) head.append(el("th", h));
+  table.append(head);
+  for (const rank of RANKS) {
+    const row = el("tr");
+    row.append(el("td", rank), el("td", p[rank] ?? "unknown", "name"), el("td", fmt(p[`${rank}_similarity`])),
+      el("td", p[`${rank}_vote_share`] === null ? "–" : `${Math.round(100 * p[`${rank}_vote_share`])} %`));
+    table.append(row);
+  }
+  box.append(table);
+  const flag = p.possible_new_species;
+  box.append(el("p", flag
+    ? `Possible new species: best similarity ${fmt(p.best_similarity)} < calibrated threshold ${fmt(result.threshold)}`
+    : `Known species: best similarity ${fmt(p.best_similarity)} ≥ calibrated threshold ${fmt(result.threshold)}`,
+    flag ? "flag new" : "flag known"));
+  const strip = el("div", null, "neighbours");
+  for (const n of result.neighbours) {
+    const fig = el("figure", null, "neighbour");
+    if (n.thumbnail) {
+      const img = el("img");
+      img.src = n.thumbnail;
+      img.alt = n.id;
+      img.loading = "lazy";
+      fig.append(img);
+    } else fig.append(el("div", "no photo", "nophoto"));
+    const cap = el("figcaption");
+    cap.append(el("b", n.id), el("span", `similarity ${fmt(n.similarity)}`),
+      el("span", [n.order, n.family, n.genus, n.species].map((x) => x ?? "?").join(" › ")));
+    fig.append(cap);
+    strip.append(fig);
+  }
+  box.append(el("h4", `${result.neighbours.length} nearest reference specimens`), strip);
+  return box;
+}
+
+function render(specimens) {
+  for (const s of specimens) {
+    const node = card(s.id);
+    for (const r of s.results) node.append(prediction(r));
+    for (const e of s.errors) node.append(el("p", `${e.file}: ${e.error}`, "error"));
+  }
+}
+
+async function send(form) {
+  const response = await fetch("/api/classify", { method: "POST", body: form });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+async function classify() {
+  const pasted = $("fasta").value.trim();
+  const chunks = Math.max(1, Math.ceil(photos.length / CHUNK));
+  if (!photos.length && !barcodes.length && !pasted) { $("status").textContent = "nothing to classify"; return; }
+  $("results").replaceChildren();
+  csvParts = [];
+  $("csv").hidden = true;
+  $("go").disabled = true;
+  const bar = $("progress");
+  bar.hidden = false; bar.max = photos.length + (barcodes.length || pasted ? 1 : 0); bar.value = 0;
+  let done = 0, rows = 0, errors = 0;
+  const started = performance.now();
+  try {
+    for (let c = 0; c < chunks; c++) {
+      const form = new FormData();
+      const part = photos.slice(c * CHUNK, (c + 1) * CHUNK);
+      for (const f of part) form.append("photos", f, f.name);
+      if (c === 0) { // barcodes travel with the first chunk
+        for (const f of barcodes) form.append("barcodes", f, f.name);
+        if (pasted) form.append("fasta", pasted);
+      }
+      const body = await send(form);
+      render(body.specimens);
+      csvParts.push(c === 0 ? body.csv : body.csv.split("\n").slice(1).join("\n"));
+      done += part.length + (c === 0 && (barcodes.length || pasted) ? 1 : 0);
+      rows += body.counts.rows; errors += body.counts.errors;
+      bar.value = done;
+      $("status").textContent = `${done} of ${bar.max} inputs, ${rows} predictions, ${errors} errors`;
+    }
+    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    $("status").textContent = `done: ${rows} predictions, ${errors} errors in ${seconds} s`;
+    $("csv").href = URL.createObjectURL(new Blob([csvParts.join("")], { type: "text/csv" }));
+    $("csv").hidden = false;
+  } catch (err) {
+    $("status").textContent = `failed: ${err.message}`;
+  } finally {
+    $("go").disabled = false;
+  }
+}
+
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); queue(e.dataTransfer.files); });
+$("files").addEventListener("change", (e) => queue(e.target.files));
+$("go").addEventListener("click", classify);
+$("clear").addEventListener("click", () => {
+  photos = []; barcodes = []; $("queued").replaceChildren(); $("results").replaceChildren(); $("fasta").value = "";
+  $("csv").hidden = true; $("progress").hidden = true; $("status").textContent = "";
+});
+fetch("/api/health").then((r) => r.json()).then((h) => {
+  $("model").textContent = `model ${h.model} · index ${h.index} (${h.keys} ${h.index_modality} keys) · hash ${String(h.checkpoint_hash).slice(0, 12)}`;
+});

@@ -1,0 +1,207 @@
+"""`clibd serve`'s JSON API, in process (Starlette's TestClient): real photos and real BOLD
+barcodes classified against a library built from a tiny model, checked against what
+`clibd classify` writes for the same files; bad files, size limits, thumbnails."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clibd.cli import main
+from tests.data_paths import BOLD_4K, REAL_IMAGES, needs_shared_data
+
+pytestmark = needs_shared_data
+
+K = 3
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> tuple[Path, Path]:
+    from tests.helpers.real_table import real_run
+
+    folder = tmp_path_factory.mktemp("serve")
+    checkpoint = real_run(folder)
+    assert main(["index", "build", "--checkpoint", str(checkpoint), "--modality", "dna",
+                 "--out", str(folder / "index"), "eval.batch_size=8"]) == 0
+    return checkpoint, folder / "index"
+
+
+@pytest.fixture(scope="module")
+def classifier(library):
+    from clibd.serve.service import Classifier
+
+    checkpoint, index = library
+    return Classifier(checkpoint, index, k=K, device="cpu")
+
+
+def _client(classifier, **limits):
+    from starlette.testclient import TestClient
+
+    from clibd.serve.app import build_app
+    from clibd.serve.service import Limits
+
+    return TestClient(build_app(classifier, limits=Limits(**limits)))
+
+
+@pytest.fixture(scope="module")
+def client(classifier):
+    return _client(classifier)
+
+
+def _photos(n: int) -> list[Path]:
+    return sorted(REAL_IMAGES.glob("*.jpg"))[:n]
+
+
+def _cli_csv(library, tmp_path: Path, *inputs: str) -> pd.DataFrame:
+    checkpoint, index = library
+    out = tmp_path / "cli.csv"
+    assert main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), *inputs,
+                 "--k", str(K), "--out", str(out)]) == 0
+    return pd.read_csv(out)
+
+
+def test_health_names_model_index_and_hash(client, library) -> None:
+    from clibd.embed.run_dir import checkpoint_hash
+
+    checkpoint, index = library
+    health = client.get("/api/health").json()
+    assert health["model"] == str(checkpoint) and health["index"] == str(index)
+    assert health["checkpoint_hash"] == health["index_checkpoint_hash"] == checkpoint_hash(checkpoint)
+    assert (health["keys"], health["keys_with_photo"], health["k"], health["dim"]) == (30, 30, K, 16)
+    meta = json.loads((index / "meta.json").read_text())["metadata"]
+    assert health["thresholds"] == {m: t["threshold"] for m, t in meta["thresholds"].items()}
+
+
+def test_one_real_photo_matches_the_cli(client, library, tmp_path) -> None:
+    photo = _photos(1)[0]
+    answer = client.post("/api/classify", files=[("photos", (photo.name, photo.read_bytes(), "image/jpeg"))])
+    assert answer.status_code == 200
+    body = answer.json()
+    served = pd.read_csv(io.StringIO(body["csv"]))
+    expected = _cli_csv(library, tmp_path, "--images", str(photo))
+    pd.testing.assert_frame_equal(served, expected)
+    [specimen] = body["specimens"]
+    assert specimen["id"] == photo.stem and specimen["photo"] == photo.name and specimen["errors"] == []
+    [result] = specimen["results"]
+    assert result["modality"] == "image"
+    threshold = json.loads((library[1] / "meta.json").read_text())["metadata"]["thresholds"]["image"]["threshold"]
+    assert result["threshold"] == threshold
+    row = expected.iloc[0]
+    assert result["prediction"]["species"] == row["species"]
+    assert result["prediction"]["possible_new_species"] == bool(row["possible_new_species"])
+    neighbours = result["neighbours"]
+    assert len(neighbours) == K and neighbours[0]["id"] == row["nearest_id"]
+    assert neighbours[0]["similarity"] == pytest.approx(row["best_similarity"], abs=1e-4)
+    assert [n["similarity"] for n in neighbours] == sorted((n["similarity"] for n in neighbours), reverse=True)
+    keys = pd.read_parquet(library[1] / "keys.parquet").set_index("id")
+    for n in neighbours:  # each neighbour's taxonomy is its key's, and its thumbnail a small JPEG of its photo
+        assert n["species"] == keys.loc[n["id"], "species"]
+        thumb = client.get(n["thumbnail"])
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+        from PIL import Image
+
+        assert max(Image.open(io.BytesIO(thumb.content)).size) == 128
+
+
+def test_real_barcodes_fasta_matches_the_cli(client, library, tmp_path) -> None:
+    records = pd.read_csv(BOLD_4K, sep="\t", dtype=str).iloc[200:212]
+    fasta = "".join(f">{p}\n{s}\n" for p, s in zip(records["processid"], records["nucleotides"]))
+    path = tmp_path / "new.fasta"
+    path.write_text(fasta)
+    body = client.post("/api/classify", files=[("barcodes", ("new.fasta", fasta.encode(), "text/plain"))]).json()
+    expected = _cli_csv(library, tmp_path, "--dna", str(path))
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(body["csv"])), expected)
+    assert [s["id"] for s in body["specimens"]] == records["processid"].tolist()
+    assert all(s["results"][0]["modality"] == "dna" and len(s["results"][0]["neighbours"]) == K for s in body["specimens"])
+    pasted = client.post("/api/classify", data={"fasta": fasta}).json()  # the page's text box
+    assert pasted["csv"] == body["csv"]
+
+
+def test_photo_and_barcode_of_one_specimen_are_paired(client) -> None:
+    photo = _photos(2)[1]
+    record = pd.read_csv(BOLD_4K, sep="\t", dtype=str).iloc[300]
+    fasta = f">{photo.stem}\n{record['nucleotides']}\n>other\n{record['nucleotides']}\n"
+    body = client.post("/api/classify", files=[("photos", (photo.name, photo.read_bytes(), "image/jpeg")),
+                                                ("barcodes", ("b.fa", fasta.encode(), "text/plain"))]).json()
+    assert [(s["id"], [r["modality"] for r in s["results"]]) for s in body["specimens"]] == [
+        (photo.stem, ["image", "dna"]), ("other", ["dna"])]
+    assert pd.read_csv(io.StringIO(body["csv"]))["id"].tolist() == [photo.stem, photo.stem, "other"]
+
+
+def test_mixed_batch_bad_files_get_their_own_rows(client) -> None:
+    good = _photos(3)
+    truncated = good[0].read_bytes()[:2000]
+    files = [("photos", (p.name, p.read_bytes(), "image/jpeg")) for p in good]
+    files += [
+        ("photos", ("notes.jpg", b"these are not pixels", "image/jpeg")),
+        ("photos", ("cut.jpg", truncated, "image/jpeg")),
+        ("barcodes", ("empty.fasta", b">lonely\n\n>also_empty\nNNNN--\n", "text/plain")),
+        ("barcodes", ("words.fasta", b"no header here\nACGT\n", "text/plain")),
+    ]
+    answer = client.post("/api/classify", files=files)
+    assert answer.status_code == 200
+    body = answer.json()
+    by_id = {s["id"]: s for s in body["specimens"]}
+    assert [s["id"] for s in body["specimens"][:3]] == [p.stem for p in good]
+    assert all(len(by_id[p.stem]["results"]) == 1 and not by_id[p.stem]["errors"] for p in good)
+    assert "notes.jpg" in by_id["notes"]["errors"][0]["error"] and not by_id["notes"]["results"]
+    assert by_id["cut"]["errors"][0]["file"] == "cut.jpg" and not by_id["cut"]["results"]
+    assert by_id["lonely"]["errors"] == [{"file": "empty.fasta", "error": "empty barcode (only N, gaps or spaces)"}]
+    assert by_id["also_empty"]["errors"][0]["error"].startswith("empty barcode")
+    assert "line 1: expected a '>' header line" in by_id["words.fasta"]["errors"][0]["error"]
+    assert body["counts"] == {"photos": 3, "barcodes": 0, "rows": 3, "errors": 5}
+    assert pd.read_csv(io.StringIO(body["csv"]))["id"].tolist() == [p.stem for p in good]
+
+
+def test_oversized_upload_and_request(classifier) -> None:
+    small, large = _photos(2)
+    limit = (len(small.read_bytes()) + len(large.read_bytes())) // 2
+    small, large = sorted((small, large), key=lambda p: len(p.read_bytes()))
+    client = _client(classifier, file_bytes=limit, request_bytes=10 * limit)
+    files = [("photos", (p.name, p.read_bytes(), "image/jpeg")) for p in (small, large)]
+    body = client.post("/api/classify", files=files).json()
+    big = next(s for s in body["specimens"] if s["id"] == large.stem)
+    assert big["errors"][0]["error"] == (
+        f"{large.name}: {len(large.read_bytes()):,} bytes exceeds the per-file limit of {limit:,} bytes")
+    assert pd.read_csv(io.StringIO(body["csv"]))["id"].tolist() == [small.stem]
+    too_big = client.post("/api/classify", files=[("photos", ("x.jpg", b"\xff" * (10 * limit + 1), "image/jpeg"))])
+    assert too_big.status_code == 413 and "exceeds the limit" in too_big.json()["error"]
+
+    def chunks():  # no Content-Length: the limit still holds while the body streams in
+        for _ in range(11):
+            yield b"\xff" * limit
+
+    streamed = client.post("/api/classify", content=chunks(),
+                           headers={"content-type": "multipart/form-data; boundary=x"})
+    assert streamed.status_code == 413
+
+
+def test_thumbnails_only_for_keys_of_the_index(client, library) -> None:
+    keys = pd.read_parquet(library[1] / "keys.parquet")
+    assert client.get(f"/api/thumbnail/{keys['id'].iloc[0]}").status_code == 200
+    photo = str(_photos(1)[0])
+    for attempt in (photo, photo.lstrip("/"), "../../../../etc/passwd", "..%2F..%2Fetc%2Fpasswd",
+                    keys["image_ref"].iloc[0], "%2Fetc%2Fpasswd"):
+        answer = client.get(f"/api/thumbnail/{attempt}")
+        assert answer.status_code == 404 and not answer.headers["content-type"].startswith("image/"), attempt
+    # a path that reaches the handler is looked up as a key id, and is none
+    assert client.get(f"/api/thumbnail/{photo.lstrip('/')}").json()["error"].startswith("no reference specimen")
+
+
+def test_no_upload_is_left_on_disk(client) -> None:
+    photos = _photos(2)
+    before = set(os.listdir(tempfile.gettempdir()))
+    files = [("photos", (p.name, p.read_bytes() * 30, "image/jpeg")) for p in photos]  # > 1 MiB: past any spool
+    assert client.post("/api/classify", files=files).status_code == 200
+    assert set(os.listdir(tempfile.gettempdir())) <= before
+
+
+def test_empty_request_is_refused(client) -> None:
+    answer = client.post("/api/classify", data={"fasta": "   "})
+    assert answer.status_code == 400 and "no photos or barcodes" in answer.json()["error"]
