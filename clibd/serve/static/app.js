@@ -13,7 +13,7 @@ function el(tag, text, cls) {
   if (cls) node.className = cls;
   return node;
 }
-const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
+const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(4)); // as the CSV
 const stem = (name) => name.replace(/^.*[\\/]/, "").replace(/\.[^.]*$/, "");
 
 function queue(files) {

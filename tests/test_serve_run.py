@@ -1,0 +1,201 @@
+"""The run report of `clibd serve` and the page in a real browser, on a small run trained on
+real data (tests/helpers/served_run.py): `clibd eval` writes the embedding map, the report
+shows results, map and curves, and headless Chromium (Debian's, driven by Playwright) drops a
+photo and a FASTA on the classify page and sees the predictions and neighbours the API gives.
+The browser test saves the screenshots the README shows (docs/images/)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clibd.eval.embedding_map import embedding_map
+from clibd.serve.report import markdown_tables
+from tests.data_paths import BOLD_4K, REAL_IMAGES, needs_shared_data
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO / "docs" / "images"
+
+
+def test_embedding_map_points_per_modality() -> None:
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"processid": [f"p{i}" for i in range(12)], "order": ["A"] * 6 + ["B"] * 6,
+                         "family": "f", "genus": "g", "species": "s", "image_ref": [f"/x/{i}.jpg" for i in range(12)]})
+    emb = np.concatenate([rng.normal(5, 0.1, (6, 8)), rng.normal(-5, 0.1, (6, 8))]).astype(np.float32)
+    queries = {"seen": {"image": (emb[:8], rows[:8]), "dna": (emb[:3], rows[:3])}, "unseen": {"image": (emb[8:], rows[8:])}}
+    points = embedding_map(queries)
+    assert points["modality"].tolist() == ["image"] * 12  # 3 dna points: too few for UMAP, left out
+    assert points["id"].tolist() == rows["processid"].tolist() and points["role"].tolist() == ["seen"] * 8 + ["unseen"] * 4
+    assert points["image_ref"].tolist() == rows["image_ref"].tolist()
+    a, b = points[["x", "y"]].to_numpy()[:6], points[["x", "y"]].to_numpy()[6:]
+    gap = np.linalg.norm(a.mean(0) - b.mean(0))
+    assert gap > 3 * max(a.std(0).max(), b.std(0).max())  # the two orders land apart
+
+
+def test_markdown_tables_escape_every_cell() -> None:
+    html = markdown_tables("# t\n\n## Macro <b>\n\n| a | <script>x</script> |\n|---|---|\n| 1 | 2 & 3 |\n")
+    assert html == ("<h3>Macro &lt;b&gt;</h3><table><thead><tr><th>a</th><th>&lt;script&gt;x&lt;/script&gt;</th></tr>"
+                    "</thead><tbody><tr><td>1</td><td>2 &amp; 3</td></tr></tbody></table>")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    if not REAL_IMAGES.is_dir():
+        pytest.skip(f"real data folder {REAL_IMAGES} is absent")
+    from tests.helpers.served_run import served_run
+
+    return served_run(tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="module")
+def classifier(run):
+    from clibd.serve.service import Classifier
+
+    return Classifier(run.checkpoint, run.index, k=3, device="cpu")
+
+
+@needs_shared_data
+@pytest.mark.slow
+def test_eval_writes_the_embedding_map(run) -> None:
+    evaluation = run.run / "eval-test"
+    points = pd.read_csv(evaluation / "embeddings_map.csv")
+    results = json.loads((evaluation / "results.json").read_text())
+    queries = results["meta"]["counts"]["queries"]
+    assert (evaluation / "embeddings.png").stat().st_size > 10_000
+    for modality in ("image", "dna"):  # every seen and unseen test query of each specimen tower, once
+        mine = points[points["modality"] == modality]
+        assert len(mine) == queries["seen"][modality] + queries["unseen"][modality] == 15 and mine["id"].is_unique
+        assert mine["role"].value_counts().to_dict() == {"seen": 10, "unseen": 5}
+
+
+@needs_shared_data
+@pytest.mark.slow
+def test_run_report_page(run) -> None:
+    from starlette.testclient import TestClient
+
+    from clibd.serve.app import build_app
+    from clibd.serve.report import RunReport
+
+    client = TestClient(build_app(report=RunReport(run.run)))
+    assert client.get("/", follow_redirects=False).headers["location"] == "/run"
+    page = client.get("/run").text
+    assert "<th>query-&gt;key</th>" in page and "<td>dna-&gt;dna</td>" in page
+    assert page.count('<circle cx=') >= 30 and page.count("data-row=") == 30
+    first = pd.read_csv(run.run / "eval-test" / "embeddings_map.csv").iloc[0]
+    assert f"<title>{first['id']} | {first['order']} &gt; {first['family']}" in page
+    steps = [json.loads(line)["step"] for line in (run.run / "train_log.jsonl").read_text().splitlines()]
+    assert page.count("<polyline") >= 4 and f"step {steps[0]}" in page and f">{steps[-1]}</text>" in page
+    assert client.get("/run/picture/accuracy.png").headers["content-type"] == "image/png"
+    assert client.get("/run/picture/embeddings.png").status_code == 200
+    assert client.get("/run/picture/results.json").status_code == 404  # only the two pictures, by name
+    photo = client.get("/run/specimen/0")
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
+    assert client.get("/run/specimen/30").status_code == 404
+
+
+# ---- a real browser --------------------------------------------------------------------
+
+
+def _chromium() -> str:
+    """Debian's Chromium and Playwright's Python package, or a skip saying which is missing."""
+    executable = os.environ.get("CLIBD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("no Chromium executable (apt-get install chromium; or set CLIBD_CHROMIUM): browser test skipped")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("the playwright Python package is not installed: browser test skipped")
+    return executable
+
+
+@pytest.fixture(scope="module")
+def server(run, classifier):
+    """The real app under uvicorn on a free loopback port, in a thread."""
+    import uvicorn
+
+    from clibd.serve.app import build_app
+    from clibd.serve.report import RunReport
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(classifier, RunReport(run.run)), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+DROP = """(files) => {
+  const dt = new DataTransfer();
+  for (const f of files) {
+    const bytes = Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0));
+    dt.items.add(new File([bytes], f.name, { type: f.type }));
+  }
+  document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+}"""
+
+
+@needs_shared_data
+@pytest.mark.slow
+def test_browser_drops_a_photo_and_a_fasta(server, classifier) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from clibd.serve.service import Limits
+    from clibd.serve.uploads import Upload
+
+    executable = _chromium()
+    photo = sorted(REAL_IMAGES.glob("*.jpg"))[5]
+    records = pd.read_csv(BOLD_4K, sep="\t", dtype=str).iloc[400:402]
+    fasta = "".join(f">{p}\n{s}\n" for p, s in zip([photo.stem, records["processid"].iloc[1]], records["nucleotides"]))
+    expected = classifier.classify([Upload(photo.name, photo.read_bytes())], [Upload("b.fasta", fasta.encode())],
+                                   Limits())
+    files = [{"name": photo.name, "type": "image/jpeg", "b64": base64.b64encode(photo.read_bytes()).decode()},
+             {"name": "barcodes.fasta", "type": "", "b64": base64.b64encode(fasta.encode()).decode()}]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(server + "/")
+        page.wait_for_function("document.getElementById('model').textContent.includes('keys')")
+        page.evaluate(DROP, files)
+        assert "1 photo(s)" in page.inner_text("#queued") and "barcodes.fasta" in page.inner_text("#queued")
+        page.click("#go")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)
+        assert page.inner_text("#status").startswith("done: 3 predictions, 0 errors")
+        for specimen in expected["specimens"]:
+            card = page.locator(f'[data-specimen="{specimen["id"]}"]')
+            for result, box in zip(specimen["results"], card.locator(".result").all(), strict=True):
+                names = box.locator("td.name").all_inner_texts()
+                assert names == [result["prediction"][r] or "unknown" for r in ("order", "family", "genus", "species")]
+                shown = [c.locator("b").inner_text() for c in box.locator(".neighbour").all()]
+                assert shown == [n["id"] for n in result["neighbours"]]
+                assert f"threshold {result['threshold']:.4f}" in box.locator(".flag").inner_text()
+        loaded = page.evaluate("Array.from(document.querySelectorAll('.neighbour img')).map(i => i.naturalWidth)")
+        assert len(loaded) == 9 and min(loaded) > 0  # every neighbour's thumbnail arrived and decoded
+        assert page.locator(f'[data-specimen="{photo.stem}"] img.query-photo').count() == 1
+        assert page.get_attribute("#csv", "href").startswith("blob:")
+        page.screenshot(path=str(SCREENSHOTS / "serve_classify.png"), full_page=True)
+
+        page.goto(server + "/run")
+        page.locator("svg.map circle[data-row]").first.click()
+        page.wait_for_function("document.querySelector('#specimen img') && document.querySelector('#specimen img').complete")
+        assert page.evaluate("document.querySelector('#specimen img').naturalWidth") > 0
+        page.screenshot(path=str(SCREENSHOTS / "serve_run_report.png"), full_page=True)
+        browser.close()
