@@ -59,7 +59,8 @@ def run(device: str, quick: bool) -> list[Result]:
                     assert client.post("/api/classify", files=part).json()["counts"]["rows"] == len(part)
 
             def serve_one() -> None:
-                assert client.post("/api/classify", files=[("photos", (files[0][0], files[0][1], "image/jpeg"))]).is_success
+                name, data = files[0]
+                assert client.post("/api/classify", files=[("photos", (name, data, "image/jpeg"))]).is_success
 
             def cli_batch() -> None:
                 emb, ids, _, _ = embed_specimens(embedder, [str(photos)])

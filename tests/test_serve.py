@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -118,7 +117,9 @@ def test_real_barcodes_fasta_matches_the_cli(client, library, tmp_path) -> None:
     expected = _cli_csv(library, tmp_path, "--dna", str(path))
     pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(body["csv"])), expected)
     assert [s["id"] for s in body["specimens"]] == records["processid"].tolist()
-    assert all(s["results"][0]["modality"] == "dna" and len(s["results"][0]["neighbours"]) == K for s in body["specimens"])
+    for specimen in body["specimens"]:
+        [result] = specimen["results"]
+        assert result["modality"] == "dna" and len(result["neighbours"]) == K
     pasted = client.post("/api/classify", data={"fasta": fasta}).json()  # the page's text box
     assert pasted["csv"] == body["csv"]
 
@@ -194,14 +195,54 @@ def test_thumbnails_only_for_keys_of_the_index(client, library) -> None:
     assert client.get(f"/api/thumbnail/{photo.lstrip('/')}").json()["error"].startswith("no reference specimen")
 
 
-def test_no_upload_is_left_on_disk(client) -> None:
-    photos = _photos(2)
-    before = set(os.listdir(tempfile.gettempdir()))
-    files = [("photos", (p.name, p.read_bytes() * 30, "image/jpeg")) for p in photos]  # > 1 MiB: past any spool
+def test_no_upload_is_left_on_disk(client, tmp_path, monkeypatch) -> None:
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    opened = []  # a spooled upload past its memory size rolls over into tempfile.TemporaryFile
+    real = tempfile.TemporaryFile
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **kw: opened.append(a) or real(*a, **kw))
+    files = [("photos", (p.name, p.read_bytes() * 30, "image/jpeg")) for p in _photos(2)]  # > 1 MiB each
     assert client.post("/api/classify", files=files).status_code == 200
-    assert set(os.listdir(tempfile.gettempdir())) <= before
+    assert opened == [] and list(private.iterdir()) == []
 
 
 def test_empty_request_is_refused(client) -> None:
     answer = client.post("/api/classify", data={"fasta": "   "})
     assert answer.status_code == 400 and "no photos or barcodes" in answer.json()["error"]
+
+
+def test_serve_command_binds_loopback_and_loads_once(library, monkeypatch) -> None:
+    import uvicorn
+    from starlette.testclient import TestClient
+
+    import clibd.serve.service as service
+
+    checkpoint, index = library
+    started, loads = {}, []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
+    real_init = service.Classifier.__init__
+    monkeypatch.setattr(service.Classifier, "__init__",
+                        lambda self, *a, **kw: (loads.append(a), real_init(self, *a, **kw))[1])
+    assert main(["serve", "--checkpoint", str(checkpoint), "--index", str(index), "--port", "8123"]) == 0
+    assert (started["host"], started["port"]) == ("127.0.0.1", 8123)
+    client = TestClient(started["app"])
+    photo = _photos(1)[0]
+    for _ in range(2):
+        answer = client.post("/api/classify", files=[("photos", (photo.name, photo.read_bytes(), "image/jpeg"))])
+        assert answer.is_success
+    assert len(loads) == 1  # the model and library load at start-up, not per request
+    assert client.get("/run").status_code == 404  # no --run: no report
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--checkpoint", "m"], "--checkpoint and --index go together"),
+    ([], "give --checkpoint and --index"),
+    (["--run", "/nonexistent/run"], "run folder not found: /nonexistent/run"),
+])
+def test_serve_command_refuses_incomplete_arguments(argv, message, monkeypatch) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("must not start"))
+    with pytest.raises((SystemExit, FileNotFoundError), match=message):
+        main(["serve", *argv])

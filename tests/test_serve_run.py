@@ -32,10 +32,12 @@ def test_embedding_map_points_per_modality() -> None:
     rows = pd.DataFrame({"processid": [f"p{i}" for i in range(12)], "order": ["A"] * 6 + ["B"] * 6,
                          "family": "f", "genus": "g", "species": "s", "image_ref": [f"/x/{i}.jpg" for i in range(12)]})
     emb = np.concatenate([rng.normal(5, 0.1, (6, 8)), rng.normal(-5, 0.1, (6, 8))]).astype(np.float32)
-    queries = {"seen": {"image": (emb[:8], rows[:8]), "dna": (emb[:3], rows[:3])}, "unseen": {"image": (emb[8:], rows[8:])}}
+    queries = {"seen": {"image": (emb[:8], rows[:8]), "dna": (emb[:3], rows[:3])},
+               "unseen": {"image": (emb[8:], rows[8:])}}
     points = embedding_map(queries)
     assert points["modality"].tolist() == ["image"] * 12  # 3 dna points: too few for UMAP, left out
-    assert points["id"].tolist() == rows["processid"].tolist() and points["role"].tolist() == ["seen"] * 8 + ["unseen"] * 4
+    assert points["id"].tolist() == rows["processid"].tolist()
+    assert points["role"].tolist() == ["seen"] * 8 + ["unseen"] * 4
     assert points["image_ref"].tolist() == rows["image_ref"].tolist()
     a, b = points[["x", "y"]].to_numpy()[:6], points[["x", "y"]].to_numpy()[6:]
     gap = np.linalg.norm(a.mean(0) - b.mean(0))
@@ -148,7 +150,8 @@ DROP = """(files) => {
     const bytes = Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0));
     dt.items.add(new File([bytes], f.name, { type: f.type }));
   }
-  document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+  const drop = new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true });
+  document.getElementById("drop").dispatchEvent(drop);
 }"""
 
 
@@ -195,7 +198,7 @@ def test_browser_drops_a_photo_and_a_fasta(server, classifier) -> None:
 
         page.goto(server + "/run")
         page.locator("svg.map circle[data-row]").first.click()
-        page.wait_for_function("document.querySelector('#specimen img') && document.querySelector('#specimen img').complete")
+        page.wait_for_function("() => { const i = document.querySelector('#specimen img'); return i && i.complete; }")
         assert page.evaluate("document.querySelector('#specimen img').naturalWidth") > 0
         page.screenshot(path=str(SCREENSHOTS / "serve_run_report.png"), full_page=True)
         browser.close()

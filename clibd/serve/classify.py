@@ -64,8 +64,8 @@ def classify_uploads(
         scores.append(s)
         positions.append(p)
     if not tables:
-        empty = predict_taxonomy(np.zeros((0, 1)), np.zeros((0, 1), dtype=np.int64), library.taxonomy, library.ids, [], 0.0)
-        return Classified(empty, [], np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), {})
+        s, p = np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        return Classified(predict_taxonomy(s, p, library.taxonomy, library.ids, [], 0.0), [], s, p, {})
     order = _photo_then_barcode(tables, parts)
     table = pd.concat(tables, ignore_index=True).iloc[order].reset_index(drop=True)
     return Classified(table, [modality[i] for i in order], np.concatenate(scores)[order],

@@ -70,7 +70,8 @@ class RunReport:
         if results is None or not results.is_file():
             return f"<section><h2>Results</h2><p class='note'>no eval-*/results.md in {escape(str(self.run_dir))}: " \
                    "run <code>python eval.py --checkpoint RUN/model</code></p></section>"
-        accuracy = '<img src="/run/picture/accuracy.png" alt="accuracy per rank">' if self.picture("accuracy.png") else ""
+        accuracy = '<img src="/run/picture/accuracy.png" alt="accuracy per rank">'
+        accuracy = accuracy if self.picture("accuracy.png") else ""
         return f"<section><h2>Results ({escape(self.eval_dir.name)})</h2>{markdown_tables(results.read_text())}" \
                f"{accuracy}</section>"
 

@@ -29,7 +29,8 @@ def line_chart(x: Sequence[float], series: dict[str, Sequence[float]], title: st
     vmin, vmax = float(np.nanmin(values)), float(np.nanmax(values))
     parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">',
              f'<text x="{width / 2}" y="14" text-anchor="middle" class="title">{escape(title)}</text>',
-             f'<text x="2" y="30" class="tick">{vmax:.3g}</text><text x="2" y="{height - 22}" class="tick">{vmin:.3g}</text>',
+             f'<text x="2" y="30" class="tick">{vmax:.3g}</text>',
+             f'<text x="2" y="{height - 22}" class="tick">{vmin:.3g}</text>',
              f'<text x="{pad}" y="{height - 4}" class="tick">step {x[0]:g}</text>'
              f'<text x="{width - 10}" y="{height - 4}" text-anchor="end" class="tick">{x[-1]:g}</text>',
              f'<rect x="{pad}" y="22" width="{width - pad - 10}" height="{height - 48}" class="frame"/>']

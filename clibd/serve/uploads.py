@@ -72,7 +72,8 @@ def read_barcode_uploads(uploads: list[Upload], max_bytes: int) -> tuple[list[tu
             errors.append(InputError(upload.name, upload.name, f"cannot read: {err}"))
             continue
         informative = table["sequence"].str.upper().str.replace(r"[N\-.\s]", "", regex=True).str.len() > 0
-        errors += [InputError(i, upload.name, "empty barcode (only N, gaps or spaces)") for i in table["id"][~informative]]
+        empty = table["id"][~informative]
+        errors += [InputError(i, upload.name, "empty barcode (only N, gaps or spaces)") for i in empty]
         records += list(zip(table["id"][informative], table["sequence"][informative]))
     if not records and not errors and uploads:
         errors.append(InputError(uploads[0].name, uploads[0].name, "no barcode records"))

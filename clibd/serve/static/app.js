@@ -20,8 +20,9 @@ function queue(files) {
   for (const f of files) ((f.type.startsWith("image/") || IMAGE.test(f.name)) ? photos : barcodes).push(f);
   const list = $("queued");
   list.replaceChildren();
-  if (photos.length) list.append(el("li", `${photos.length} photo(s): ${photos.slice(0, 5).map((f) => f.name).join(", ")}${photos.length > 5 ? ", …" : ""}`));
-  if (barcodes.length) list.append(el("li", `${barcodes.length} barcode file(s): ${barcodes.map((f) => f.name).join(", ")}`));
+  const names = (files) => files.slice(0, 5).map((f) => f.name).join(", ") + (files.length > 5 ? ", …" : "");
+  if (photos.length) list.append(el("li", `${photos.length} photo(s): ${names(photos)}`));
+  if (barcodes.length) list.append(el("li", `${barcodes.length} barcode file(s): ${names(barcodes)}`));
 }
 
 function card(id) {
@@ -142,7 +143,11 @@ async function classify() {
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); queue(e.dataTransfer.files); });
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  queue(e.dataTransfer.files);
+});
 $("files").addEventListener("change", (e) => queue(e.target.files));
 $("go").addEventListener("click", classify);
 $("clear").addEventListener("click", () => {
@@ -150,5 +155,6 @@ $("clear").addEventListener("click", () => {
   $("csv").hidden = true; $("progress").hidden = true; $("status").textContent = "";
 });
 fetch("/api/health").then((r) => r.json()).then((h) => {
-  $("model").textContent = `model ${h.model} · index ${h.index} (${h.keys} ${h.index_modality} keys) · hash ${String(h.checkpoint_hash).slice(0, 12)}`;
+  const hash = String(h.checkpoint_hash).slice(0, 12);
+  $("model").textContent = `model ${h.model} · index ${h.index} (${h.keys} ${h.index_modality} keys) · hash ${hash}`;
 });
