@@ -6,7 +6,6 @@ keys, looked up by key id: nothing in a request is ever used as a path."""
 from __future__ import annotations
 
 import io
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -91,31 +91,28 @@ class Classifier:
         def specimen(sid: str) -> dict:
             return by_id.setdefault(sid, {"id": sid, "photo": photo_files.get(sid), "results": [], "errors": []})
 
-        for row, modality in enumerate(result.modality):
-            record = result.table.iloc[row]
-            specimen(record["id"])["results"].append({
-                "modality": modality,
-                "prediction": {name: _json_value(record[name]) for name in result.table.columns if name != "id"},
-                "threshold": result.thresholds[modality],
-                "neighbours": self._neighbours(result, row),
+        neighbours = self._neighbours(result)
+        for record, modality, near in zip(_records(result.table), result.modality, neighbours):
+            specimen(record.pop("id"))["results"].append({
+                "modality": modality, "prediction": record, "threshold": result.thresholds[modality],
+                "neighbours": near,
             })
         for error in errors:
             specimen(error.id)["errors"].append({"file": error.file, "error": error.error})
         return list(by_id.values())
 
-    def _neighbours(self, result: Classified, row: int) -> list[dict]:
-        taxonomy, out = self.library.taxonomy, []
-        for score, position in zip(result.scores[row], result.positions[row]):
-            if position < 0:
-                continue
-            key = self.library.ids[position]
-            out.append({
-                "id": key,
-                "similarity": round(float(score), 4),
-                **{rank: _json_value(taxonomy[rank].iat[position]) for rank in EVAL_RANKS},
-                "thumbnail": f"/api/thumbnail/{key}" if key in self._image_refs else None,
-            })
-        return out
+    def _neighbours(self, result: Classified) -> list[list[dict]]:
+        """Per row, its k nearest keys (id, similarity, four ranks, thumbnail URL), nearest first."""
+        valid = result.positions >= 0
+        positions = result.positions[valid]
+        keys = pd.DataFrame({"id": np.asarray(self.library.ids, dtype=object)[positions],
+                             "similarity": result.scores[valid].astype(np.float64)})
+        taxonomy = self.library.taxonomy[list(EVAL_RANKS)].iloc[positions].reset_index(drop=True)
+        flat = _records(pd.concat([keys, taxonomy], axis=1))
+        for key in flat:
+            key["thumbnail"] = f"/api/thumbnail/{key['id']}" if key["id"] in self._image_refs else None
+        bounds = np.concatenate([[0], np.cumsum(valid.sum(axis=1))])
+        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     def thumbnail(self, key: str) -> Optional[bytes]:
         """A key's photo as a small JPEG, or None when the library has no photo for that key id."""
@@ -135,11 +132,12 @@ def _thumbnail(ref: str) -> Optional[bytes]:
     return buffer.getvalue()
 
 
-def _json_value(value: Any) -> Any:
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, float):
-        return None if math.isnan(value) else round(value, 4)
-    if hasattr(value, "item"):  # numpy scalars
-        return _json_value(value.item())
-    return value
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts, column-wise: floats rounded to 4 places (as the CSV), NaN / <NA> -> None."""
+    columns = {}
+    for name in table.columns:
+        column = table[name]
+        if pd.api.types.is_float_dtype(column):
+            column = column.round(4)
+        columns[name] = column.astype(object).where(column.notna(), None).tolist()
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]

@@ -1,7 +1,9 @@
 // The classify page: queue dropped files, send them in chunks (progress), render each specimen.
 // Every value from a file or the server goes in through textContent, never as markup.
 "use strict";
-const CHUNK = 16; // photos per request: the progress bar moves once per chunk
+// Photos per request: the progress bar moves once per chunk. Each request pays a fixed cost
+// (HTTP, search, vote), so chunks are not small, and two are in flight to overlap it.
+const CHUNK = 25, IN_FLIGHT = 2;
 const RANKS = ["order", "family", "genus", "species"];
 const IMAGE = /\.(jpe?g|png|tiff?|bmp|webp)$/i;
 let photos = [], barcodes = [], csvParts = [];
@@ -113,15 +115,22 @@ async function classify() {
   let done = 0, rows = 0, errors = 0;
   const started = performance.now();
   try {
-    for (let c = 0; c < chunks; c++) {
-      const form = new FormData();
-      const part = photos.slice(c * CHUNK, (c + 1) * CHUNK);
-      for (const f of part) form.append("photos", f, f.name);
+    const form = (c) => {
+      const data = new FormData();
+      for (const f of photos.slice(c * CHUNK, (c + 1) * CHUNK)) data.append("photos", f, f.name);
       if (c === 0) { // barcodes travel with the first chunk
-        for (const f of barcodes) form.append("barcodes", f, f.name);
-        if (pasted) form.append("fasta", pasted);
+        for (const f of barcodes) data.append("barcodes", f, f.name);
+        if (pasted) data.append("fasta", pasted);
       }
-      const body = await send(form);
+      return data;
+    };
+    const pending = [];
+    const launch = () => { if (pending.length < chunks) pending.push(send(form(pending.length))); };
+    for (let i = 0; i < IN_FLIGHT; i++) launch();
+    for (let c = 0; c < chunks; c++) {
+      const part = photos.slice(c * CHUNK, (c + 1) * CHUNK);
+      const body = await pending[c]; // answers are shown in order
+      launch();
       render(body.specimens);
       csvParts.push(c === 0 ? body.csv : body.csv.split("\n").slice(1).join("\n"));
       done += part.length + (c === 0 && (barcodes.length || pasted) ? 1 : 0);
