@@ -96,8 +96,8 @@ def _compare(size: str, device: str, n_photos: int, n_keys: int, rounds: int) ->
             "serve vs classify" if n_photos > 1 else "serve one photo",
             f"{what}, POST over loopback (chunks of {CHUNK}, {IN_FLIGHT} in flight); best of {rounds} in turns",
             n_photos, best["serve"], best["cli"], "photos/s", 0.8 if n_photos > 1 else None,
-            note=f"server answered in {best['serve'] * 1000:.0f} ms (CPU {cpu['serve']:.2f} s, CLI {cpu['cli']:.2f} s); "
-                 f"its start-up (model + library) {load_s:.1f} s",
+            note=f"server answered in {best['serve'] * 1000:.0f} ms (CPU {cpu['serve']:.2f} s, "
+                 f"CLI {cpu['cli']:.2f} s); its start-up (model + library) {load_s:.1f} s",
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
