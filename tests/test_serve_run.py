@@ -196,6 +196,22 @@ def test_browser_drops_a_photo_and_a_fasta(server, classifier) -> None:
         assert page.get_attribute("#csv", "href").startswith("blob:")
         page.screenshot(path=str(SCREENSHOTS / "serve_classify.png"), full_page=True)
 
+        # A batch bigger than one chunk: progress, every photo once, and the CSV of all of them.
+        page.click("#clear")
+        real = sorted(REAL_IMAGES.glob("*.jpg"))
+        batch = [{"name": f"{i:02d}_{real[i % len(real)].name}", "type": "image/jpeg",
+                  "b64": base64.b64encode(real[i % len(real)].read_bytes()).decode()} for i in range(60)]
+        page.evaluate(DROP, batch)
+        page.click("#go")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=120_000)
+        assert page.inner_text("#status").startswith("done: 60 predictions, 0 errors")
+        assert page.evaluate("document.getElementById('progress').value") == 60
+        cards = page.locator(".specimen-card h2").all_inner_texts()
+        assert cards == [Path(f["name"]).stem for f in batch]
+        csv = page.evaluate("fetch(document.getElementById('csv').href).then((r) => r.text())")
+        lines = csv.strip().split("\n")
+        assert lines[0].startswith("id,order,order_similarity") and [line.split(",")[0] for line in lines[1:]] == cards
+
         page.goto(server + "/run")
         page.locator("svg.map circle[data-row]").first.click()
         page.wait_for_function("() => { const i = document.querySelector('#specimen img'); return i && i.complete; }")
