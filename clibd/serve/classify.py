@@ -48,10 +48,10 @@ def classify_uploads(
     k = min(k, len(library))
     parts = []
     if images:
-        emb, _, skipped = embedder.embed_images([image for _, image in images])
-        if skipped:  # decoded upstream, so only a transform failure lands here
-            raise ValueError(f"images failed after decoding: {skipped}")
-        parts.append(("image", [sid for sid, _ in images], emb))
+        embedded = embedder.embed_images([image for _, image in images])
+        if embedded.skipped:  # decoded upstream, so only a transform failure lands here
+            raise ValueError(f"images failed after decoding: {embedded.skipped}")
+        parts.append(("image", [sid for sid, _ in images], embedded.embeddings))
     if barcodes:
         emb, ids = embedder.embed_dna([seq for _, seq in barcodes], [sid for sid, _ in barcodes])
         parts.append(("dna", ids, emb))
