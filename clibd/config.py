@@ -125,6 +125,9 @@ class AugmentConfig:
     rotate_degrees: float = 0.0
     rotate_fill: int = 255  # grey level of the corners a rotation uncovers (published: 0, black)
     color_jitter: float = 0.1
+    # Augment the batch on the training device after the transfer (clibd/data/gpu_augment.py)
+    # instead of per image in the loader workers; the loader then serves un-augmented crops.
+    on_device: bool = False
 
 
 @dataclass

@@ -68,9 +68,14 @@ class SpecimenDataset(Dataset):
         self.image_size = image_size
         if image_size is not None:
             augment = data_cfg.augment if train else None
+            self._decode_side = decode_side(image_size, augment, data_cfg.eval_resize)
             self.transform = build_pil_transform(image_size, augment, data_cfg.eval_resize)
             self.normalize = build_normalize(data_cfg.mean, data_cfg.std)
-            self._decode_side = decode_side(image_size, augment, data_cfg.eval_resize)
+            if augment is not None and augment.enabled and augment.on_device:
+                # uint8 squares, augmented and normalised on the device (clibd/data/gpu_augment.py).
+                self.image_size = self._decode_side
+                self.transform = build_pil_transform(self._decode_side)
+                self.normalize = torch.nn.Identity()
             self.image_ref = table["image_ref"].to_numpy(dtype=object, na_value=None)
             self._refuse(np.array([r is None for r in self.image_ref], dtype=bool), REASON_IMAGE, "no image_ref")
 

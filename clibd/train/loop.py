@@ -217,7 +217,7 @@ def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResu
                 # Seeded by position so a resumed run draws the same dropout as an uninterrupted one.
                 set_seed(tc.seed * 1_000_003 + state.epoch * 10_007 + state.batch_in_epoch, device_specific=True)
                 with accelerator.accumulate(model):
-                    loss, pairs = loss_fn(model(batch), unwrapped.logit_scale, batch["labels"][:, label_col])
+                    loss, pairs = loss_fn(model(data.prepare(batch)), unwrapped.logit_scale, batch["labels"][:, label_col])
                     micro_nonfinite += ~torch.isfinite(loss.detach())
                     accelerator.backward(loss)
                     state.batch_in_epoch += 1

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from clibd.config import Config
 from clibd.data.dataset import SpecimenDataset, build_dataloader
 from clibd.data.demo import ensure_demo
+from clibd.data.gpu_augment import BatchAugment
 from clibd.data.roles import select_role
 from clibd.data.sources import read_specimens
 from clibd.models.clibd_model import CLIBDModel
@@ -29,6 +30,14 @@ class TrainingData:
     train_loader: DataLoader
     val_loader: Optional[DataLoader]  # None when the val_seen role has no rows
     trainable: dict[str, tuple[int, int]]  # tower -> (trainable, total) parameters
+    # data.augment.on_device: the training images' augmentation, applied by ``prepare``.
+    augment: Optional[BatchAugment] = None
+
+    def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A training batch on the device as the model takes it (images augmented there if configured)."""
+        if self.augment is None or "image" not in batch:
+            return batch
+        return {**batch, "image": self.augment.to(batch["image"].device)(batch["image"])}
 
     def train_ids(self, index: torch.Tensor) -> list[str]:
         """The processids of training rows (a batch's ``index``), for error messages."""
@@ -86,5 +95,8 @@ def build_training_data(cfg: Config, accelerator: Accelerator, model_dir: Option
         f"data: {len(train_rows)} training specimens ({', '.join(cfg.data.splits.train)}), "
         f"{len(val_rows)} validation ({', '.join(cfg.data.splits.val_seen)}); modalities {', '.join(model.modalities)}"
     )
-    return TrainingData(model, train, train_loader, val_loader, trainable_parameters(model))
+    augment = None
+    if train.image_size is not None and dc.augment.enabled and dc.augment.on_device:
+        augment = BatchAugment(cfg.model.image.image_size, dc.augment, dc.mean, dc.std)
+    return TrainingData(model, train, train_loader, val_loader, trainable_parameters(model), augment)
 
