@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EXTRA ?= cpu
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: venv demo test test-fast soak bench bench-real clean
+.PHONY: venv demo test test-fast soak bench bench-real gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: $(STAMP)
 
 bench-real: $(STAMP)
 	$(PY) bench/real_barcodes.py --curve bench/real_barcodes_curve.png
+
+# One GPU, no download, <= 8 minutes on an H200: writes bench/gpu_results.json (EXTRA=cuda for faiss-gpu).
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .cache runs data/demo

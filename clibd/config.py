@@ -198,7 +198,7 @@ class EvalConfig:
     modalities: list[str] = field(default_factory=lambda: ["image", "dna", "text"])
     ks: list[int] = field(default_factory=lambda: [1, 3, 5])
     batch_size: int = 256
-    index: str = "flat"  # flat | ivf | hnsw
+    index: str = "flat"  # flat | ivf | ivfpq | hnsw (clibd/index/faiss_index.py)
     # Embedding precision: auto (bf16 on a CUDA GPU, fp32 on a CPU) | fp32 | bf16 (clibd/embed/encoder.py).
     precision: str = "auto"
     compile: bool = False  # torch.compile with frozen weights: ~15-30 s per tower, pays for large splits

@@ -1,6 +1,8 @@
-"""``clibd index build --checkpoint DIR [--config CONFIG] --modality dna|image|text --out INDEX [key=value ...]``:
-a reference library of the config's key specimens with a calibrated new-species threshold
-(``clibd.index.library``)."""
+"""``clibd index build --checkpoint DIR [--config CONFIG] --modality dna|image|text --out INDEX
+[--kind flat|ivf|ivfpq|hnsw] [key=value ...]``: a reference library of the config's key specimens
+with a calibrated new-species threshold (``clibd.index.library``). ``--kind`` (default: the
+config's ``eval.index``) picks the FAISS index; IVF lists and PQ codes are sized from the key
+count (``clibd.index.faiss_index``; docs/scale.md for libraries of millions of keys)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_checkpoint_arguments(build)
     build.add_argument("--modality", required=True, choices=("image", "dna", "text"), help="key embeddings")
     build.add_argument("--out", required=True, help="index folder to write")
+    build.add_argument("--kind", default=None, help="flat | ivf | ivfpq | hnsw (default: the config's eval.index)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from clibd.index.library import build_library
     from clibd.models.clibd_model import CLIBDModel
 
-    cfg = resolve_config(args.checkpoint, args.config, args.overrides)
+    kind = [f"eval.index={args.kind}"] if args.kind else []
+    cfg = resolve_config(args.checkpoint, args.config, [*args.overrides, *kind])
     accelerator = Accelerator()
     model = CLIBDModel.from_pretrained(args.checkpoint).to(accelerator.device)
     index = build_library(cfg, model, args.modality, args.checkpoint, accelerator)

@@ -7,7 +7,16 @@ inner product is cosine similarity. Kinds:
 - ``ivf``: ``IVF{nlist},Flat``, trained on the first ``add`` batch; ``nlist`` defaults to
   ``4*sqrt(N)`` (at most ``N/39``, FAISS's minimum of training points per list);
   ``nprobe`` lists are visited per query;
+- ``ivfpq``: ``IVF{nlist},PQ{pq_m}x{pq_nbits}``, for libraries of millions of keys: each key
+  is stored as ``pq_m`` codes of ``pq_nbits`` bits (``pq_m`` bytes at 8 bits) instead of
+  ``4*dim`` bytes; ``pq_m`` defaults to ``dim/4`` (192 bytes for 768-d keys: a 5 M-key
+  library in ~1 GB, docs/scale.md), ``pq_nbits`` to 8, or fewer when the first batch is too
+  small to train 2**8 centroids per sub-quantizer (39 points each);
 - ``hnsw``: ``HNSW32,Flat`` with ``ef_search`` (CPU only: FAISS has no GPU HNSW).
+
+IVF kinds train their k-means on at most ``TRAIN_PER_LIST * nlist`` keys of the first
+batch, drawn with a fixed seed: FAISS would otherwise use up to 256 per list, four times the
+time for the same lists at millions of keys.
 
 ``device="auto"`` uses every GPU FAISS sees (``index_cpu_to_all_gpus``, sharded) and the
 CPU otherwise; ``device="cuda"`` without a GPU build of FAISS is an error.
@@ -31,7 +40,11 @@ import faiss
 import numpy as np
 import pandas as pd
 
-KINDS = ("flat", "ivf", "hnsw")
+KINDS = ("flat", "ivf", "ivfpq", "hnsw")
+IVF_KINDS = ("ivf", "ivfpq")
+TRAIN_PER_LIST = 64
+MIN_TRAIN_PER_CENTROID = 39  # FAISS warns below this many training points per centroid
+GPU_PQ_MAX_BYTES = 96  # the largest code FAISS's GPU IVFPQ takes (8-bit codes)
 FORMAT_VERSION = 1
 INDEX_FILE, KEYS_FILE, META_FILE = "index.faiss", "keys.parquet", "meta.json"
 
@@ -55,7 +68,17 @@ def normalized_float32(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-def _use_gpu(device: str, kind: str) -> bool:
+def default_nlist(count: int) -> int:
+    """Inverted lists for ``count`` keys: ``4*sqrt(N)``, at most ``N/39`` (enough points to train each)."""
+    return max(1, min(round(4 * math.sqrt(count)), count // MIN_TRAIN_PER_CENTROID))
+
+
+def default_pq_nbits(count: int) -> int:
+    """8 bits per PQ code, fewer (at least 1) when ``count`` cannot train 2**8 centroids per sub-quantizer."""
+    return max(1, min(8, int(math.log2(max(2, count // MIN_TRAIN_PER_CENTROID)))))
+
+
+def _use_gpu(device: str, kind: str, pq_bytes: int = 0) -> bool:
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
@@ -63,12 +86,17 @@ def _use_gpu(device: str, kind: str) -> bool:
         raise RuntimeError("device='cuda' but FAISS sees no GPU (install faiss-gpu instead of faiss-cpu)")
     if device == "cuda" and kind == "hnsw":
         raise ValueError("FAISS has no GPU HNSW; use kind='flat' or 'ivf' on the GPU, or device='cpu'")
-    return gpus > 0 and device != "cpu" and kind != "hnsw"
+    if device == "cuda" and pq_bytes > GPU_PQ_MAX_BYTES:
+        raise ValueError(f"FAISS's GPU IVFPQ takes codes of at most {GPU_PQ_MAX_BYTES} bytes, pq_m={pq_bytes}: "
+                         "lower pq_m or use device='cpu'")  # fmt: skip
+    return gpus > 0 and device != "cpu" and kind != "hnsw" and pq_bytes <= GPU_PQ_MAX_BYTES
 
 
 def _to_all_gpus(index: faiss.Index) -> faiss.Index:
     options = faiss.GpuMultipleClonerOptions()
     options.shard = True  # split the keys across GPUs instead of replicating them
+    # IVFPQ codes over 48 bytes need float16 lookup tables on the GPU (shared memory); only PQ uses the flag so.
+    options.useFloat16 = isinstance(index, faiss.IndexIVFPQ)
     return faiss.index_cpu_to_all_gpus(index, co=options)
 
 
@@ -97,6 +125,8 @@ class ReferenceIndex:
         nprobe: int = 32,
         ef_search: int = 128,
         hnsw_m: int = 32,
+        pq_m: Optional[int] = None,
+        pq_nbits: Optional[int] = None,
         checkpoint_hash: Optional[str] = None,
         metadata: Optional[dict[str, Any]] = None,
     ) -> None:
@@ -106,13 +136,16 @@ class ReferenceIndex:
             raise ValueError(f"dim must be positive, got {dim}")
         self.dim, self.kind, self.device = dim, kind, device
         self.nlist, self.nprobe, self.ef_search, self.hnsw_m = nlist, nprobe, ef_search, hnsw_m
+        self.pq_m, self.pq_nbits = (pq_m or max(1, dim // 4), pq_nbits) if kind == "ivfpq" else (None, None)
+        if self.pq_m is not None and dim % self.pq_m:
+            raise ValueError(f"pq_m={self.pq_m} must divide the dimension {dim}")
         self.checkpoint_hash = checkpoint_hash
         self.metadata: dict[str, Any] = dict(metadata or {})
         # Chunks per add(), joined on first access, so adding N keys in chunks stays O(N).
         self._id_chunks: list[np.ndarray] = []
         self._id_set: set[str] = set()
         self._taxonomy_chunks: list[pd.DataFrame] = []
-        self._gpu = _use_gpu(device, kind)
+        self._gpu = _use_gpu(device, kind, (self.pq_m or 0) * (self.pq_nbits or 8) // 8)
         self._index: Optional[faiss.Index] = None  # built on the first add (IVF needs the keys to train)
 
     def __len__(self) -> int:
@@ -143,13 +176,24 @@ class ReferenceIndex:
             index = faiss.index_factory(self.dim, f"HNSW{self.hnsw_m},Flat", faiss.METRIC_INNER_PRODUCT)
         else:
             if self.nlist is None:
-                self.nlist = max(1, min(round(4 * math.sqrt(len(first))), len(first) // 39))
-            index = faiss.index_factory(self.dim, f"IVF{self.nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+                self.nlist = default_nlist(len(first))
+            codes = "Flat"
+            if self.kind == "ivfpq":
+                self.pq_nbits = self.pq_nbits or default_pq_nbits(len(first))
+                codes = f"PQ{self.pq_m}x{self.pq_nbits}"
+            index = faiss.index_factory(self.dim, f"IVF{self.nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
+            if self.kind == "ivfpq":
+                # dim/4 k-means of 2**nbits centroids each: FAISS's 25 iterations on 256 points per
+                # centroid take minutes at 768-d; 10 on 64 lose little (docs/scale.md).
+                index.pq.cp.niter, index.pq.cp.max_points_per_centroid = 10, TRAIN_PER_LIST
+            if len(first) > TRAIN_PER_LIST * self.nlist:
+                rows = np.random.default_rng(0).choice(len(first), TRAIN_PER_LIST * self.nlist, replace=False)
+                first = first[np.sort(rows)]
             index.train(first)
         return _to_all_gpus(index) if self._gpu else index
 
     def _apply_search_params(self) -> None:
-        if self.kind == "ivf":
+        if self.kind in IVF_KINDS:
             space = faiss.GpuParameterSpace() if self._gpu else faiss.ParameterSpace()
             space.set_index_parameter(self._index, "nprobe", self.nprobe)
         elif self.kind == "hnsw":
@@ -221,6 +265,8 @@ class ReferenceIndex:
             "nprobe": self.nprobe,
             "ef_search": self.ef_search,
             "hnsw_m": self.hnsw_m,
+            "pq_m": self.pq_m,
+            "pq_nbits": self.pq_nbits,
             "checkpoint_hash": self.checkpoint_hash,
             "metadata": self.metadata,
         }
@@ -259,6 +305,8 @@ class ReferenceIndex:
             nprobe=meta["nprobe"],
             ef_search=meta["ef_search"],
             hnsw_m=meta["hnsw_m"],
+            pq_m=meta.get("pq_m"),  # absent from indexes saved before ivfpq existed
+            pq_nbits=meta.get("pq_nbits"),
             checkpoint_hash=meta["checkpoint_hash"],
             metadata=meta["metadata"],
         )
