@@ -21,7 +21,9 @@ import torch  # noqa: E402
 from bench.common import REPO, Result  # noqa: E402
 
 # Benchmark modules, each with run(device, quick) -> list[Result].
-BENCHMARKS = ["tokenization", "pipeline", "metadata", "retrieval", "metrics", "train_step", "embedding", "serve"]
+BENCHMARKS = [
+    "tokenization", "pipeline", "metadata", "retrieval", "metrics", "train_step", "embedding", "serve", "library_scale",
+]
 
 
 def goal_text(r: Result) -> str:
