@@ -14,6 +14,7 @@ from clibd.config import AugmentConfig, DataConfig
 from clibd.data.dataset import SpecimenDataset
 from clibd.data.gpu_augment import BatchAugment, crop_boxes
 from clibd.data.transforms import build_normalize, build_pil_transform, decode_side
+from clibd.train.setup import TrainingData
 from tests.test_dataset import IMAGE_SIZE, data_cfg, make_table
 
 MEAN, STD = DataConfig().mean, DataConfig().std
@@ -76,7 +77,8 @@ def test_crop_boxes_follow_random_resized_crop_in_distribution():
     ours = crop_boxes(n, side, 0.8, torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     img = torch.zeros(3, side, side)
-    theirs = torch.tensor([RandomResizedCrop.get_params(img, [0.8, 1.0], [3 / 4, 4 / 3]) for _ in range(n)], dtype=torch.float32)
+    draws = [RandomResizedCrop.get_params(img, [0.8, 1.0], [3 / 4, 4 / 3]) for _ in range(n)]
+    theirs = torch.tensor(draws, dtype=torch.float32)
     assert (ours[:, 0] + ours[:, 2] <= side).all() and (ours[:, 1] + ours[:, 3] <= side).all()
     area_ours, area_theirs = (ours[:, 2] * ours[:, 3]) / side**2, (theirs[:, 2] * theirs[:, 3]) / side**2
     # Means and spreads agree within a few standard errors (~0.001 for 4000 draws).
@@ -120,3 +122,14 @@ def test_on_device_dataset_serves_uint8_squares_of_the_decode_side(tmp_path):
     assert out.shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
     eval_ds = SpecimenDataset(make_table(tmp_path), cfg, IMAGE_SIZE, train=False)
     assert eval_ds.__getitems__([3])["image"].dtype == torch.float32  # evaluation is untouched
+
+
+def test_training_data_prepare_augments_only_the_images():
+    augment = _augment(8, hflip=1.0)
+    data = TrainingData(model=None, train=None, train_loader=None, val_loader=None, trainable={}, augment=augment)
+    images = _images(2, 8)
+    batch = {"image": images, "dna_ids": torch.arange(6).view(2, 3)}
+    out = data.prepare(batch)
+    torch.testing.assert_close(out["image"], build_normalize(MEAN, STD)(images.flip(-1)), atol=2e-5, rtol=0)
+    assert out["dna_ids"] is batch["dna_ids"] and batch["image"] is images  # the loader's batch is not changed
+    assert TrainingData(None, None, None, None, {}).prepare(batch) is batch  # option off: untouched

@@ -107,7 +107,8 @@ class BatchAugment(torch.nn.Module):
         return x
 
     def forward(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+        square = images.ndim == 4 and images.shape[1] == 3 and images.shape[2] == images.shape[3]
+        if images.dtype != torch.uint8 or not square:
             raise ValueError(f"BatchAugment takes uint8 [B, 3, S, S] images, got {images.dtype} {tuple(images.shape)}")
         n, side = images.shape[0], images.shape[2]
         grid, outside = self._grid(n, side, generator)
