@@ -22,6 +22,7 @@ from tests.test_training import data, logged, tiny_config  # noqa: F401  (data i
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
+LR, STEPS = 1e-3, 3  # tiny_config's learning rate; the steps trained
 OVERRIDES = ("train.max_steps=3", "train.checkpoint_every_steps=2", "model.text.enabled=false")
 # Ranks draw other dropout masks than one process does; without dropout the runs must agree.
 # CLIBD_FAULT (tests/reliability/fault_train.py) makes one rank raise at a given step.
@@ -69,17 +70,18 @@ def _two_nodes(
 
 
 def _assert_same_parameters(a: Path, b: Path) -> None:
-    """Per tensor, ||a - b|| <= 1e-3 ||b||. Not element-wise: AdamW divides each gradient by its
-    running size, so an entry whose gradient is ~0 moves by ~lr either way as the all-reduce's
-    summation order decides; a real divergence (other rows, a missing all-reduce) moves whole
-    tensors by ~lr * steps / |w| ~ 0.1 here."""
+    """All but a few elements equal; none further apart than AdamW can move them.
+
+    AdamW divides each gradient by its running size, so an element whose true gradient is 0
+    (e.g. attention key biases: softmax ignores a constant per query) moves by ~lr in the
+    direction the all-reduce's rounding noise picks, in one process or two alike. A real
+    divergence (other rows, a missing all-reduce) changes most elements."""
     left, right = CLIBDModel.from_pretrained(a).state_dict(), CLIBDModel.from_pretrained(b).state_dict()
     assert left.keys() == right.keys()
-    relative = {
-        k: float((left[k].float() - right[k].float()).norm() / right[k].float().norm().clamp(min=1e-12)) for k in left
-    }
-    worst = sorted(relative.items(), key=lambda item: -item[1])[:3]
-    assert worst[0][1] <= 1e-3, f"parameters differ (relative norm of the difference): {worst}"
+    diff = torch.cat([(left[k].float() - right[k].float()).abs().flatten() for k in left])
+    off = float((diff > 1e-5).float().mean())
+    assert off < 0.01, f"{off:.2%} of the parameters differ by more than 1e-5"
+    assert float(diff.max()) <= 2 * LR * STEPS, f"a parameter differs by {float(diff.max()):.3g}"
 
 
 @pytest.fixture(scope="module")
