@@ -5,7 +5,7 @@ with species clusters, mapped into ``dim`` with a little isotropic noise, as rea
 are). Baseline: the exact flat index in the same run. docs/scale.md extrapolates the rows
 to 5 M and 50 M keys.
 
-``make bench`` runs 20 000 keys x 256 (``--quick``: 2 000 x 64), which the shared 2-core box
+``make bench`` runs 10 000 keys x 128 (``--quick``: 2 000 x 64), which the shared 2-core box
 allows; ``python bench/library_scale.py --keys 1000000 --dim 768`` is the full-size run.
 """
 
@@ -64,7 +64,7 @@ def measure(kind: str, keys: np.ndarray, queries: np.ndarray, truth: np.ndarray 
 
 def run(device: str, quick: bool, keys: int = 0, dim: int = 0) -> list[Result]:
     del device  # CPU: the GPU search is in bench/gpu_check.py
-    keys, dim = keys or (2_000 if quick else 20_000), dim or (64 if quick else 256)
+    keys, dim = keys or (2_000 if quick else 10_000), dim or (64 if quick else 128)
     key_emb, queries = clustered(keys, QUERIES, dim)
     flat = measure("flat", key_emb, queries, None)
     results = []
