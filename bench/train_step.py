@@ -21,8 +21,7 @@ def make_step(model: torch.nn.Module, batch: dict, device: torch.device, bf16: b
 
     def step() -> None:
         with autocast(device, bf16):
-            features = model(batch)
-            loss, _ = loss_fn(features, model.logit_scale, batch["labels"])
+            loss, _ = loss_fn(*model(batch), batch["labels"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -9,6 +9,8 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
+from clibd.config import ConfigError
+
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": ("clibd.commands.demo_data", "write the synthetic demo dataset in BIOSCAN-5M layout"),
@@ -39,7 +41,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog=f"clibd {argv[0]}", description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as err:  # a config that does not fit the schema: the message says it all
+        print(f"clibd {argv[0]}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

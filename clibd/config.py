@@ -10,10 +10,25 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from clibd.taxonomy import EVAL_RANKS
+
+
+# Choice fields are Literals: OmegaConf 2.4 checks them on every merge and names the key and
+# the allowed values in its error.
+Finetune = Literal["full", "lora", "frozen"]
+MixedPrecision = Literal["no", "bf16", "fp16"]
+Rank = Literal[EVAL_RANKS]  # type: ignore[valid-type]
+MODALITIES = ("image", "dna", "text")
+# train.best_metric: these, or a retrieval key "<query>-><key>/<avg>/<rank>/top<k>/<role>".
+LOSS_METRIC = "val_loss"
+MEAN_TOP1 = "mean_top1"  # micro top-1 averaged over every pair, query role and rank (docs/training.md)
+RETRIEVAL_AVERAGES = ("macro", "micro")
+RETRIEVAL_ROLES = ("seen", "unseen", "harmonic_mean")
 
 
 @dataclass
@@ -26,22 +41,27 @@ class LoraConfig:
 
 
 @dataclass
-class ImageTowerConfig:
+class TowerConfig:
+    """The fields every tower has: whether it exists and how its weights are trained."""
+
     enabled: bool = True
-    backbone: str = "timm"  # timm | open_clip
-    name: str = "vit_tiny_patch16_224"  # timm model name or open_clip model name
-    # Hub id (hf-hub:...), local weights file or directory, or a timm pretrained tag
-    # (augreg_in21k; the published system: augreg2_in21k_ft_in1k, timm's default); None = random init.
-    pretrained: Optional[str] = None
-    image_size: int = 224
-    finetune: str = "full"  # full | lora | frozen
+    finetune: Finetune = "full"
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
 
 
 @dataclass
-class DnaTowerConfig:
-    enabled: bool = True
+class ImageTowerConfig(TowerConfig):
+    backbone: Literal["timm", "open_clip"] = "timm"
+    name: str = "vit_tiny_patch16_224"  # timm model name or open_clip model name
+    # Hub id (hf-hub:...), local weights file or directory, or a timm pretrained tag
+    # (augreg_in21k; the published system: augreg2_in21k_ft_in1k, timm's default); None = random init.
+    pretrained: Optional[str] = None
+    image_size: int = 224
+
+
+@dataclass
+class DnaTowerConfig(TowerConfig):
     k: int = 5
     stride: Optional[int] = None  # None = k (non-overlapping, as BarcodeBERT)
     vocab: str = "barcodebert"  # barcodebert ([MASK],[UNK],kmers) | barcodebert_v1 (<MASK>,<CLS>,<UNK>,kmers)
@@ -54,22 +74,18 @@ class DnaTowerConfig:
     pretrained: Optional[str] = None
     # mean: masked mean, padding never counted | mean_all: every position, padding included (the original)
     # | kmer_bag: mean k-mer embedding (+ the masked mean when num_layers > 0; docs/dna_recipe.md)
-    pooling: str = "mean"
+    pooling: Literal["mean", "mean_all", "kmer_bag"] = "mean"
     # linear: pooled last hidden state -> projection head | mlm_softmax (the original): the BERT MLM
     # head's transform (dense + GELU + LayerNorm), Linear(hidden, embed_dim), softmax, then pooled;
     # no projection head after it.
-    head: str = "linear"
+    head: Literal["linear", "mlm_softmax"] = "linear"
     attention_mask: bool = True  # False: attention sees the padding k-mers too (the original)
     # barcodebert_v1 only: id of the token prefixed to every sequence; None = <CLS> (1). The original used 0.
     prefix_token_id: Optional[int] = None
-    finetune: str = "full"
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    gradient_checkpointing: bool = False
 
 
 @dataclass
-class TextTowerConfig:
-    enabled: bool = True
+class TextTowerConfig(TowerConfig):
     # transformers model name or local directory (model + tokenizer). None = a BERT built
     # from the size fields below with a WordPiece vocabulary trained on the data's
     # taxonomy strings (for the offline demo).
@@ -80,21 +96,20 @@ class TextTowerConfig:
     intermediate_size: int = 2048
     vocab_size: int = 2000  # only for a tokenizer trained on the data
     # mean (padding left out) | cls | mean_all (every position, padding included: the published system)
-    pooling: str = "mean"
+    pooling: Literal["mean", "mean_all", "cls"] = "mean"
     # None = the longest taxonomy string in the data, so no species name is ever cut (published: 20).
     max_length: Optional[int] = None
     template: str = "{order} {family} {genus} {species}"
     missing_word: str = "not_classified"
-    finetune: str = "full"
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    gradient_checkpointing: bool = False
 
 
 @dataclass
 class ModelConfig:
     embed_dim: int = 768
     logit_scale_init: float = 14.285714285714286  # 1 / 0.07; stored as log
-    logit_scale_max: float = 100.0
+    # The scale is clamped to [1, logit_scale_max] after every step; None = never clamped
+    # (the published recipe).
+    logit_scale_max: Optional[float] = 100.0
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     dna: DnaTowerConfig = field(default_factory=DnaTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
@@ -102,7 +117,7 @@ class ModelConfig:
 
 @dataclass
 class SplitRoles:
-    """Which dataset splits play which role (REFERENCE.md section 1)."""
+    """Which dataset splits play which role (docs/datasets.md, "Splits and roles")."""
 
     train: list[str] = field(default_factory=lambda: ["pretrain", "train"])
     keys: list[str] = field(default_factory=lambda: ["train", "key_unseen"])
@@ -134,7 +149,7 @@ class AugmentConfig:
 class DataConfig:
     # bioscan5m (dataset root) | bioscan1m (TSV + image dir) | hdf5 (published CLIBD file)
     # | tabular (CSV/TSV/parquet + column mapping) | fasta
-    format: str = "bioscan5m"
+    format: Literal["bioscan5m", "bioscan1m", "hdf5", "tabular", "fasta"] = "bioscan5m"
     root: str = "data/demo"
     image_package: str = "cropped_256"
     # tabular: our column name -> the file's column name (e.g. dna_barcode: nucleotides)
@@ -143,7 +158,7 @@ class DataConfig:
     demo_specimens: int = 0
     demo_seed: int = 0
     splits: SplitRoles = field(default_factory=SplitRoles)
-    bad_records: str = "error"  # error | skip (skips are counted and reported)
+    bad_records: Literal["error", "skip"] = "error"  # skip: skips are counted and reported
     # Ranks every key/query row (splits of keys, test_*, val_* roles) must carry; [] = none.
     required_ranks: list[str] = field(default_factory=lambda: ["order", "family", "genus", "species"])
     cache_dir: str = ".cache/clibd"
@@ -160,25 +175,45 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
+class OptimConfig:
+    """The optimiser and run block shared by contrastive training and DNA pretraining."""
+
     seed: int = 0
     epochs: int = 20
     max_steps: Optional[int] = None  # stop early (tests, smoke runs)
     batch_size: int = 500  # per process
     grad_accum: int = 1
-    lr: float = 5e-5
+    lr: float = 5e-5  # peak
     # lr is multiplied by global_batch / lr_reference_batch (paper: 500); 0 = no scaling.
     lr_reference_batch: int = 500
     weight_decay: float = 0.01
-    schedule: str = "onecycle"  # onecycle | cosine (linear warm-up + cosine)
-    warmup_fraction: float = 0.05
-    mixed_precision: str = "no"  # no | bf16 | fp16
-    loss_targets: str = "identity"  # identity | label | hierarchical
-    label_rank: str = "species"  # rank whose shared labels are positives (label targets)
+    # False: no decay on biases, norms and the logit scale; True: on every parameter (paper).
+    decay_all_params: bool = False
+    schedule: Literal["onecycle", "cosine"] = "onecycle"  # cosine = linear warm-up + cosine
+    warmup_fraction: float = 0.05  # OneCycle pct_start; the cosine schedule's warm-up share
+    # OneCycle cycles AdamW's beta1 between 0.85 and 0.95 against the lr (paper: false).
+    cycle_momentum: bool = True
+    mixed_precision: MixedPrecision = "no"
+    log_every_steps: int = 10
+
+
+@dataclass
+class TrainConfig(OptimConfig):
+    loss_targets: Literal["identity", "label", "hierarchical"] = "identity"
+    label_rank: Rank = "species"  # rank whose shared labels are positives (label targets)
     # hierarchical targets: weight of each shared rank (ranks left out weigh 0)
     rank_weights: dict[str, float] = field(default_factory=lambda: {"species": 1.0, "genus": 0.3, "family": 0.1})
+    # Clip the global gradient norm to this value; None = no clipping. Its total norm also
+    # detects non-finite gradients (train.nan_policy).
+    grad_clip_norm: Optional[float] = None
     eval_every_epochs: int = 1
-    best_metric: str = "val_loss"  # val_loss (lower is better) or a retrieval metric key
+    # val_loss (lower is better), a retrieval metric key such as
+    # "image->dna/macro/species/top1/harmonic_mean", or mean_top1 (both need val_retrieval).
+    best_metric: str = "val_loss"
+    best_after_epoch: int = 0  # no best checkpoint is taken before this epoch (paper: 10)
+    # Which weights OUT/model holds at the end: best (the best checkpoint's, else the last
+    # with a printed line) | last.
+    final_model: Literal["best", "last"] = "best"
     # Also run the retrieval protocol on the val split at each validation (keys embedded
     # each time); its keys look like "image->dna/macro/species/top1/harmonic_mean".
     val_retrieval: bool = False
@@ -186,21 +221,20 @@ class TrainConfig:
     # on cores shared with other work, where OpenMP threads spin waiting for each other.
     cpu_threads: int = 0
     checkpoint_every_steps: int = 0  # 0 = at the end of every epoch only
-    log_every_steps: int = 10
-    nan_policy: str = "skip"  # skip (count) | stop (name the step and batch)
+    nan_policy: Literal["skip", "stop"] = "skip"  # skip (count) | stop (name the step and batch)
     collective_timeout_s: int = 1800
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass
 class EvalConfig:
-    split: str = "test"  # test | val
+    split: Literal["test", "val"] = "test"
     modalities: list[str] = field(default_factory=lambda: ["image", "dna", "text"])
     ks: list[int] = field(default_factory=lambda: [1, 3, 5])
     batch_size: int = 256
-    index: str = "flat"  # flat | ivf | ivfpq | hnsw (clibd/index/faiss_index.py)
+    index: Literal["flat", "ivf", "ivfpq", "hnsw"] = "flat"  # clibd/index/faiss_index.py
     # Embedding precision: auto (bf16 on a CUDA GPU, fp32 on a CPU) | fp32 | bf16 (clibd/embed/encoder.py).
-    precision: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False  # torch.compile with frozen weights: ~15-30 s per tower, pays for large splits
     max_per_split: Optional[int] = None
     # Also score the fused image+DNA features as the published system does: their mean ("image_dna_mean")
@@ -219,21 +253,17 @@ class QualityConfig:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(OptimConfig):
     """Masked-token pretraining of the DNA tower (``clibd pretrain-dna``), BarcodeBERT-style."""
 
     splits: list[str] = field(default_factory=lambda: ["pretrain", "other_heldout"])  # [] = every row
     epochs: int = 35
-    max_steps: Optional[int] = None  # stop early (tests, smoke runs)
     batch_size: int = 128  # per process
-    grad_accum: int = 1
-    lr: float = 1e-4  # OneCycle peak
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1  # OneCycle pct_start
-    mask_ratio: float = 0.5  # of the maskable tokens (never UNK, padding or CLS)
-    seed: int = 0
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    lr: float = 1e-4  # peak
+    lr_reference_batch: int = 0  # no scaling with the global batch
+    warmup_fraction: float = 0.1
     log_every_steps: int = 50
+    mask_ratio: float = 0.5  # of the maskable tokens (never UNK, padding or CLS)
     # HF BertForMaskedLM directory, rewritten at the end of every epoch; a training config
     # uses it as ``model.dna.pretrained``.
     out_dir: str = "runs/${name}/dna_mlm"
@@ -263,7 +293,7 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise ConfigError(f"{source}: unknown config key '{key}'") from None
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
-        raise ConfigError(f"{source}: bad value for '{key}': {err.msg}") from None
+        raise ConfigError(f"{source}: bad value for '{key}': {str(err.msg).splitlines()[0]}") from None
 
 
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
@@ -280,7 +310,41 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[li
             raise ConfigError(f"overrides must look like key.sub=value, got {bad}")
         cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command line")
     OmegaConf.resolve(cfg)
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    check_best_metric(config)
+    return config
+
+
+def retrieval_metric_names(cfg: Config) -> list[str]:
+    """Every retrieval key validation can report: eval.modalities (enabled ones) as query and key."""
+    modalities = [m for m in cfg.eval.modalities if m in MODALITIES and getattr(cfg.model, m).enabled]
+    return [
+        f"{query}->{key}/{avg}/{rank}/top{k}/{role}"
+        for query in modalities
+        for key in modalities
+        for avg in RETRIEVAL_AVERAGES
+        for rank in EVAL_RANKS
+        for k in cfg.eval.ks
+        for role in RETRIEVAL_ROLES
+    ]
+
+
+def check_best_metric(cfg: Config) -> None:
+    """``train.best_metric`` must be a metric the configured validation will produce."""
+    metric, tc = cfg.train.best_metric, cfg.train
+    if metric == LOSS_METRIC:
+        return
+    retrieval = metric == MEAN_TOP1 or metric in retrieval_metric_names(cfg)
+    if retrieval and not tc.val_retrieval:
+        raise ConfigError(f"train.best_metric={metric!r} is a retrieval metric: it needs train.val_retrieval=true")
+    if not retrieval:
+        example = next(iter(retrieval_metric_names(cfg)), "image->dna/macro/species/top1/harmonic_mean")
+        raise ConfigError(
+            f"train.best_metric={metric!r} is not a metric validation produces: choose {LOSS_METRIC}, {MEAN_TOP1} "
+            f"or a retrieval key <query>-><key>/<macro|micro>/<rank>/top<k>/<seen|unseen|harmonic_mean> over "
+            f"eval.modalities {list(cfg.eval.modalities)} and eval.ks {list(cfg.eval.ks)}, e.g. {example!r} "
+            "(retrieval metrics need train.val_retrieval=true)"
+        )
 
 
 def to_yaml(cfg: Config) -> str:

@@ -66,7 +66,7 @@ def test_public_import() -> None:
 
 def test_embeddings_have_shape_and_unit_norm(text_tokenizer) -> None:
     model = CLIBDModel(tiny_cfg(), text_tokenizer=text_tokenizer).eval()
-    out = model(make_batch(model))
+    out, _ = model(make_batch(model))
     assert model.modalities == ("image", "dna", "text") and set(out) == set(model.modalities)
     for emb in out.values():
         assert emb.shape == (4, 16)
@@ -119,7 +119,7 @@ def _train_step(model: CLIBDModel) -> dict[str, torch.Tensor]:
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     # Adam: every parameter with a non-zero gradient moves by about lr, however small the gradient
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    out = model(make_batch(model))
+    out, _ = model(make_batch(model))
     loss = sum((out[a] @ out[b].T).diag().sum() * model.logit_scale for a, b in itertools.combinations(out, 2))
     loss.backward()
     opt.step()
@@ -173,7 +173,7 @@ SUBSETS = [s for n in (1, 2, 3) for s in itertools.combinations(("image", "dna",
 def test_every_modality_subset_builds_and_forwards(text_tokenizer, subset) -> None:
     off = {m: {"enabled": False} for m in ("image", "dna", "text") if m not in subset}
     model = CLIBDModel(tiny_cfg(**off), text_tokenizer=text_tokenizer)
-    out = model(make_batch(model, 2))
+    out, _ = model(make_batch(model, 2))
     assert model.modalities == subset and tuple(out) == subset
     assert set(model.towers) == set(subset) and set(model.heads) == set(subset)
     missing = next((m for m in ("image", "dna", "text") if m not in subset), None)
@@ -193,7 +193,7 @@ def test_gradient_checkpointing_keeps_outputs(text_tokenizer) -> None:
     assert ckpt.towers["dna"].backbone.is_activation_checkpointing and ckpt.towers["text"].backbone.is_activation_checkpointing
     plain.eval(), ckpt.eval()  # no dropout, so the two must agree
     batch = make_batch(plain)
-    a, b = plain(batch), ckpt(batch)
+    (a, _), (b, _) = plain(batch), ckpt(batch)
     for m in a:
         torch.testing.assert_close(a[m], b[m])
     sum(v.sum() for v in b.values()).backward()
@@ -216,7 +216,7 @@ def test_save_and_load_round_trip(tmp_path, text_tokenizer) -> None:
     batch = make_batch(model)
     model.eval(), loaded.eval()
     with torch.no_grad():
-        a, b = model(batch), loaded(batch)
+        (a, _), (b, _) = model(batch), loaded(batch)
     for m in a:
         assert torch.equal(a[m], b[m]), m
     # the loaded text tokenizer is the saved one (same casing, same truncation limit)
@@ -317,7 +317,7 @@ def test_open_clip_lora_default_targets_attention(tmp_path, text_tokenizer) -> N
     loaded = CLIBDModel.from_pretrained(tmp_path / "m")
     batch = make_batch(model, 2)
     with torch.no_grad():
-        assert torch.equal(model.eval()(batch)["image"], loaded.eval()(batch)["image"])
+        assert torch.equal(model.eval()(batch)[0]["image"], loaded.eval()(batch)[0]["image"])
 
 
 def test_text_tower_from_local_hf_directory(tmp_path, text_tokenizer) -> None:

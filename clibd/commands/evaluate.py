@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("clibd eval: give exactly one of --checkpoint DIR or --embeddings FILE.hdf5")
     if args.embeddings:
         return run_published(args)
-    from accelerate import Accelerator
+    from accelerate import PartialState
 
     from clibd.eval.clustering import cluster_report
     from clibd.eval.retrieval import results_markdown
@@ -82,18 +82,20 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.checkpoint, args.config, args.overrides)
     split = args.split or cfg.eval.split
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{split}"
-    accelerator = Accelerator()
-    model = CLIBDModel.from_pretrained(args.checkpoint).to(accelerator.device)
+    state = PartialState()
+    model = CLIBDModel.from_pretrained(args.checkpoint).to(state.device)
     if args.task == "cluster":
-        scores = run_clustering(cfg, model, out, split, args.modality, args.kmer_k, accelerator, args.checkpoint)
-        if accelerator.is_main_process:
+        scores = run_clustering(cfg, model, out, split, args.modality, args.kmer_k, state=state, checkpoint=args.checkpoint)
+        if state.is_main_process:
             print(json.dumps(scores["ami"], indent=1))
             print(cluster_report(scores["ami"]))
     else:
-        results = run_evaluation(cfg, model, out, split, accelerator, args.checkpoint, embedding_map=not args.no_map)
-        if accelerator.is_main_process:
+        results = run_evaluation(
+            cfg, model, out, split, state=state, checkpoint=args.checkpoint, embedding_map=not args.no_map
+        )
+        if state.is_main_process:
             body = {k: v for k, v in results.items() if k != "meta"}
             print(results_markdown(body).split("## Micro")[0])
-    if accelerator.is_main_process:
+    if state.is_main_process:
         print(f"written to {out}")
     return 0

@@ -22,16 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from accelerate import Accelerator
+    from accelerate import PartialState
 
     from clibd.index.library import build_library
     from clibd.models.clibd_model import CLIBDModel
 
     kind = [f"eval.index={args.kind}"] if args.kind else []
     cfg = resolve_config(args.checkpoint, args.config, [*args.overrides, *kind])
-    accelerator = Accelerator()
-    model = CLIBDModel.from_pretrained(args.checkpoint).to(accelerator.device)
-    index = build_library(cfg, model, args.modality, args.checkpoint, accelerator)
+    state = PartialState()
+    model = CLIBDModel.from_pretrained(args.checkpoint).to(state.device)
+    index = build_library(cfg, model, args.modality, args.checkpoint, state)
     if index is not None:  # the main process
         index.save(args.out)
         print(f"{len(index)} {args.modality} keys -> {args.out}")

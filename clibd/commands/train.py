@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clibd.config import load_config, to_yaml
 
-    cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
+    cfg = load_config(args.config or DEMO_CONFIG, args.overrides)  # checked before torch is even imported
     out = Path(args.out or cfg.out_dir)
     cfg.out_dir = str(out)
     if args.print_config:
@@ -47,17 +47,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(cfg, model_dir: Path):
     """The retrieval evaluation of ``clibd eval`` on the trained model (main process writes)."""
-    import torch
-    from accelerate import Accelerator
+    from accelerate import PartialState
 
     from clibd.eval.run import run_evaluation
     from clibd.models.clibd_model import CLIBDModel
 
-    accelerator = Accelerator(cpu=not torch.accelerator.is_available())  # as in training
-    model = CLIBDModel.from_pretrained(model_dir).to(accelerator.device)
+    state = PartialState()  # the one training set up
+    model = CLIBDModel.from_pretrained(model_dir).to(state.device)
     out = model_dir.parent / f"eval-{cfg.eval.split}"
-    run_evaluation(cfg, model, out, cfg.eval.split, accelerator, str(model_dir))
-    return out if accelerator.is_main_process else None
+    run_evaluation(cfg, model, out, cfg.eval.split, state=state, checkpoint=str(model_dir))
+    return out if state.is_main_process else None
 
 
 def _print_summary(result, evaluated) -> None:

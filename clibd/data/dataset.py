@@ -10,6 +10,10 @@ problem; ``skip`` drops the sample from its batch, logs it, and remembers it in 
 shared-memory flag per row (so DataLoader workers report to the main process and a bad
 image is not decoded again next epoch); ``dataset.skipped`` is the ``SkipReport``
 (distinct records per reason). A batch may therefore hold fewer than ``batch_size`` rows.
+
+Training augmentation of a row draws from a generator seeded with (``seed``, epoch, row), so
+a run resumed mid-epoch augments every row as the uninterrupted run did; ``set_epoch`` (read
+by DataLoader workers through shared memory) names the epoch.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class SpecimenDataset(Dataset):
         text_tokenizer: Any = None,
         text_cfg: Optional[TextTowerConfig] = None,
         train: bool = False,
+        seed: int = 0,
     ) -> None:
         if data_cfg.bad_records not in POLICIES:
             raise ValueError(f"data.bad_records must be one of {POLICIES}, got {data_cfg.bad_records!r}")
@@ -64,11 +69,15 @@ class SpecimenDataset(Dataset):
         self.processid = table["processid"].to_numpy(dtype=object)
         self.labels = label_codes(table)
         self._flags = torch.zeros(len(table), dtype=torch.uint8).share_memory_()
+        self.seed = seed
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # shared with the workers
 
         self.image_size = image_size
+        self.augmented = False
         if image_size is not None:
             augment = data_cfg.augment if train else None
             self._decode_side = decode_side(image_size, augment, data_cfg.eval_resize)
+            self.augmented = augment is not None and augment.enabled
             self.transform = build_pil_transform(image_size, augment, data_cfg.eval_resize)
             self.normalize = build_normalize(data_cfg.mean, data_cfg.std)
             if augment is not None and augment.enabled and augment.on_device:
@@ -110,6 +119,10 @@ class SpecimenDataset(Dataset):
     def __len__(self) -> int:
         return len(self.table)
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentations the next batches draw (visible to running workers)."""
+        self._epoch[0] = epoch
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """A batch of one (the DataLoader calls ``__getitems__``)."""
         return self.__getitems__([index])
@@ -147,7 +160,13 @@ class SpecimenDataset(Dataset):
         except ImageDecodeError as err:
             reason, error = REASON_CORRUPT, err
         else:
-            return self.transform(img)
+            if not self.augmented:
+                return self.transform(img)
+            # The row's own stream: the same crop and flips whatever was drawn before it.
+            row_seed = np.random.SeedSequence([self.seed, int(self._epoch[0]), int(row)]).generate_state(1)[0]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(row_seed))
+                return self.transform(img)
         if self.policy == "error":
             raise RecordError(f"record {self.processid[row]} (row {row}): {error}") from None
         self._flags[row] = SKIP_REASONS.index(reason) + 1

@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, gather
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
@@ -51,7 +53,7 @@ def embed_dataset(
     dataset: Dataset,
     modality: str,
     batch_size: int,
-    accelerator: Any = None,
+    state: PartialState,
     num_workers: int = 0,
     encoder: Optional[InferenceEncoder] = None,
     progress: bool = True,
@@ -60,15 +62,14 @@ def embed_dataset(
 
     ``dataset.__getitems__(rows)`` returns the batch dict (``SpecimenDataset``), with
     ``index`` = the rows served; a row it drops (a bad record under ``bad_records=skip``)
-    stays NaN. Under ``accelerate launch`` each process embeds a contiguous shard; the
-    shards are padded to equal length, gathered, and the padding dropped, so every rank
-    gets the same array as a single-process run. ``encoder`` (default: the model as it is
-    in fp32 on a CPU, bf16 on a GPU) is built once per evaluation to set precision and
-    compile (:class:`clibd.embed.encoder.InferenceEncoder`).
+    stays NaN. Each process of ``state`` (``PartialState()``, or the Accelerator) embeds a
+    contiguous shard on the model's device; the shards are padded to equal length, gathered,
+    and the padding dropped, so every rank gets the same array as a single-process run.
+    ``encoder`` (default: the model as it is in fp32 on a CPU, bf16 on a GPU) is built once
+    per evaluation to set precision and compile (:class:`clibd.embed.encoder.InferenceEncoder`).
     """
-    world = accelerator.num_processes if accelerator is not None else 1
-    rank = accelerator.process_index if accelerator is not None else 0
-    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    world, rank = state.num_processes, state.process_index
+    device = next(model.parameters()).device
     n, dim = len(dataset), int(model.cfg.embed_dim)
     rows = shard(n, rank, world)
     loader = DataLoader(
@@ -88,26 +89,24 @@ def embed_dataset(
     longest = -(-n // world)
     padded = torch.zeros((longest, dim), device=device, dtype=torch.float32)
     padded[: len(local)] = local
-    gathered = accelerator.gather(padded).reshape(world, longest, dim).cpu()
+    gathered = gather(padded).reshape(world, longest, dim).cpu()
     return torch.cat([gathered[r, : len(shard(n, r, world))] for r in range(world)]).numpy()
 
 
 def cached_embeddings(
-    cache_dir: str | Path, key: dict[str, Any], compute: Callable[[], np.ndarray], accelerator: Any = None
+    cache_dir: str | Path, key: dict[str, Any], compute: Callable[[], np.ndarray], state: PartialState
 ) -> np.ndarray:
     """Load ``<cache_dir>/embeddings/<hash of key>.npy`` or compute it (on every process: the
     work is distributed) and let the main process write it atomically, with the key beside."""
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir) / "embeddings" / f"{name}.npy"
     hit = path.is_file()
-    if accelerator is not None and accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
+    if state.num_processes > 1:
         hit = broadcast_object_list([hit])[0]  # every rank takes the same branch
     if hit:
         return np.load(path)
     emb = compute()
-    if accelerator is None or accelerator.is_main_process:
+    if state.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
         np.save(tmp, emb)
@@ -159,8 +158,13 @@ def _dataset(cfg: Config, model: torch.nn.Module, rows: pd.DataFrame, modality: 
     return SpecimenDataset(rows, cfg.data, image_size=model.cfg.image.image_size), None
 
 
-def _device(model: torch.nn.Module, accelerator: Any) -> torch.device:
-    return accelerator.device if accelerator is not None else next(model.parameters()).device
+def lazy_encoder(cfg: Config, model: torch.nn.Module) -> Callable[[], InferenceEncoder]:
+    """The ``eval.precision`` / ``eval.compile`` encoder of ``model``, built on the first call
+    only (nothing is copied or compiled when every embedding comes from the cache)."""
+    device = next(model.parameters()).device
+    return functools.cache(
+        lambda: InferenceEncoder(model, device, cfg.eval.precision, cfg.eval.compile, cfg.eval.batch_size)
+    )
 
 
 def embed_role(
@@ -170,7 +174,7 @@ def embed_role(
     rows: pd.DataFrame,
     modality: str,
     encoder: Callable[[], InferenceEncoder],
-    accelerator: Any = None,
+    state: PartialState,
     model_hash: Optional[str] = None,
 ) -> np.ndarray:
     """Embeddings of ``rows`` (all of which must have the modality's input) with one tower,
@@ -180,14 +184,14 @@ def embed_role(
     def compute() -> np.ndarray:
         dataset, inverse = _dataset(cfg, model, rows, modality)
         emb = embed_dataset(
-            model, dataset, modality, cfg.eval.batch_size, accelerator,
+            model, dataset, modality, cfg.eval.batch_size, state,
             num_workers=cfg.data.num_workers if modality == "image" else 0, encoder=encoder(),
         )
         return emb if inverse is None else emb[inverse]
 
     if model_hash is None:
         return compute()
-    device = _device(model, accelerator)
+    device = next(model.parameters()).device
     key = {
         "version": CACHE_VERSION,
         "checkpoint": model_hash,
@@ -200,7 +204,7 @@ def embed_role(
         "precision": str(resolve_dtype(cfg.eval.precision, device)),
         "compile": cfg.eval.compile,
     }
-    return cached_embeddings(cfg.data.cache_dir, key, compute, accelerator)
+    return cached_embeddings(cfg.data.cache_dir, key, compute, state)
 
 
 def embed_roles(
@@ -208,25 +212,24 @@ def embed_roles(
     model: torch.nn.Module,
     tables: dict[str, pd.DataFrame],
     modalities: Sequence[str],
-    accelerator: Any = None,
+    state: PartialState,
     model_hash: Optional[str] = None,
+    encoder: Optional[Callable[[], InferenceEncoder]] = None,
 ) -> tuple[dict[str, dict[str, tuple[np.ndarray, pd.DataFrame]]], dict[str, dict[str, dict[str, int]]]]:
     """``{role: {modality: (embeddings, rows)}}`` (``rows``: the embedded specimens' table
     rows, whose rank columns are the labels), and the specimens left out of a modality,
     counted ``{role: {modality: {reason: n}}}`` and warned: no input for it (e.g. no
-    barcode), or a bad record the dataset skipped (``data.bad_records=skip``)."""
+    barcode), or a bad record the dataset skipped (``data.bad_records=skip``). ``encoder``
+    (default: :func:`lazy_encoder`) serves every role, so its copy and compiled towers are made
+    once, and only if something is not in the embedding cache."""
     out: dict[str, dict[str, tuple[np.ndarray, pd.DataFrame]]] = {}
     left_out: dict[str, dict[str, dict[str, int]]] = {}
-    # One encoder for every role: its bf16 copy and compiled towers are made once, and only
-    # if something is not in the embedding cache.
-    encoder = functools.cache(
-        lambda: InferenceEncoder(model, _device(model, accelerator), cfg.eval.precision, cfg.eval.compile, cfg.eval.batch_size)
-    )
+    encoder = encoder or lazy_encoder(cfg, model)
     for role, rows in tables.items():
         for modality in modalities:
             has_input = _has_input(rows, modality)
             subset = rows[has_input].reset_index(drop=True)
-            emb = embed_role(cfg, model, role, subset, modality, encoder, accelerator, model_hash)
+            emb = embed_role(cfg, model, role, subset, modality, encoder, state, model_hash)
             served = ~np.isnan(emb).any(axis=1)
             reasons = {"no input": int((~has_input).sum()), "skipped bad record": int((~served).sum())}
             reasons = {reason: n for reason, n in reasons.items() if n}

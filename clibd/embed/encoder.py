@@ -1,40 +1,52 @@
-"""Fast embedding for inference: bf16 weights and ``torch.compile`` with frozen weights.
+"""Fast embedding for inference: bf16 weights and ``torch.compile``.
 
 ``InferenceEncoder(model, device, precision, compile, batch_size)(batch, modality)`` returns
 float32 ``[B, D]`` embeddings. It is what evaluation, ``clibd index build``, ``clibd embed``
 and ``clibd classify`` call for every batch.
 
-- ``precision``: ``fp32``; ``bf16`` (the weights cast once to bf16: inference needs no fp32
-  master copy, and autocast would cast them again on every call); ``auto`` = bf16 on a CUDA
-  GPU that supports it, fp32 on a CPU, so CPU results do not depend on which instructions a
-  machine has (``bf16`` on a CPU pays only with AVX512-BF16 or AMX: :func:`cpu_computes_bf16`).
-- ``compile``: ``torch.compile`` with inductor's weight freezing (constants folded, oneDNN
-  weights pre-packed, bias and GELU fused into the matmuls). Attention runs as plain
-  matmul + softmax, which inductor fuses, instead of the fused SDPA kernel: compiled in bf16
-  on a 2-core AVX512-BF16 CPU that was ~5 % faster for ViT-B/16 (376 vs 357 GFLOP/s) and the
-  12-layer BarcodeBERT (2.29x vs 2.19x fp32 eager), in one measurement each outside bench/.
-  Compiling takes ~15-30 s per tower on a CPU, so it pays for thousands of specimens, not a
-  handful. The batch dimension is padded to ``batch_size`` so a short last batch does not
-  compile the model again.
+- ``precision``: ``fp32``; ``bf16`` (the weights cast once to bf16); ``auto`` = bf16 on a
+  CUDA GPU that supports it, fp32 on a CPU (:func:`cpu_computes_bf16` says whether bf16 pays).
+- ``compile``: ``torch.compile`` once per tower, the batch padded to ``batch_size`` so a short
+  last batch does not compile again; ``freeze`` folds the weights in as constants (they
+  must then not change: an encoder reused across validations runs unfrozen and takes the
+  new weights with :meth:`InferenceEncoder.refresh`).
+
+Why these choices, and what they were measured to gain: docs/evaluation.md, "Embedding speed".
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
-from torch._inductor import config as inductor_config
 
 from clibd.models.clibd_model import BATCH_KEYS, MODALITIES
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+@functools.cache
+def _private_torch() -> tuple[bool, Callable[[bool], ContextManager]]:
+    """The private torch APIs this module uses, looked up in this one guarded place: whether
+    oneDNN computes bf16 natively, and inductor's config patch for weight freezing. A torch
+    release that moves them degrades to the safe side (bf16 deemed emulated, no freezing)."""
+    try:
+        from torch._inductor import config as inductor_config
+
+        native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return native_bf16, lambda enabled: inductor_config.patch(freezing=enabled)
+    except (AttributeError, ImportError, RuntimeError) as err:
+        warnings.warn(f"private torch API unavailable ({err}): no bf16 detection, no weight freezing", stacklevel=2)
+        return False, lambda enabled: contextlib.nullcontext()
+
+
 def cpu_computes_bf16() -> bool:
     """Whether oneDNN has native bf16 on this CPU (AVX512-BF16 or AMX); without it bf16 is emulated and slower than fp32."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return _private_torch()[0]
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -71,7 +83,8 @@ class InferenceEncoder:
 
     With fp32 and no compile it calls the model as it is (any object with ``encode_<modality>``).
     Otherwise it works on a copy (the caller's model, e.g. the one being trained, is left
-    untouched) unless ``in_place``.
+    untouched) unless ``in_place``. ``freeze`` (default: ``compile``) compiles with the weights
+    as constants.
     """
 
     def __init__(
@@ -82,6 +95,7 @@ class InferenceEncoder:
         compile: bool = False,
         batch_size: int = 0,
         in_place: bool = False,
+        freeze: bool | None = None,
     ) -> None:
         self.dtype = resolve_dtype(precision, device)
         self.batch_size = batch_size if compile else 0
@@ -93,6 +107,15 @@ class InferenceEncoder:
         self.model = model
         self._compiled: dict[str, Callable[..., torch.Tensor]] = {}
         self.compile = compile
+        self.freeze = compile if freeze is None else freeze and compile
+
+    def refresh(self, model: torch.nn.Module) -> None:
+        """Take ``model``'s current weights into the encoder's copy (cast to its dtype), keeping
+        the compiled towers. Not for a frozen encoder, whose compiled code holds the old weights."""
+        if self.freeze:
+            raise RuntimeError("a frozen compiled encoder cannot take new weights; build it with freeze=False")
+        if self.model is not model:
+            self.model.load_state_dict(model.state_dict())
 
     def _function(self, modality: str) -> Callable[..., torch.Tensor]:
         encode = getattr(self.model, f"encode_{modality}")
@@ -109,7 +132,7 @@ class InferenceEncoder:
             inputs = [torch.cat([x, x[-1:].expand(self.batch_size - rows, *x.shape[1:])]) for x in inputs]
         # Freezing is read when the first call compiles; torch.compile(options={"freezing": True})
         # was measured not to apply it (aten::addmm, not the pre-packed oneDNN linear, in the profile).
-        with torch.inference_mode(), inductor_config.patch(freezing=self.compile):
+        with torch.inference_mode(), _private_torch()[1](self.freeze):
             return self._function(modality)(*inputs)[:rows].float()
 
 

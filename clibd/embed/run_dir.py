@@ -4,6 +4,7 @@ and the run's ``config.yaml`` (image normalisation) found beside or above a chec
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
@@ -37,6 +38,12 @@ def find_run_config(checkpoint_dir: str | Path) -> Optional[Path]:
 def run_normalisation(
     checkpoint_dir: Path, mean: Optional[Sequence[float]], std: Optional[Sequence[float]]
 ) -> tuple[Sequence[float], Sequence[float]]:
+    """The image mean/std: those given, else the checkpoint's ``config.json`` image_normalization,
+    else the run's ``config.yaml`` data.mean/std, else the BIOSCAN-5M defaults (with a warning)."""
+    config_json = Path(checkpoint_dir) / "config.json"
+    saved = json.loads(config_json.read_text()).get("image_normalization") if config_json.is_file() else None
+    if saved:
+        return mean or saved["mean"], std or saved["std"]
     found = find_run_config(checkpoint_dir)
     if found is not None:
         data = load_config(found).data

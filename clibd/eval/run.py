@@ -8,15 +8,18 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 
 from clibd.config import Config
 from clibd.data.sources import read_specimens
 from clibd.embed.datasets import embed_roles, role_tables
+from clibd.embed.encoder import InferenceEncoder
 from clibd.embed.run_dir import checkpoint_hash
 from clibd.eval.clustering import cluster_ami, cluster_report
 from clibd.eval.dna_benchmark import kmer_count_vectors
@@ -39,30 +42,35 @@ def run_evaluation(
     model: torch.nn.Module,
     out_dir: str | Path,
     split: str = "test",
-    accelerator: Any = None,
+    *,
+    state: PartialState,
     checkpoint: Optional[str | Path] = None,
     embedding_map: bool = False,
+    encoder: Optional[InferenceEncoder] = None,
 ) -> dict:
     """Retrieval evaluation of ``model`` on ``split`` (test | val): seen and unseen queries
     against all keys, every enabled query modality x key modality. Writes results.json/md,
     accuracy.png and per_class_accuracy.csv into ``out_dir`` and returns the results dict
-    (with ``"meta"``). Under ``accelerate launch`` all processes embed; the main process
-    searches, scores and writes, and every process gets the results. ``checkpoint`` (the saved model
-    directory) enables the embedding cache. ``embedding_map``: also the 2-D UMAP map of the
-    queries (``clibd.eval.embedding_map``; off for per-epoch validation, it costs a UMAP fit)."""
+    (with ``"meta"``). Every process of ``state`` (``PartialState()`` or the Accelerator) embeds;
+    the main process searches, scores and writes, and every process gets the results.
+    ``checkpoint`` (the saved model directory) enables the embedding cache; ``encoder`` (e.g.
+    one kept across validations) replaces the one built from ``eval.precision``/``eval.compile``.
+    ``embedding_map``: also the 2-D UMAP map of the queries (``clibd.eval.embedding_map``; off
+    for per-epoch validation, it costs a UMAP fit)."""
     if split not in ("test", "val"):
         raise ValueError(f"split must be test or val, got {split!r}")
     table, skips = read_specimens(cfg.data)
     roles = {"keys": "keys", "seen": f"{split}_seen", "unseen": f"{split}_unseen"}
     tables, empty = _non_empty(role_tables(cfg, table, list(roles.values())), cfg, split)
     model_hash = checkpoint_hash(checkpoint) if checkpoint is not None else None
-    embedded, missing = embed_roles(cfg, model, tables, _modalities(cfg, model), accelerator, model_hash)
+    lazy: Optional[Callable[[], InferenceEncoder]] = (lambda: encoder) if encoder is not None else None
+    embedded, missing = embed_roles(cfg, model, tables, _modalities(cfg, model), state, model_hash, lazy)
     queries = {name: embedded[role] for name, role in roles.items() if name != "keys" and role in tables}
     keys, pairs = embedded["keys"], None
     if cfg.eval.fused_pairs:
         queries, keys, pairs = with_fused_features(queries, keys)
     document = None
-    if _is_main(accelerator):  # search and score once; the other processes receive the results
+    if state.is_main_process:  # search and score once; the other processes receive the results
         retrieval = evaluate_retrieval(queries, keys, ks=cfg.eval.ks, index_kind=cfg.eval.index, pairs=pairs)
         meta = {
             "checkpoint": str(checkpoint) if checkpoint is not None else None,
@@ -79,7 +87,7 @@ def run_evaluation(
         if embedding_map:
             write_embedding_map(queries, out_dir, seed=cfg.train.seed)
         document = {"meta": meta, **retrieval.results}
-    return _from_main(document, accelerator)
+    return _from_main(document, state)
 
 
 def _non_empty(tables: dict[str, pd.DataFrame], cfg: Config, split: str) -> tuple[dict[str, pd.DataFrame], dict]:
@@ -97,16 +105,8 @@ def _non_empty(tables: dict[str, pd.DataFrame], cfg: Config, split: str) -> tupl
     return {role: rows for role, rows in tables.items() if len(rows)}, empty
 
 
-def _is_main(accelerator: Any) -> bool:
-    return accelerator is None or accelerator.is_main_process
-
-
-def _from_main(value: Any, accelerator: Any) -> Any:
-    if accelerator is None or accelerator.num_processes == 1:
-        return value
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([value])[0]
+def _from_main(value: Any, state: PartialState) -> Any:
+    return value if state.num_processes == 1 else broadcast_object_list([value])[0]
 
 
 def run_clustering(
@@ -116,7 +116,8 @@ def run_clustering(
     split: str = "test",
     modalities: Optional[Sequence[str]] = None,
     kmer_k: int = 4,
-    accelerator: Any = None,
+    *,
+    state: PartialState,
     checkpoint: Optional[str | Path] = None,
 ) -> dict:
     """Zero-shot clustering AMI per rank of the split's seen + unseen queries, embedded with
@@ -126,9 +127,9 @@ def run_clustering(
     rows = pd.concat(list(tables.values()), ignore_index=True)
     model_hash = checkpoint_hash(checkpoint) if checkpoint is not None else None
     wanted = _modalities(cfg, model, modalities or [m for m in model.modalities if m != "text"])
-    embedded, missing = embed_roles(cfg, model, {f"{split}_seen+unseen": rows}, wanted, accelerator, model_hash)
+    embedded, missing = embed_roles(cfg, model, {f"{split}_seen+unseen": rows}, wanted, state, model_hash)
     scores: dict[str, dict[str, float]] = {}
-    if _is_main(accelerator):
+    if state.is_main_process:
         for modality, (emb, labels) in next(iter(embedded.values())).items():
             scores[modality] = cluster_ami(emb, labels, seed=cfg.train.seed)
         barcodes = rows[rows["dna_barcode"].notna()]
@@ -142,4 +143,4 @@ def run_clustering(
         ami = {name: {rank: None if np.isnan(v) else v for rank, v in by_rank.items()} for name, by_rank in scores.items()}
         (out / "clustering.json").write_text(json.dumps({"meta": meta, "ami": ami}, indent=2) + "\n")
         (out / "clustering.md").write_text(f"# Zero-shot clustering AMI (%), {split}\n\n" + cluster_report(scores))
-    return {"ami": _from_main(scores, accelerator)}
+    return {"ami": _from_main(scores, state)}

@@ -25,11 +25,12 @@ from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
+from accelerate import PartialState
 
 from clibd.config import Config
 from clibd.data.quality import barcode_quality
 from clibd.data.sources import read_specimens
-from clibd.embed.datasets import embed_roles, role_tables
+from clibd.embed.datasets import embed_roles, lazy_encoder, role_tables
 from clibd.embed.embedder import Embedder
 from clibd.embed.run_dir import checkpoint_hash
 from clibd.index.classify_specimens import FUSED, MODALITIES
@@ -38,11 +39,11 @@ from clibd.index.vote import calibrate_threshold
 from clibd.taxonomy import ALL_RANKS
 
 def build_library(
-    cfg: Config, model: Any, modality: str, checkpoint: str | Path, accelerator: Any = None
+    cfg: Config, model: Any, modality: str, checkpoint: str | Path, state: PartialState
 ) -> Optional[ReferenceIndex]:
     """Embed the ``keys`` role with ``modality`` into an index; calibrate a threshold for
-    each query modality the model has. Under ``accelerate launch`` the index is returned
-    on the main process only (None elsewhere)."""
+    each query modality the model has. Every process of ``state`` embeds its share; the
+    index is returned on the main process only (None elsewhere)."""
     if modality not in model.modalities:
         raise ValueError(f"the model has no {modality} tower (enabled: {list(model.modalities)})")
     table, _ = read_specimens(cfg.data)
@@ -55,13 +56,14 @@ def build_library(
     if modality == "dna":
         fails = _fails(cfg, tables["keys"])
         tables["keys"], quality_skips["keys"] = tables["keys"][~fails], int(fails.sum())
-    keys, _ = embed_roles(cfg, model, {"keys": tables["keys"]}, [modality], accelerator, model_hash)
+    encoder = lazy_encoder(cfg, model)  # one for keys and queries: one copy, one compile per tower
+    keys, _ = embed_roles(cfg, model, {"keys": tables["keys"]}, [modality], state, model_hash, encoder)
     key_emb, key_rows = keys["keys"][modality]
     query_modalities = [m for m in MODALITIES if m in model.modalities]  # what classify reads from files
     queries, _ = embed_roles(
-        cfg, model, {r: tables[r] for r in ("val_seen", "val_unseen")}, query_modalities, accelerator, model_hash
+        cfg, model, {r: tables[r] for r in ("val_seen", "val_unseen")}, query_modalities, state, model_hash, encoder
     )
-    if accelerator is not None and not accelerator.is_main_process:
+    if not state.is_main_process:
         return None  # every process embeds its share; the main one calibrates and builds
 
     unseen_species = tables["val_unseen"]["species"].dropna().unique()

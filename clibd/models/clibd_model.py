@@ -5,7 +5,9 @@
 (no training config, data, hub or the towers' original checkpoints).
 
 ``config.json``: ``{"format": 1, "model": <ModelConfig as a dict>, "architectures":
-{modality: <what the tower was built as>}, "dna_tokenizer": <KmerTokenizer settings>}``.
+{modality: <what the tower was built as>}, "dna_tokenizer": <KmerTokenizer settings>,
+"image_normalization": {"mean": [...], "std": [...]} or null}`` (the image mean/std the
+model was trained with, when known).
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class CLIBDModel(nn.Module):
         )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init)))
         self.dna_tokenizer = towers["dna"].tokenizer if "dna" in towers else None
+        # {"mean": [...], "std": [...]} the images were normalised with in training (saved in config.json).
+        self.image_normalization: Optional[dict[str, list[float]]] = None
 
     # ---- encoding -------------------------------------------------------------------------
     def _embed(self, modality: str, *inputs: torch.Tensor) -> torch.Tensor:
@@ -97,16 +101,20 @@ class CLIBDModel(nn.Module):
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self._embed("text", ids, mask)
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The embedding of every enabled modality whose inputs are in ``batch``."""
-        return {
+    def forward(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The embedding of every enabled modality whose inputs are in ``batch``, and the
+        logit scale (its log, the parameter itself), as open_clip's forward returns it."""
+        features = {
             m: self._embed(m, *(batch[k] for k in BATCH_KEYS[m]))
             for m in self.modalities
             if all(k in batch for k in BATCH_KEYS[m])
         }
+        return features, self.logit_scale
 
     def clamp_logit_scale(self) -> None:
-        """Keep the scale in [1, logit_scale_max] (call after each optimizer step)."""
+        """Keep the scale in [1, logit_scale_max] (call after each optimizer step); no-op when that is None."""
+        if self.cfg.logit_scale_max is None:
+            return
         with torch.no_grad():
             self.logit_scale.clamp_(0.0, math.log(self.cfg.logit_scale_max))
 
@@ -131,6 +139,7 @@ class CLIBDModel(nn.Module):
                 "model": dataclasses.asdict(self.cfg),
                 "architectures": {name: tower.arch for name, tower in self.towers.items()},
                 "dna_tokenizer": self.dna_tokenizer.settings() if self.dna_tokenizer else None,
+                "image_normalization": self.image_normalization,
             }
             (tmp / "config.json").write_text(json.dumps(meta, indent=2))
             if self.text_tokenizer is not None:
@@ -174,6 +183,7 @@ class CLIBDModel(nn.Module):
                 f"{directory / 'model.safetensors'}: weights do not fit the model built from config.json: "
                 f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
+        model.image_normalization = meta.get("image_normalization")
         return model
 
 

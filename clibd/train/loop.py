@@ -1,5 +1,7 @@
-"""Contrastive training with accelerate, read top to bottom: data, model, optimiser,
-schedule, the loop (accumulate, non-finite policy, clamp, log), validation, checkpoints.
+"""Contrastive training with accelerate, read top to bottom: set-up (data, model, optimiser,
+schedule, resume), then per epoch the micro-batches (forward, backward), the optimiser step
+(clip, non-finite policy, clamp), logging, and the end of the epoch (validate, keep the best,
+checkpoint), and at the end the weights OUT/model holds (``train.final_model``).
 
 Launch with ``python train.py`` (one process) or ``accelerate launch ... train.py``; the
 same code runs on CPU (gloo), one GPU, or many GPUs and nodes.
@@ -7,38 +9,41 @@ same code runs on CPU (gloo), one GPU, or many GPUs and nodes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
 import signal
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
+from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs, PartialState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from clibd.config import LOSS_METRIC, MEAN_TOP1, Config, save_config
+from clibd.embed.encoder import InferenceEncoder
+from clibd.eval.retrieval import validation_metrics
+from clibd.eval.run import run_evaluation
+from clibd.models.clibd_model import CLIBDModel
+from clibd.taxonomy import EVAL_RANKS
 from clibd.train.checkpoint import (
     MODEL_DIR,
     CheckpointError,
     TrainerState,
+    is_complete,
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
 )
-from clibd.config import Config, save_config
-from clibd.eval.retrieval import validation_metrics
-from clibd.eval.run import run_evaluation
-from clibd.taxonomy import EVAL_RANKS
 from clibd.train.loss import ContrastiveLoss
-from clibd.train.optim import build_scheduler, param_groups, scaled_lr
+from clibd.train.optim import build_optimizer, build_scheduler, scaled_lr
 from clibd.train.setup import TrainingData, build_training_data
-
-NAN_POLICIES = ("skip", "stop")
 
 
 class NonFiniteError(FloatingPointError):
@@ -56,13 +61,55 @@ class TrainResult:
     interrupted: bool
     seconds: float
     samples_per_s: float
+    final_model: Optional[str] = None  # "best" or "last": whose weights model_dir holds
 
 
-def _grads_finite(model: torch.nn.Module) -> torch.Tensor:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return torch.tensor(True)
-    return torch.stack([torch.isfinite(g).all() for g in grads]).all()
+@dataclass
+class _Run:
+    """What the loop works with, built once by ``_set_up``."""
+
+    cfg: Config
+    accelerator: Accelerator
+    data: TrainingData
+    model: torch.nn.Module  # as prepared by accelerate (DDP-wrapped under a multi-process launch)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_loader: Any
+    val_loader: Any
+    loss_fn: ContrastiveLoss
+    total_steps: int
+    out_dir: Path
+    encoder: Optional[InferenceEncoder] = None  # validation retrieval's, compiled once per run
+
+    @property
+    def unwrapped(self) -> CLIBDModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "train_log.jsonl"
+
+    def labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The label columns the loss reads: every rank for hierarchical targets, else ``train.label_rank``."""
+        if self.cfg.train.loss_targets == "hierarchical":
+            return batch["labels"]
+        return batch["labels"][:, EVAL_RANKS.index(self.cfg.train.label_rank)]
+
+
+@dataclass
+class _Progress:
+    """Counters of this process's run (not checkpointed)."""
+
+    start: float = field(default_factory=time.perf_counter)
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    samples: int = 0
+    samples_at_log: int = 0
+    time_at_log: float = field(default_factory=time.perf_counter)
+    interrupted: bool = False
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -107,39 +154,26 @@ def _truncate_log(log_path: Path, last_step: int) -> None:
     tmp.replace(log_path)
 
 
-def _validation_loss(accelerator: Accelerator, model, loader, loss_fn: ContrastiveLoss, label_col: int) -> float:
-    model.eval()
-    total = torch.zeros(2, device=accelerator.device)
-    with torch.no_grad():
-        for batch in loader:
-            loss, _ = loss_fn(model(batch), accelerator.unwrap_model(model).logit_scale, batch["labels"][:, label_col])
-            total += torch.stack([loss.detach().float(), torch.ones((), device=accelerator.device)])
-    model.train()
-    total = accelerator.reduce(total, "sum")
-    return (total[0] / total[1].clamp(min=1)).item()
+def hyperparameters(cfg: Config) -> dict[str, Any]:
+    """The config flattened to ``{"train.lr": 5e-05, ...}`` with scalar values (lists as strings),
+    what TensorBoard's hparams view takes."""
+    flat: dict[str, Any] = {}
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{prefix}.{key}" if prefix else key)
+        else:
+            flat[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk(dataclasses.asdict(cfg), "")
+    return flat
 
 
-def _validation_retrieval(cfg: Config, accelerator: Accelerator, model, out_dir: Path) -> dict[str, float]:
-    """The retrieval protocol of ``clibd eval`` on the val split (results files in ``out_dir``)."""
-    return validation_metrics(run_evaluation(cfg, model, out_dir, "val", accelerator))
-
-
-def _improved(value: float, best: Optional[float], metric: str) -> bool:
-    if best is None:
-        return True
-    lower_is_better = metric.endswith("loss")
-    return value < best if lower_is_better else value > best
-
-
-def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResult:
+# ---- set-up -------------------------------------------------------------------------------
+def _accelerator(cfg: Config, out_dir: Path) -> Accelerator:
     tc = cfg.train
-    if tc.nan_policy not in NAN_POLICIES:
-        raise ValueError(f"train.nan_policy must be one of {NAN_POLICIES}, got {tc.nan_policy!r}")
-    if tc.label_rank not in EVAL_RANKS:
-        raise ValueError(f"train.label_rank must be one of {EVAL_RANKS}, got {tc.label_rank!r}")
-    out_dir = Path(out_dir)
-    _check_writable(out_dir)
-    accelerator = Accelerator(
+    return Accelerator(
         # Without a GPU, processes started by torchrun (`accelerate launch --multi_gpu`)
         # join one gloo group only when accelerate is told to run on the CPU.
         cpu=not torch.accelerator.is_available(),
@@ -150,24 +184,24 @@ def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResu
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=tc.seed),
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=tc.collective_timeout_s))],
     )
+
+
+def _set_up(cfg: Config, out_dir: Path, resume_from: Optional[Path]) -> _Run:
+    """Data, model, optimiser and schedule, prepared by accelerate. The model is rebuilt from the
+    checkpoint on resume so the text vocabulary learned from the data is the one it was trained with."""
+    tc = cfg.train
+    accelerator = _accelerator(cfg, out_dir)
     if tc.cpu_threads and accelerator.device.type == "cpu":
         torch.set_num_threads(tc.cpu_threads)
     set_seed(tc.seed)
-    resume_from = resolve_checkpoint(out_dir, resume) if resume else None
-
-    # Data and model: the model is rebuilt from the checkpoint on resume so the text
-    # vocabulary learned from the data is the one the weights were trained with.
-    data: TrainingData = build_training_data(cfg, accelerator, resume_from / MODEL_DIR if resume_from else None)
-    model = data.model
+    data = build_training_data(cfg, accelerator, resume_from / MODEL_DIR if resume_from else None)
     if accelerator.is_main_process:
         save_config(cfg, out_dir / "config.yaml")
         for tower, (trainable, total) in data.trainable.items():
             accelerator.print(f"trainable parameters {tower}: {trainable:,} / {total:,}")
-
     lr = scaled_lr(tc, accelerator.num_processes)
-    # fused: one kernel for all tensors; the default is a per-tensor loop on the CPU (bench/train_step.py).
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=lr, fused=True)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, data.train_loader)
+    optimizer = build_optimizer(data.model, tc, lr)
+    model, optimizer, train_loader = accelerator.prepare(data.model, optimizer, data.train_loader)
     val_loader = accelerator.prepare(data.val_loader) if data.val_loader is not None else None
     steps_per_epoch = math.ceil(len(train_loader) / tc.grad_accum)
     total_steps = tc.epochs * steps_per_epoch if tc.max_steps is None else min(tc.max_steps, tc.epochs * steps_per_epoch)
@@ -181,144 +215,260 @@ def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResu
     accelerator.register_for_checkpointing(scheduler)
     rank_weights = [tc.rank_weights.get(r, 0.0) for r in EVAL_RANKS]
     loss_fn = ContrastiveLoss(tc.loss_targets, accelerator.process_index, accelerator.num_processes, rank_weights)
-    # Hierarchical targets read every rank's label column; the others one.
-    label_col = slice(None) if tc.loss_targets == "hierarchical" else EVAL_RANKS.index(tc.label_rank)
-    unwrapped = accelerator.unwrap_model(model)
+    accelerator.print(
+        f"training {total_steps} steps ({steps_per_epoch}/epoch) on {accelerator.num_processes} process(es), "
+        f"{accelerator.device}, global batch {tc.batch_size * accelerator.num_processes * tc.grad_accum}, "
+        f"peak lr {lr:.3g}"
+    )
+    run = _Run(cfg, accelerator, data, model, optimizer, scheduler, train_loader, val_loader, loss_fn, total_steps, out_dir)
+    return run
 
+
+def _start_state(run: _Run, resume_from: Optional[Path]) -> TrainerState:
+    """The resumed state, or a fresh one over whatever an earlier run left in OUT."""
+    accelerator = run.accelerator
     state = TrainerState()
     if resume_from is not None:
         state = load_checkpoint(accelerator, resume_from)
-        accelerator.print(f"resumed from {resume_from} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})")
-    accelerator.init_trackers("clibd")
-    log_path = out_dir / "train_log.jsonl"
-    ckpt_dir = out_dir / "checkpoints"
+        accelerator.print(
+            f"resumed from {resume_from} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
+        )
+    accelerator.init_trackers("clibd", config=hyperparameters(run.cfg))
     if accelerator.is_main_process:
-        if resume_from is None and (ckpt_dir / "last").exists():
-            accelerator.print(f"{out_dir} holds an earlier run: starting afresh over it (--resume latest continues it)")
-        _truncate_log(log_path, state.step)
+        if resume_from is None and (run.ckpt_dir / "last").exists():
+            accelerator.print(f"{run.out_dir} holds an earlier run: starting afresh over it (--resume latest continues it)")
+        if resume_from is None:  # an earlier run's best must not become this run's final model
+            shutil.rmtree(run.ckpt_dir / "best", ignore_errors=True)
+        _truncate_log(run.log_path, state.step)
+    accelerator.wait_for_everyone()
+    return state
+
+
+# ---- the loop -----------------------------------------------------------------------------
+def train(cfg: Config, out_dir: Path, resume: Optional[str] = None) -> TrainResult:
+    out_dir = Path(out_dir)
+    _check_writable(out_dir)
+    resume_from = resolve_checkpoint(out_dir, resume) if resume else None
+    run = _set_up(cfg, out_dir, resume_from)
+    state = _start_state(run, resume_from)
+    progress = _Progress()
     stop = _StopRequest()
-    accelerator.print(
-        f"training {total_steps} steps ({steps_per_epoch}/epoch) on {accelerator.num_processes} process(es), "
-        f"{accelerator.device}, global batch {tc.batch_size * accelerator.num_processes * tc.grad_accum}, peak lr {lr:.3g}"
-    )
-
-    losses: list[tuple[int, float]] = []
-    start = time.perf_counter()
-    samples, samples_at_log, time_at_log = 0, 0, start
-    micro_nonfinite = torch.zeros((), device=accelerator.device)
-    bar = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_main_process, desc="train")
-    interrupted = False
+    bar = tqdm(total=run.total_steps, initial=state.step, disable=not run.accelerator.is_main_process, desc="train")
     try:
-        while state.step < total_steps:
-            train_loader.set_epoch(state.epoch)
-            batches = accelerator.skip_first_batches(train_loader, state.batch_in_epoch) if state.batch_in_epoch else train_loader
-            model.train()
-            for batch in batches:
-                # Seeded by position so a resumed run draws the same dropout as an uninterrupted one.
-                set_seed(tc.seed * 1_000_003 + state.epoch * 10_007 + state.batch_in_epoch, device_specific=True)
-                with accelerator.accumulate(model):
-                    loss, pairs = loss_fn(model(data.prepare(batch)), unwrapped.logit_scale, batch["labels"][:, label_col])
-                    micro_nonfinite += ~torch.isfinite(loss.detach())
-                    accelerator.backward(loss)
-                    state.batch_in_epoch += 1
-                    samples += batch["index"].shape[0] * accelerator.num_processes
-                    if not accelerator.sync_gradients:
-                        continue
-                    # One small all-reduce: every rank takes the same decision.
-                    grads_bad = ~_grads_finite(model) if tc.mixed_precision != "fp16" else torch.tensor(False)
-                    flags = torch.stack([micro_nonfinite + grads_bad.to(micro_nonfinite.device), torch.tensor(float(stop.requested), device=accelerator.device)])
-                    flags = accelerator.reduce(flags, "sum")
-                    micro_nonfinite.zero_()
-                    if flags[0] > 0:
-                        if tc.nan_policy == "stop":
-                            ids = data.train_ids(batch["index"])
-                            raise NonFiniteError(
-                                f"non-finite loss or gradient at step {state.step + 1} (epoch {state.epoch}, batch "
-                                f"{state.batch_in_epoch - 1}; loss {loss.item()}); batch processids: {ids}"
-                            )
-                        state.skipped_nonfinite += 1
-                        accelerator.print(f"step {state.step + 1}: non-finite loss or gradient, step skipped ({state.skipped_nonfinite} so far)")
-                    else:
-                        optimizer.step()
-                    optimizer.zero_grad()
-                lr_used = scheduler.get_last_lr()[0]
-                scheduler.step()
-                unwrapped.clamp_logit_scale()
-                state.step += 1
-                bar.update(1)
-
-                if state.step % tc.log_every_steps == 0 or state.step == total_steps:
-                    now = time.perf_counter()
-                    logged = torch.stack([loss.detach().float(), *(v.detach().float() for v in pairs.values())])
-                    logged = accelerator.reduce(logged, "mean").tolist()
-                    record = {
-                        "step": state.step,
-                        "epoch": state.epoch,
-                        "loss": logged[0],
-                        **{f"loss/{k}": v for k, v in zip(pairs, logged[1:])},
-                        "lr": lr_used,
-                        "logit_scale": unwrapped.logit_scale.exp().item(),
-                        "samples_per_s": (samples - samples_at_log) / max(now - time_at_log, 1e-9),
-                        "skipped_nonfinite": state.skipped_nonfinite,
-                    }
-                    samples_at_log, time_at_log = samples, now
-                    losses.append((state.step, logged[0]))
-                    accelerator.log(record, step=state.step)
-                    if accelerator.is_main_process:
-                        with log_path.open("a") as f:
-                            f.write(json.dumps(record) + "\n")
-                        bar.set_postfix(loss=f"{logged[0]:.4f}", lr=f"{record['lr']:.2e}")
-
-                if flags[1] > 0:
-                    accelerator.print(f"SIGTERM: writing a checkpoint at step {state.step} and stopping")
-                    save_checkpoint(accelerator, model, ckpt_dir / "last", state)
-                    interrupted = True
-                    break
-                if tc.checkpoint_every_steps and state.step % tc.checkpoint_every_steps == 0:
-                    save_checkpoint(accelerator, model, ckpt_dir / "last", state)
-                if state.step >= total_steps:
-                    break
-            if interrupted:
-                break
-            if state.batch_in_epoch >= len(train_loader):
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            # The end of an epoch or of the run: validate, keep the best, checkpoint.
-            if val_loader is not None and (state.epoch % tc.eval_every_epochs == 0 or state.step >= total_steps):
-                metrics = {"val_loss": _validation_loss(accelerator, model, val_loader, loss_fn, label_col)}
-                if tc.val_retrieval:
-                    metrics.update(_validation_retrieval(cfg, accelerator, unwrapped, out_dir / "val-retrieval"))
-                accelerator.log(metrics, step=state.step)
-                shown = {k: v for k, v in metrics.items() if k == "val_loss" or k == tc.best_metric}
-                accelerator.print(f"epoch {state.epoch} step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-                if tc.best_metric not in metrics:
-                    raise ValueError(f"train.best_metric {tc.best_metric!r} is not among the validation metrics {sorted(metrics)}")
-                if _improved(metrics[tc.best_metric], state.best, tc.best_metric):
-                    state.best = metrics[tc.best_metric]
-                    save_checkpoint(accelerator, model, ckpt_dir / "best", state)
-            save_checkpoint(accelerator, model, ckpt_dir / "last", state)
+        while state.step < run.total_steps and not progress.interrupted:
+            _train_epoch(run, state, progress, stop, bar)
+            if not progress.interrupted:
+                _end_of_epoch(run, state)
     finally:
         stop.restore()
         bar.close()
         # Not accelerator.end_training(): it also destroys the process group, which the
         # final save below and the evaluation after training still need.
-        for tracker in accelerator.trackers:
+        for tracker in run.accelerator.trackers:
             tracker.finish()
-
-    seconds = time.perf_counter() - start
-    model_dir = None
-    if not interrupted:
-        model_dir = out_dir / MODEL_DIR
-        if accelerator.is_main_process:
-            unwrapped.save_pretrained(model_dir)
-        accelerator.wait_for_everyone()
+    seconds = time.perf_counter() - progress.start
+    model_dir, final = (None, None) if progress.interrupted else _save_final_model(run)
     return TrainResult(
         out_dir=out_dir,
         model_dir=model_dir,
         steps=state.step,
-        losses=losses,
+        losses=progress.losses,
         best=state.best,
         skipped_nonfinite=state.skipped_nonfinite,
-        interrupted=interrupted,
+        interrupted=progress.interrupted,
         seconds=seconds,
-        samples_per_s=samples / max(seconds, 1e-9),
+        samples_per_s=progress.samples / max(seconds, 1e-9),
+        final_model=final,
     )
+
+
+def _train_epoch(run: _Run, state: TrainerState, progress: _Progress, stop: _StopRequest, bar: tqdm) -> None:
+    """The rest of epoch ``state.epoch`` (from ``state.batch_in_epoch``), up to the run's last step
+    or a SIGTERM (then a checkpoint is written and ``progress.interrupted`` set)."""
+    accelerator, tc = run.accelerator, run.cfg.train
+    run.train_loader.set_epoch(state.epoch)
+    run.data.train.set_epoch(state.epoch)  # the augmentation seeds
+    loader = run.train_loader
+    if state.batch_in_epoch:
+        loader = accelerator.skip_first_batches(run.train_loader, state.batch_in_epoch)
+    run.model.train()
+    nonfinite_loss = torch.zeros((), device=accelerator.device)  # micro-batches since the last step
+    for batch in loader:
+        with accelerator.accumulate(run.model):
+            features, logit_scale = run.model(run.data.prepare(batch))
+            loss, pairs = run.loss_fn(features, logit_scale, run.labels(batch))
+            nonfinite_loss += ~torch.isfinite(loss.detach())
+            accelerator.backward(loss)
+        state.batch_in_epoch += 1
+        progress.samples += batch["index"].shape[0] * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        lr_used = run.scheduler.get_last_lr()[0]
+        stop_requested = _optimizer_step(run, state, batch, loss, nonfinite_loss, stop)
+        nonfinite_loss.zero_()
+        bar.update(1)
+        if state.step % tc.log_every_steps == 0 or state.step == run.total_steps:
+            _log_step(run, state, progress, loss, pairs, logit_scale, lr_used, bar)
+        if stop_requested:
+            accelerator.print(f"SIGTERM: writing a checkpoint at step {state.step} and stopping")
+            save_checkpoint(accelerator, run.model, run.ckpt_dir / "last", state)
+            progress.interrupted = True
+            return
+        if tc.checkpoint_every_steps and state.step % tc.checkpoint_every_steps == 0:
+            save_checkpoint(accelerator, run.model, run.ckpt_dir / "last", state)
+        if state.step >= run.total_steps:
+            return
+
+
+def _optimizer_step(
+    run: _Run, state: TrainerState, batch: dict, loss: torch.Tensor, nonfinite_loss: torch.Tensor, stop: _StopRequest
+) -> bool:
+    """Clip, then step unless the loss or the gradient norm is non-finite (``train.nan_policy``);
+    schedule and clamp. Returns whether any process asked to stop (SIGTERM)."""
+    accelerator, tc = run.accelerator, run.cfg.train
+    # The total norm over every gradient (after the cross-process all-reduce): one pass that
+    # both clips and detects NaN/inf. Under fp16 the gradient scaler skips overflows itself.
+    max_norm = tc.grad_clip_norm if tc.grad_clip_norm is not None else math.inf
+    norm = accelerator.clip_grad_norm_(run.model.parameters(), max_norm)
+    bad_grads = norm is not None and tc.mixed_precision != "fp16" and not torch.isfinite(norm)
+    # One small all-reduce: every rank takes the same decision.
+    flags = torch.stack([nonfinite_loss + float(bad_grads), torch.tensor(float(stop.requested), device=accelerator.device)])
+    flags = accelerator.reduce(flags, "sum")
+    if flags[0] > 0:
+        if tc.nan_policy == "stop":
+            raise NonFiniteError(
+                f"non-finite loss or gradient at step {state.step + 1} (epoch {state.epoch}, batch "
+                f"{state.batch_in_epoch - 1}; loss {loss.item()}); batch processids: {run.data.train_ids(batch['index'])}"
+            )
+        state.skipped_nonfinite += 1
+        accelerator.print(
+            f"step {state.step + 1}: non-finite loss or gradient, step skipped ({state.skipped_nonfinite} so far)"
+        )
+    else:
+        run.optimizer.step()
+    run.optimizer.zero_grad()
+    run.scheduler.step()
+    run.unwrapped.clamp_logit_scale()
+    state.step += 1
+    return bool(flags[1] > 0)
+
+
+def _log_step(
+    run: _Run,
+    state: TrainerState,
+    progress: _Progress,
+    loss: torch.Tensor,
+    pairs: dict[str, torch.Tensor],
+    logit_scale: torch.Tensor,
+    lr: float,
+    bar: tqdm,
+) -> None:
+    """Loss (mean over processes), per-pair losses, lr, scale and speed to the trackers and OUT/train_log.jsonl."""
+    accelerator = run.accelerator
+    now = time.perf_counter()
+    logged = torch.stack([loss.detach().float(), *(v.detach().float() for v in pairs.values())])
+    logged = accelerator.reduce(logged, "mean").tolist()
+    record = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "loss": logged[0],
+        **{f"loss/{k}": v for k, v in zip(pairs, logged[1:])},
+        "lr": lr,
+        "logit_scale": logit_scale.detach().exp().item(),
+        "samples_per_s": (progress.samples - progress.samples_at_log) / max(now - progress.time_at_log, 1e-9),
+        "skipped_nonfinite": state.skipped_nonfinite,
+    }
+    progress.samples_at_log, progress.time_at_log = progress.samples, now
+    progress.losses.append((state.step, logged[0]))
+    accelerator.log(record, step=state.step)
+    if accelerator.is_main_process:
+        with run.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.set_postfix(loss=f"{logged[0]:.4f}", lr=f"{lr:.2e}")
+
+
+# ---- end of an epoch ----------------------------------------------------------------------
+def _end_of_epoch(run: _Run, state: TrainerState) -> None:
+    """Count the epoch done, validate when due, keep the best, checkpoint ``last``."""
+    tc = run.cfg.train
+    if state.batch_in_epoch >= len(run.train_loader):
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    due = state.epoch % tc.eval_every_epochs == 0 or state.step >= run.total_steps
+    if run.val_loader is not None and due:
+        metrics = _validate(run)
+        run.accelerator.log(metrics, step=state.step)
+        shown = {k: v for k, v in metrics.items() if k in (LOSS_METRIC, tc.best_metric)}
+        run.accelerator.print(
+            f"epoch {state.epoch} step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
+        )
+        if tc.best_metric not in metrics:  # a retrieval pair whose queries or keys were empty
+            raise ValueError(f"train.best_metric {tc.best_metric!r} is not among the validation metrics {sorted(metrics)}")
+        if state.epoch > tc.best_after_epoch and _improved(metrics[tc.best_metric], state.best, tc.best_metric):
+            state.best = metrics[tc.best_metric]
+            save_checkpoint(run.accelerator, run.model, run.ckpt_dir / "best", state)
+    save_checkpoint(run.accelerator, run.model, run.ckpt_dir / "last", state)
+
+
+def _improved(value: float, best: Optional[float], metric: str) -> bool:
+    if best is None:
+        return True
+    lower_is_better = metric.endswith("loss")
+    return value < best if lower_is_better else value > best
+
+
+def _validate(run: _Run) -> dict[str, float]:
+    metrics = {LOSS_METRIC: _validation_loss(run)}
+    if run.cfg.train.val_retrieval:
+        metrics.update(_validation_retrieval(run))
+    return metrics
+
+
+def _validation_loss(run: _Run) -> float:
+    accelerator = run.accelerator
+    run.model.eval()
+    total = torch.zeros(2, device=accelerator.device)
+    with torch.no_grad():
+        for batch in run.val_loader:
+            loss, _ = run.loss_fn(*run.model(batch), run.labels(batch))
+            total += torch.stack([loss.detach().float(), torch.ones((), device=accelerator.device)])
+    run.model.train()
+    total = accelerator.reduce(total, "sum")
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+def mean_top1(metrics: dict[str, float]) -> float:
+    """The mean of the micro top-1 accuracies of every query->key pair, seen and unseen query
+    role and rank: the published system's "best mean validation top-1" (docs/training.md)."""
+    top1 = [v for k, v in metrics.items() if k.split("/")[1:2] == ["micro"] and k.endswith(("/top1/seen", "/top1/unseen"))]
+    return sum(top1) / len(top1) if top1 else math.nan
+
+
+def _validation_retrieval(run: _Run) -> dict[str, float]:
+    """The retrieval protocol of ``clibd eval`` on the val split (results files in OUT/val-retrieval),
+    through one encoder per run: compiled once (unfrozen), given the new weights at each validation."""
+    cfg, model = run.cfg, run.unwrapped
+    if run.encoder is None:
+        device = run.accelerator.device
+        run.encoder = InferenceEncoder(model, device, cfg.eval.precision, cfg.eval.compile, cfg.eval.batch_size, freeze=False)
+    else:
+        run.encoder.refresh(model)
+    results = run_evaluation(cfg, model, run.out_dir / "val-retrieval", "val", state=PartialState(), encoder=run.encoder)
+    metrics = validation_metrics(results)
+    return {**metrics, MEAN_TOP1: mean_top1(metrics)}
+
+
+def _save_final_model(run: _Run) -> tuple[Path, str]:
+    """OUT/model: the best checkpoint's weights (``train.final_model=best``, when one was taken),
+    else the last weights."""
+    accelerator, model_dir = run.accelerator, run.out_dir / MODEL_DIR
+    best = run.ckpt_dir / "best"
+    final = "best" if run.cfg.train.final_model == "best" and is_complete(best) else "last"
+    if run.cfg.train.final_model == "best" and final == "last":
+        accelerator.print("no best checkpoint was taken (no validation counted): OUT/model holds the last weights")
+    if accelerator.is_main_process:
+        if final == "best":
+            CLIBDModel.from_pretrained(best / MODEL_DIR).save_pretrained(model_dir)
+        else:
+            run.unwrapped.save_pretrained(model_dir)
+    accelerator.wait_for_everyone()
+    return model_dir, final

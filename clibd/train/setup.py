@@ -53,7 +53,10 @@ def build_model(cfg: Config, train_rows, model_dir: Optional[Path]) -> CLIBDMode
     if text.enabled and text.name is None:
         # Trained on the training rows only: held-out species names must not shape the vocabulary.
         tokenizer = build_text_tokenizer(text, taxonomy_text(train_rows, text.template, text.missing_word).tolist())
-    return CLIBDModel(cfg.model, tokenizer)
+    model = CLIBDModel(cfg.model, tokenizer)
+    if cfg.model.image.enabled:  # saved in config.json, so the Embedder normalises as training did
+        model.image_normalization = {"mean": list(cfg.data.mean), "std": list(cfg.data.std)}
+    return model
 
 
 def build_training_data(cfg: Config, accelerator: Accelerator, model_dir: Optional[Path] = None) -> TrainingData:
@@ -78,6 +81,7 @@ def build_training_data(cfg: Config, accelerator: Accelerator, model_dir: Option
             text_tokenizer=model.text_tokenizer,
             text_cfg=cfg.model.text,
             train=train,
+            seed=cfg.train.seed,
         )
 
     tc, dc = cfg.train, cfg.data

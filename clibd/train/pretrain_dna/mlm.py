@@ -1,4 +1,5 @@
-"""The masked-token pretraining loop: BertForMaskedLM, AdamW + OneCycle, accelerate."""
+"""The masked-token pretraining loop: BertForMaskedLM, accelerate, and the optimiser, weight-decay
+rule and schedule of contrastive training (``clibd.train.optim``, ``pretrain.*`` of ``OptimConfig``)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import BertForMaskedLM
 
-from clibd.config import Config, DnaTowerConfig, PretrainConfig, TrainConfig, save_config
+from clibd.config import Config, DnaTowerConfig, PretrainConfig, save_config
 from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.data.sources import read_specimens
 from clibd.models.dna import TOKENIZER_FILE, dna_bert_config, make_kmer_tokenizer
-from clibd.train.optim import build_scheduler
+from clibd.train.optim import build_optimizer, build_scheduler, scaled_lr
 from clibd.train.pretrain_dna.barcodes import DedupReport, OffsetEncodings, unique_barcodes
 from clibd.train.pretrain_dna.masking import IGNORE_INDEX, mask_tokens
 
@@ -82,14 +83,14 @@ def pretrain_on_barcodes(
         np.arange(len(data)), batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed)
     )
     model = MaskedTokenObjective(mlm)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg, scaled_lr(cfg, accelerator.num_processes))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     if total_steps < 1:
         raise ValueError(f"nothing to train: {len(data)} barcodes, epochs={cfg.epochs}, max_steps={cfg.max_steps}")
     # Not prepared: accelerate would step it once per process and overrun OneCycle's total.
-    scheduler = build_scheduler(optimizer, TrainConfig(schedule="onecycle", warmup_fraction=cfg.warmup_fraction), total_steps)
+    scheduler = build_scheduler(optimizer, cfg, total_steps)
     masking = torch.Generator().manual_seed(cfg.seed * 1_000_003 + accelerator.process_index)
     history: list[dict[str, float]] = []
     step, start = 0, time.perf_counter()
