@@ -186,11 +186,13 @@ def test_batch_images_equal_the_per_image_eval_transform(table, tmp_path):
         torch.testing.assert_close(got, build_transform(IMAGE_SIZE)(img))
 
 
-def test_train_mode_augments_differently_between_calls(table, tmp_path):
+def test_train_mode_augments_differently_between_epochs(table, tmp_path):
     cfg = data_cfg(tmp_path)
     cfg.augment = AugmentConfig(scale_min=0.5)
     ds = SpecimenDataset(table, cfg, IMAGE_SIZE, train=True)
-    a, b = ds.__getitems__([3, 8]), ds.__getitems__([3, 8])
+    a = ds.__getitems__([3, 8])
+    ds.set_epoch(1)
+    b = ds.__getitems__([3, 8])
     assert not torch.equal(a["image"], b["image"])
     assert torch.equal(a["labels"], b["labels"])
 
@@ -292,3 +294,29 @@ def test_workers_serve_the_same_eval_batches_and_report_skips_to_the_main_proces
     for a, b in zip(with_workers, in_process):
         assert torch.equal(a["image"], b["image"])
     assert ds.skipped.counts == {REASON_CORRUPT: 3, REASON_UNREADABLE: 1}
+
+
+def test_augmentation_of_a_row_depends_on_seed_epoch_and_row_only(table, tmp_path, text_tokenizer):
+    """A run resumed mid-epoch builds a fresh dataset and skips the batches already seen: its
+    augmented batch must equal the uninterrupted run's, whatever the global RNG did before."""
+
+    def augmented(seed: int = 0) -> SpecimenDataset:
+        cfg = DataConfig(cache_dir=str(tmp_path / "cache"), augment=AugmentConfig(scale_min=0.3, hflip=0.5, vflip=0.5))
+        return SpecimenDataset(table, cfg, IMAGE_SIZE, train=True, seed=seed)
+
+    uninterrupted = augmented()
+    uninterrupted.set_epoch(1)
+    uninterrupted.__getitems__([0, 1, 2])  # the batch before the interruption
+    expected = uninterrupted.__getitems__([7, 3, 9])["image"]
+    resumed = augmented()
+    resumed.set_epoch(1)
+    torch.manual_seed(123)  # the global stream differs after a resume
+    before = torch.get_rng_state()
+    assert torch.equal(resumed.__getitems__([7, 3, 9])["image"], expected)
+    assert torch.equal(torch.get_rng_state(), before)  # augmentation does not draw from the global stream
+    assert torch.equal(resumed.__getitems__([3])["image"][0], expected[1])  # per row, not per batch position
+    resumed.set_epoch(2)
+    assert not torch.equal(resumed.__getitems__([7, 3, 9])["image"], expected)  # a new epoch, new draws
+    other_seed = augmented(seed=1)
+    other_seed.set_epoch(1)
+    assert not torch.equal(other_seed.__getitems__([7, 3, 9])["image"], expected)

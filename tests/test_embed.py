@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from accelerate import PartialState
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -66,7 +67,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     )
     torch.set_num_threads(1)
     accelerator = Accelerator(cpu=True)
-    emb = embed_dataset(CountingDna(), Rows(DROPPED), "dna", batch_size=2, accelerator=accelerator, progress=False)
+    emb = embed_dataset(CountingDna(), Rows(DROPPED), "dna", batch_size=2, state=accelerator.state, progress=False)
     np.save(Path(out) / f"rank{rank}.npy", emb)
     accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()
@@ -79,10 +80,10 @@ def _free_port() -> int:
 
 
 def test_two_process_embedding_equals_one_process(tmp_path: Path) -> None:
-    single = embed_dataset(CountingDna(), Rows(DROPPED), "dna", batch_size=3, progress=False)
+    single = embed_dataset(CountingDna(), Rows(DROPPED), "dna", batch_size=3, state=PartialState(), progress=False)
     assert single.shape == (N, DIM)
     assert np.isnan(single).all(axis=1).tolist() == [i in DROPPED for i in range(N)]
-    whole = embed_dataset(CountingDna(), Rows(), "dna", batch_size=N, progress=False)
+    whole = embed_dataset(CountingDna(), Rows(), "dna", batch_size=N, state=PartialState(), progress=False)
     np.testing.assert_allclose(single[1:5], whole[1:5], rtol=1e-6)  # batching does not change rows
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
@@ -92,13 +93,13 @@ def test_two_process_embedding_equals_one_process(tmp_path: Path) -> None:
 def test_cache_hit_does_not_call_the_model(tmp_path: Path) -> None:
     model, data = CountingDna(), Rows()
     key = {"checkpoint": "abc", "table": "def", "role": "keys", "modality": "dna"}
-    compute = lambda: embed_dataset(model, data, "dna", batch_size=4, progress=False)  # noqa: E731
-    first = cached_embeddings(tmp_path, key, compute)
+    compute = lambda: embed_dataset(model, data, "dna", batch_size=4, state=PartialState(), progress=False)  # noqa: E731
+    first = cached_embeddings(tmp_path, key, compute, PartialState())
     assert model.calls == 3
-    second = cached_embeddings(tmp_path, key, compute)
+    second = cached_embeddings(tmp_path, key, compute, PartialState())
     assert model.calls == 3
     np.testing.assert_array_equal(first, second)
-    cached_embeddings(tmp_path, {**key, "role": "test_seen"}, compute)
+    cached_embeddings(tmp_path, {**key, "role": "test_seen"}, compute, PartialState())
     assert model.calls == 6  # another role is another entry
     assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 2
 

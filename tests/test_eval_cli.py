@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from accelerate import PartialState
 
 from clibd.cli import main
 from tests.data_paths import needs_shared_data
@@ -95,26 +96,25 @@ def test_second_evaluation_reads_the_cache(checkpoint: Path, tmp_path: Path, mon
         return encoders[-1]
 
     monkeypatch.setattr(clibd.embed.datasets, "InferenceEncoder", counting_encoder)
-    first = run_evaluation(cfg, model, tmp_path / "a", "val", checkpoint=checkpoint)
+    first = run_evaluation(cfg, model, tmp_path / "a", "val", state=PartialState(), checkpoint=checkpoint)
     assert all(n > 0 for n in calls.values()) and len(encoders) == 1
     assert len(list((tmp_path / "cache" / "embeddings").glob("*.npy"))) == 6  # 3 roles x 2 modalities
     calls.update({m: 0 for m in towers})
-    second = run_evaluation(cfg, model, tmp_path / "b", "val", checkpoint=checkpoint)
+    second = run_evaluation(cfg, model, tmp_path / "b", "val", state=PartialState(), checkpoint=checkpoint)
     assert calls == {m: 0 for m in towers} and len(encoders) == 1
     assert json.dumps(first, sort_keys=True, default=str) == json.dumps(second, sort_keys=True, default=str)
     assert first["meta"]["counts"]["queries"]["seen"]["dna"] == 10  # the val split: val / val_unseen
     # Without a checkpoint to name the weights nothing is cached or reused.
-    run_evaluation(cfg, model, tmp_path / "c", "val")
+    run_evaluation(cfg, model, tmp_path / "c", "val", state=PartialState())
     assert all(n > 0 for n in calls.values())
 
 
-def test_missing_config_is_named(tmp_path: Path) -> None:
-    from clibd.config import ConfigError
+def test_missing_config_is_named(tmp_path: Path, capsys) -> None:
     from tests.helpers.tiny_checkpoint import tiny_model
 
     checkpoint = tiny_model().save_pretrained(tmp_path / "model")
-    with pytest.raises(ConfigError, match="no --config given and no config.yaml"):
-        main(["eval", "--checkpoint", str(checkpoint)])
+    assert main(["eval", "--checkpoint", str(checkpoint)]) == 2  # a config error: message, no traceback
+    assert "clibd eval: no --config given and no config.yaml" in capsys.readouterr().err
 
 
 def test_eval_py_entry_point_help() -> None:
@@ -173,7 +173,7 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     ])
     result = train(cfg, tmp_path / "run")
     model = CLIBDModel.from_pretrained(result.model_dir)
-    trained = run_evaluation(cfg, model, tmp_path / "eval", "test", checkpoint=result.model_dir)
+    trained = run_evaluation(cfg, model, tmp_path / "eval", "test", state=PartialState(), checkpoint=result.model_dir)
     # The start of training, rebuilt as train() builds it: seeded, then built from the training rows.
     train_rows = select_role(read_specimens(cfg.data)[0], cfg.data.splits, "train")
     set_seed(cfg.train.seed)
@@ -182,7 +182,7 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     other_init = build_model(cfg, train_rows, None)
     # Guard on the pairing: training moved no weight by more than 0.07; another init differs by 0.27.
     assert _max_weight_difference(model, start) < 0.5 * _max_weight_difference(model, other_init)
-    untrained = run_evaluation(cfg, start, tmp_path / "eval-untrained", "test")
+    untrained = run_evaluation(cfg, start, tmp_path / "eval-untrained", "test", state=PartialState())
 
     pairs = [f"{q}->{k}" for k in MODALITIES for q in MODALITIES]
     assert_results_schema(trained, pairs, ("seen", "unseen", "harmonic_mean"))

@@ -112,3 +112,24 @@ def test_bf16_on_a_cpu_warns_only_where_bf16_is_emulated(monkeypatch, native: bo
     assert [str(w.message) for w in caught] == ([] if native else [
         "precision bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated and slower than fp32"
     ])
+
+
+@pytest.mark.filterwarnings("ignore:precision bf16 on a CPU without")
+def test_refresh_takes_new_weights_into_the_copy_and_keeps_the_compiled_towers(monkeypatch) -> None:
+    """What validation during training relies on: one encoder per run, the weights renewed each time."""
+    compiled: list[str] = []
+    monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn.__name__) or fn)  # count, do not compile
+    model = tiny_model()
+    batch = _batch(model, 2)
+    encoder = InferenceEncoder(model, CPU, "bf16", compile=True, batch_size=2, freeze=False)
+    before = encoder(batch, "dna")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    torch.testing.assert_close(encoder(batch, "dna"), before, rtol=0, atol=0)  # a copy: not yet renewed
+    encoder.refresh(model)
+    fresh = InferenceEncoder(model, CPU, "bf16")
+    torch.testing.assert_close(encoder(batch, "dna"), fresh(batch, "dna"), rtol=0, atol=0)
+    assert compiled == ["encode_dna"]  # once, for both calls
+    with pytest.raises(RuntimeError, match="frozen compiled encoder cannot take new weights"):
+        InferenceEncoder(model, CPU, "fp32", compile=True).refresh(model)

@@ -5,6 +5,7 @@ pair; it learns; and a 2-process ``accelerate launch`` on CPU."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from clibd.models.clibd_model import CLIBDModel
 from clibd.taxonomy import taxonomy_text
 from clibd.train.loop import NonFiniteError, train
 from clibd.train.optim import build_scheduler, param_groups, scaled_lr
-from tests.helpers.learnable_specimens import write_learnable_table, write_text_model
+from tests.helpers.tiny_run import logged, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 # One intra-op thread per process: on a few shared cores OpenMP spin-waiting makes more much slower.
@@ -38,36 +39,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("learnable")
-    csv = write_learnable_table(root / "data")
-    table = pd.read_csv(csv, dtype="string")
-    text_dir = write_text_model(root / "text_model", taxonomy_text(table, "{order} {family} {genus} {species}", "not_classified").tolist())
-    return {"csv": csv, "text": text_dir, "cache": root / "cache"}
-
-
-def tiny_config(data: dict[str, Path], *overrides: str) -> Config:
-    base = [
-        "data.format=tabular", f"data.root={data['csv']}", f"data.cache_dir={data['cache']}",
-        "data.num_workers=0", "data.augment.enabled=false",
-        "model.embed_dim=32", "model.image.name=test_vit", "model.image.image_size=32",
-        "model.dna.k=4", "model.dna.max_nucleotides=120", "model.dna.hidden_size=32", "model.dna.num_layers=1",
-        "model.dna.num_heads=2", "model.dna.intermediate_size=64",
-        f"model.text.name={data['text']}",
-        "train.batch_size=16", "train.epochs=2", "train.lr=1e-3", "train.lr_reference_batch=0",
-        "train.log_every_steps=1", "train.trackers=[]",
-    ]  # fmt: skip
-    return load_config(None, base + list(overrides))
-
-
-def logged(out: Path) -> dict[int, float]:
-    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    steps = [r["step"] for r in records]
-    assert steps == sorted(set(steps)), f"steps logged out of order or twice: {steps}"
-    return {r["step"]: r["loss"] for r in records}
 
 
 @pytest.fixture(scope="module")
@@ -395,3 +366,103 @@ def test_reshuffles_every_epoch_reproducibly(data, tmp_path, monkeypatch) -> Non
     (first, second), (again_first, again_second) = orders
     assert first != second and sorted(first) != first  # shuffled, and differently each epoch
     assert (first, second) == (again_first, again_second)  # the same seed gives the same orders
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(model_dir / "model.safetensors")
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = _weights(a), _weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize(
+    "final_model,best_after_epoch,best_epoch,holds",
+    [
+        ("best", 0, 1, "best"),  # epoch 1 validates best: OUT/model holds its weights, not the last
+        ("best", 1, 2, "best"),  # epoch 1 does not count: the only best is the last epoch's
+        ("best", 2, None, "last"),  # no epoch counts: no best checkpoint, the last weights (and a line)
+        ("last", 0, 1, "last"),
+    ],
+)
+def test_final_model_and_best_after_epoch(data, tmp_path, monkeypatch, capsys, final_model, best_after_epoch, best_epoch, holds):
+    scripted = iter([1.0, 2.0])  # val_loss of epoch 1, then a worse one at epoch 2
+    monkeypatch.setattr(training, "_validate", lambda run: {"val_loss": next(scripted)})
+    out = tmp_path / "run"
+    result = train(tiny_config(data, f"train.final_model={final_model}", f"train.best_after_epoch={best_after_epoch}"), out)
+    best = out / "checkpoints" / "best"
+    if best_epoch is None:
+        assert not best.exists() and result.best is None
+        assert "no best checkpoint was taken" in capsys.readouterr().out
+    else:
+        assert json.loads((best / "trainer_state.json").read_text())["epoch"] == best_epoch
+    assert result.final_model == holds
+    source = best if holds == "best" else out / "checkpoints" / "last"
+    assert _same_weights(out / "model", source / "model")
+    assert _same_weights(out / "model", out / "checkpoints" / "last" / "model") == (holds == "last" or best_epoch == 2)
+
+
+def test_a_fresh_run_drops_an_earlier_runs_best(data, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "run"
+    (out / "checkpoints" / "best" / "model").mkdir(parents=True)
+    (out / "checkpoints" / "best" / "trainer_state.json").write_text("{}")
+    result = train(tiny_config(data, "train.max_steps=1", "train.best_after_epoch=5"), out)
+    assert result.final_model == "last" and not (out / "checkpoints" / "best").exists()
+
+
+def test_gradient_clipping_norm_trackers_and_saved_normalisation(data, tmp_path, monkeypatch) -> None:
+    """train.grad_clip_norm reaches accelerate's clip_grad_norm_ (and the gradients are clipped
+    to it); the trackers get the flat hyperparameters; config.json keeps the image mean/std."""
+    seen: list[tuple[float, float, float]] = []
+    real_clip = training.Accelerator.clip_grad_norm_
+
+    def clip(self, parameters, max_norm, *args, **kwargs):
+        parameters = list(parameters)
+        norm = real_clip(self, parameters, max_norm, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters if p.grad is not None]))
+        seen.append((max_norm, norm.item(), after.item()))
+        return norm
+
+    hparams: list[dict] = []
+    monkeypatch.setattr(training.Accelerator, "clip_grad_norm_", clip)
+    monkeypatch.setattr(training.Accelerator, "init_trackers", lambda self, name, config=None: hparams.append(config))
+    mean, std = [0.1, 0.2, 0.3], [0.4, 0.5, 0.6]
+    cfg = tiny_config(data, "train.max_steps=2", "train.grad_clip_norm=0.01", f"data.mean={mean}", f"data.std={std}")
+    train(cfg, tmp_path / "run")
+    assert [m for m, _, _ in seen] == [0.01, 0.01]
+    for _, norm, after in seen:
+        assert norm > 0.01 and after == pytest.approx(0.01, rel=1e-3)
+    assert hparams[0]["train.grad_clip_norm"] == 0.01 and hparams[0]["train.lr"] == 1e-3
+    assert hparams[0]["data.mean"] == str(mean) and all(isinstance(v, (int, float, str, bool)) for v in hparams[0].values())
+    saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert saved["image_normalization"] == {"mean": mean, "std": std}
+    seen.clear()
+    train(tiny_config(data, "train.max_steps=1"), tmp_path / "unclipped")
+    assert seen[0][0] == math.inf and seen[0][1] == pytest.approx(seen[0][2], rel=1e-6)  # measured, left as is
+
+
+def test_mean_top1_averages_micro_top1_of_every_pair_role_and_rank() -> None:
+    metrics = {
+        "dna->dna/micro/species/top1/seen": 0.5, "dna->dna/micro/species/top1/unseen": 0.25,
+        "image->dna/micro/genus/top1/seen": 1.0, "image->dna/micro/genus/top1/harmonic_mean": 0.9,
+        "dna->dna/macro/species/top1/seen": 0.0, "dna->dna/micro/species/top3/seen": 0.0,
+    }  # fmt: skip
+    assert training.mean_top1(metrics) == pytest.approx((0.5 + 0.25 + 1.0) / 3)
+    assert math.isnan(training.mean_top1({}))
+
+
+@pytest.mark.slow
+def test_validation_retrieval_builds_and_compiles_one_encoder_per_run(data, tmp_path, monkeypatch) -> None:
+    compiled: list[str] = []
+    monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn.__name__) or fn)  # count, do not compile
+    built: list = []
+    real_encoder = training.InferenceEncoder
+    monkeypatch.setattr(training, "InferenceEncoder", lambda *a, **k: built.append(real_encoder(*a, **k)) or built[-1])
+    cfg = tiny_config(data, "train.val_retrieval=true", "train.best_metric=mean_top1", "eval.compile=true",
+                      "model.text.enabled=false", "eval.modalities=[image,dna]")  # fmt: skip
+    result = train(cfg, tmp_path / "run")
+    assert len(built) == 1 and sorted(compiled) == ["encode_dna", "encode_image"]  # 2 validations, 1 compile each
+    assert result.best is not None and 0.0 <= result.best <= 1.0

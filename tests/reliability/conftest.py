@@ -1,5 +1,5 @@
-"""Shared by the reliability group: the training tests' tiny learnable data and config, and a
-finished 8-step run (checkpoints every 2 steps) that fault scenarios copy and damage."""
+"""Shared by the reliability group: a finished 8-step tiny run (checkpoints every 2 steps) that
+fault scenarios copy and damage."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from clibd.train.loop import train
-from tests.test_training import data, logged, tiny_config  # noqa: F401  (data is a fixture)
+from tests.helpers.tiny_run import tiny_config
 
 
 @pytest.fixture(scope="module")
-def finished_run(data, tmp_path_factory) -> Path:  # noqa: F811
+def finished_run(data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("finished") / "run"
     result = train(tiny_config(data, "train.checkpoint_every_steps=2"), out)
     assert result.steps == 8 and not result.interrupted

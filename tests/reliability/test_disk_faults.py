@@ -19,7 +19,7 @@ import torch
 from clibd.train.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
 from clibd.models.clibd_model import CLIBDModel
 from clibd.train.loop import train
-from tests.reliability.conftest import logged, tiny_config
+from tests.helpers.tiny_run import logged, tiny_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(180)]
 

@@ -18,7 +18,7 @@ import pytest
 
 from clibd.config import save_config
 from clibd.models.clibd_model import CLIBDModel
-from tests.reliability.conftest import tiny_config
+from tests.helpers.tiny_run import tiny_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(400)]
 

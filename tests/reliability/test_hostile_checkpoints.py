@@ -18,7 +18,7 @@ from clibd.models.clibd_model import CLIBDModel
 from clibd.models.weights import CheckpointMismatchError, UnsafeCheckpointError
 from clibd.index.faiss_index import ReferenceIndex
 from clibd.train.loop import train
-from tests.reliability.conftest import tiny_config
+from tests.helpers.tiny_run import tiny_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
 

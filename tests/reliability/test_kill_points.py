@@ -30,7 +30,7 @@ import torch
 import clibd.train.loop as training
 from clibd.train.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
 from clibd.models.clibd_model import CLIBDModel
-from tests.reliability.conftest import logged, tiny_config
+from tests.helpers.tiny_run import logged, tiny_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from clibd.cli import main
 from clibd.train.loop import train
-from tests.reliability.conftest import logged, tiny_config
+from tests.helpers.tiny_run import logged, tiny_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 
