@@ -12,7 +12,7 @@ ALL_RANKS: tuple[str, ...] = ("phylum", "class", "order", "family", "subfamily",
 # The ranks that retrieval is evaluated at and labels are coded for, in this order.
 EVAL_RANKS: tuple[str, ...] = ("order", "family", "genus", "species")
 
-# REFERENCE.md section 1: a species name is a placeholder if it contains "malaise",
+# docs/datasets.md: a species name is a placeholder if it contains "malaise",
 # starts lower-case, holds digits, two consecutive capitals, "aff", "n. sp", "sp.", "_",
 # "?" or "." (the last subsumes "n. sp" and "sp.", kept for readability).
 _PLACEHOLDER = re.compile(r"malaise|^[a-z]|\d|[A-Z]{2}|aff|n\. sp|sp\.|_|\?|\.")

@@ -78,3 +78,33 @@ def test_no_clibd_import_hides_in_a_function(path: Path) -> None:
     inside = function_level(tree)
     hidden = [f"line {node.lineno}: {name}" for node, name in clibd_imports(tree) if id(node) in inside]
     assert not hidden, f"{module} imports clibd modules inside functions: {hidden}"
+
+
+REPO = PACKAGE.parent
+# What a user's clone holds: it must not point at files only this workspace has.
+PRODUCT_FILES = sorted(
+    [p for folder in ("clibd", "configs", "docs") for p in (REPO / folder).rglob("*") if p.is_file() and p.suffix != ".pyc"]
+    + [REPO / name for name in ("README.md", "train.py", "eval.py", "Makefile", "pyproject.toml", "environment.yml")]
+)
+
+
+@pytest.mark.parametrize("path", PRODUCT_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_product_files_cite_no_workspace_file(path: Path) -> None:
+    text = path.read_text(errors="replace")
+    cited = [word for word in ("REFERENCE.md", "DESIGN.md", "../shared") if word in text]
+    assert not cited, f"{path.relative_to(REPO)} cites {cited}: put the facts it relies on in docs/"
+
+
+def _function_lengths() -> list[tuple[int, str]]:
+    lengths = []
+    for path in MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lengths.append((node.end_lineno - node.lineno + 1, f"{module_name(path)}.{node.name}"))
+    return lengths
+
+
+def test_no_function_over_80_lines() -> None:
+    """Functions read top to bottom in one screen or so (the training loop was 189 lines once)."""
+    long = sorted((n, name) for n, name in _function_lengths() if n > 80)
+    assert not long, f"functions over 80 lines: {long}"

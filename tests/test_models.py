@@ -81,6 +81,17 @@ def test_logit_scale_init_and_clamp(text_tokenizer) -> None:
     model.clamp_logit_scale()
     assert model.logit_scale.item() == pytest.approx(math.log(100))
     assert isinstance(model.logit_scale, torch.nn.Parameter)
+    features, scale = model(make_batch(model))
+    assert scale is model.logit_scale and set(features) == {"image", "dna", "text"}  # forward returns it
+
+
+def test_logit_scale_max_none_never_clamps(text_tokenizer) -> None:
+    model = CLIBDModel(dataclasses.replace(tiny_cfg(), logit_scale_max=None), text_tokenizer=text_tokenizer)
+    for value in (9.0, -1.0):  # above ln(100), below ln(1): the published recipe leaves both
+        with torch.no_grad():
+            model.logit_scale.fill_(value)
+        model.clamp_logit_scale()
+        assert model.logit_scale.item() == value
 
 
 def test_masked_mean_values_and_all_padding_row() -> None:

@@ -23,7 +23,12 @@ from typing import Optional
 from clibd.config import Config, ConfigError, load_config
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--checkpoint", required=required, help="model directory written by save_pretrained")
+    parser.add_argument(
+        "--checkpoint",
+        required=required,
+        help="model directory written by save_pretrained, e.g. a run's OUT/model (the best checkpoint's weights when "
+        "training took one and train.final_model=best, the default; else the last) or OUT/checkpoints/last/model",
+    )
     parser.add_argument("--config", help="run config (default: the run's config.yaml in or up to 3 folders above the checkpoint)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.batch_size=64")
 

@@ -70,7 +70,7 @@ def _print_summary(result, evaluated) -> None:
         f"\ndone: {result.steps} steps in {result.seconds:.0f} s ({result.samples_per_s:.1f} samples/s), "
         f"loss {first:.4f} -> {last:.4f}, {result.skipped_nonfinite} non-finite steps skipped\n"
         f"  config       {out / 'config.yaml'}\n"
-        f"  model        {result.model_dir}\n"
+        f"  model        {result.model_dir} ({result.final_model} weights)\n"
         f"  checkpoints  {out / 'checkpoints'} (last, best)\n"
         f"  step log     {out / 'train_log.jsonl'}\n"
         f"  tensorboard  tensorboard --logdir {out}"

@@ -10,7 +10,7 @@ Tokens are the k-mers starting every ``stride`` nucleotides (stride = k: non-ove
 A k-mer lying wholly in the padding gets ``attention_mask`` 0, so pooling never counts it;
 its id is ``UNK``, what the checkpoints saw for N padding.
 
-Vocabulary layouts (REFERENCE.md section 4): ``barcodebert`` = ``[MASK]``, ``[UNK]``, then
+Vocabulary layouts (docs/datasets.md): ``barcodebert`` = ``[MASK]``, ``[UNK]``, then
 all 4^k ACGT k-mers in ``itertools.product("ACGT", repeat=k)`` order; ``barcodebert_v1``
 (the checkpoint CLIBD used) = ``<MASK>``, ``<CLS>``, ``<UNK>``, then k-mers, and every
 sequence gets a prefix token: ``<CLS>`` (id 1) by default, or ``prefix_id`` (the original CLIBD

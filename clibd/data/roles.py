@@ -1,7 +1,7 @@
 """Which rows of a specimen table play a role (training, keys, seen/unseen queries).
 
 Roles come from ``cfg.data.splits`` (``SplitRoles``), so any source's split names work.
-BIOSCAN-5M defaults (REFERENCE.md section 1): train = pretrain + train, keys = train +
+BIOSCAN-5M defaults (docs/datasets.md, "Splits and roles"): train = pretrain + train, keys = train +
 key_unseen, test_seen = test, test_unseen = test_unseen, val_seen = val, val_unseen = val_unseen.
 """
 

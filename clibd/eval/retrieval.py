@@ -1,4 +1,4 @@
-"""The seen/unseen retrieval protocol over embeddings (REFERENCE.md section 3), model-free.
+"""The seen/unseen retrieval protocol over embeddings (docs/datasets.md), model-free.
 
 ``evaluate_retrieval`` searches, for every query modality against every key modality, the
 keys' ``ReferenceIndex`` and scores the labels of the nearest keys with

@@ -1,6 +1,6 @@
 """Specimens of the simulated species, their haplotypes, identification depth and split.
 
-The split follows BIOSCAN-5M's rules (REFERENCE.md section 1), applied to what was
+The split follows BIOSCAN-5M's rules (docs/datasets.md, "Splits and roles"), applied to what was
 identified: records without a species label are ``pretrain``; properly named species
 are split over ``train`` / ``val`` / ``test``; placeholder-named species of a seen
 genus with at least 8 samples are split over ``key_unseen`` / ``val_unseen`` /

@@ -1,4 +1,4 @@
-"""BIOSCAN-5M as it ships (REFERENCE.md section 1), the same root the ``bioscan-dataset`` package reads:
+"""BIOSCAN-5M as it ships (docs/datasets.md), the same root the ``bioscan-dataset`` package reads:
 
     <root>/bioscan5m/metadata/csv/BIOSCAN_5M_Insect_Dataset_metadata.csv   (23 columns)
     <root>/bioscan5m/images/<package>/<split>/<chunk>/<processid>.jpg
