@@ -204,7 +204,9 @@ def _set_up(cfg: Config, out_dir: Path, resume_from: Optional[Path]) -> _Run:
     model, optimizer, train_loader = accelerator.prepare(data.model, optimizer, data.train_loader)
     val_loader = accelerator.prepare(data.val_loader) if data.val_loader is not None else None
     steps_per_epoch = math.ceil(len(train_loader) / tc.grad_accum)
-    total_steps = tc.epochs * steps_per_epoch if tc.max_steps is None else min(tc.max_steps, tc.epochs * steps_per_epoch)
+    total_steps = tc.epochs * steps_per_epoch
+    if tc.max_steps is not None:
+        total_steps = min(tc.max_steps, total_steps)
     if total_steps < 1:
         raise ValueError(
             f"nothing to train: {len(data.train_loader.dataset)} training specimens give {len(train_loader)} "
@@ -220,8 +222,9 @@ def _set_up(cfg: Config, out_dir: Path, resume_from: Optional[Path]) -> _Run:
         f"{accelerator.device}, global batch {tc.batch_size * accelerator.num_processes * tc.grad_accum}, "
         f"peak lr {lr:.3g}"
     )
-    run = _Run(cfg, accelerator, data, model, optimizer, scheduler, train_loader, val_loader, loss_fn, total_steps, out_dir)
-    return run
+    return _Run(
+        cfg, accelerator, data, model, optimizer, scheduler, train_loader, val_loader, loss_fn, total_steps, out_dir
+    )
 
 
 def _start_state(run: _Run, resume_from: Optional[Path]) -> TrainerState:
@@ -236,7 +239,9 @@ def _start_state(run: _Run, resume_from: Optional[Path]) -> TrainerState:
     accelerator.init_trackers("clibd", config=hyperparameters(run.cfg))
     if accelerator.is_main_process:
         if resume_from is None and (run.ckpt_dir / "last").exists():
-            accelerator.print(f"{run.out_dir} holds an earlier run: starting afresh over it (--resume latest continues it)")
+            accelerator.print(
+                f"{run.out_dir} holds an earlier run: starting afresh over it (--resume latest continues it)"
+            )
         if resume_from is None:  # an earlier run's best must not become this run's final model
             shutil.rmtree(run.ckpt_dir / "best", ignore_errors=True)
         _truncate_log(run.log_path, state.step)
@@ -332,13 +337,15 @@ def _optimizer_step(
     norm = accelerator.clip_grad_norm_(run.model.parameters(), max_norm)
     bad_grads = norm is not None and tc.mixed_precision != "fp16" and not torch.isfinite(norm)
     # One small all-reduce: every rank takes the same decision.
-    flags = torch.stack([nonfinite_loss + float(bad_grads), torch.tensor(float(stop.requested), device=accelerator.device)])
+    stop_flag = torch.tensor(float(stop.requested), device=accelerator.device)
+    flags = torch.stack([nonfinite_loss + float(bad_grads), stop_flag])
     flags = accelerator.reduce(flags, "sum")
     if flags[0] > 0:
         if tc.nan_policy == "stop":
             raise NonFiniteError(
                 f"non-finite loss or gradient at step {state.step + 1} (epoch {state.epoch}, batch "
-                f"{state.batch_in_epoch - 1}; loss {loss.item()}); batch processids: {run.data.train_ids(batch['index'])}"
+                f"{state.batch_in_epoch - 1}; loss {loss.item()}); "
+                f"batch processids: {run.data.train_ids(batch['index'])}"
             )
         state.skipped_nonfinite += 1
         accelerator.print(
@@ -402,7 +409,9 @@ def _end_of_epoch(run: _Run, state: TrainerState) -> None:
             f"epoch {state.epoch} step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
         )
         if tc.best_metric not in metrics:  # a retrieval pair whose queries or keys were empty
-            raise ValueError(f"train.best_metric {tc.best_metric!r} is not among the validation metrics {sorted(metrics)}")
+            raise ValueError(
+                f"train.best_metric {tc.best_metric!r} is not among the validation metrics {sorted(metrics)}"
+            )
         if state.epoch > tc.best_after_epoch and _improved(metrics[tc.best_metric], state.best, tc.best_metric):
             state.best = metrics[tc.best_metric]
             save_checkpoint(run.accelerator, run.model, run.ckpt_dir / "best", state)
@@ -439,7 +448,11 @@ def _validation_loss(run: _Run) -> float:
 def mean_top1(metrics: dict[str, float]) -> float:
     """The mean of the micro top-1 accuracies of every query->key pair, seen and unseen query
     role and rank: the published system's "best mean validation top-1" (docs/training.md)."""
-    top1 = [v for k, v in metrics.items() if k.split("/")[1:2] == ["micro"] and k.endswith(("/top1/seen", "/top1/unseen"))]
+    top1 = [
+        value
+        for key, value in metrics.items()
+        if key.split("/")[1:2] == ["micro"] and key.endswith(("/top1/seen", "/top1/unseen"))
+    ]
     return sum(top1) / len(top1) if top1 else math.nan
 
 
@@ -449,10 +462,13 @@ def _validation_retrieval(run: _Run) -> dict[str, float]:
     cfg, model = run.cfg, run.unwrapped
     if run.encoder is None:
         device = run.accelerator.device
-        run.encoder = InferenceEncoder(model, device, cfg.eval.precision, cfg.eval.compile, cfg.eval.batch_size, freeze=False)
+        run.encoder = InferenceEncoder(
+            model, device, cfg.eval.precision, cfg.eval.compile, cfg.eval.batch_size, freeze=False
+        )
     else:
         run.encoder.refresh(model)
-    results = run_evaluation(cfg, model, run.out_dir / "val-retrieval", "val", state=PartialState(), encoder=run.encoder)
+    out = run.out_dir / "val-retrieval"
+    results = run_evaluation(cfg, model, out, "val", state=PartialState(), encoder=run.encoder)
     metrics = validation_metrics(results)
     return {**metrics, MEAN_TOP1: mean_top1(metrics)}
 
