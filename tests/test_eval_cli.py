@@ -109,6 +109,22 @@ def test_second_evaluation_reads_the_cache(checkpoint: Path, tmp_path: Path, mon
     assert all(n > 0 for n in calls.values())
 
 
+@needs_shared_data
+def test_index_build_embeds_keys_and_queries_with_one_encoder(checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    import clibd.embed.datasets
+    from clibd.config import load_config
+    from clibd.embed.run_dir import find_run_config
+    from clibd.index.library import build_library
+    from clibd.models.clibd_model import CLIBDModel
+
+    encoders: list = []
+    make = clibd.embed.datasets.InferenceEncoder
+    monkeypatch.setattr(clibd.embed.datasets, "InferenceEncoder", lambda *a: encoders.append(make(*a)) or encoders[-1])
+    cfg = load_config(find_run_config(checkpoint), [f"data.cache_dir={tmp_path / 'cache'}"])
+    index = build_library(cfg, CLIBDModel.from_pretrained(checkpoint), "dna", checkpoint, PartialState())
+    assert len(index) > 0 and len(encoders) == 1  # keys (dna) and queries (image, dna): one copy, one compile
+
+
 def test_missing_config_is_named(tmp_path: Path, capsys) -> None:
     from tests.helpers.tiny_checkpoint import tiny_model
 

@@ -21,7 +21,7 @@ import torch
 
 import clibd.train.loop as training
 from clibd.train.checkpoint import CheckpointError, resolve_checkpoint
-from clibd.config import Config, TrainConfig, load_config, save_config
+from clibd.config import TrainConfig, save_config
 from clibd.models.clibd_model import CLIBDModel
 from clibd.taxonomy import taxonomy_text
 from clibd.train.loop import NonFiniteError, train
