@@ -130,6 +130,23 @@ def test_embedder_reads_normalisation_from_the_run_config(checkpoint: Path) -> N
     assert embedder.checkpoint_hash == checkpoint_hash(checkpoint) and len(embedder.checkpoint_hash) == 16
 
 
+def test_embedder_prefers_the_normalisation_saved_in_config_json(tmp_path: Path) -> None:
+    """config.json (what training normalised with) first, then the run's config.yaml, then the defaults."""
+    from clibd.config import Config
+    from clibd.embed.embedder import Embedder
+    from clibd.models.clibd_model import CLIBDModel
+    from tests.helpers.tiny_checkpoint import save_run, tiny_model
+
+    model = tiny_model()
+    model.image_normalization = {"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.25]}
+    cfg = Config()
+    cfg.data.mean, cfg.data.std = [0.5, 0.4, 0.3], [0.2, 0.2, 0.2]  # a config.yaml that says otherwise
+    checkpoint = save_run(tmp_path, model, cfg)
+    assert CLIBDModel.from_pretrained(checkpoint).image_normalization == model.image_normalization
+    white = Embedder(checkpoint, device="cpu").normalize(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
+    np.testing.assert_allclose(white[0, :, 0, 0].numpy(), [0.9 / 0.5, 0.8 / 0.5, 0.7 / 0.25], rtol=1e-6)
+
+
 @needs_shared_data
 def test_embed_real_photos_and_skip_unreadable_by_name(checkpoint: Path, tmp_path: Path) -> None:
     from PIL import Image

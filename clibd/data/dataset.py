@@ -201,8 +201,8 @@ def build_dataloader(
     """Batches from ``dataset.__getitems__``.
 
     ``shuffle``: a fresh permutation every epoch, drawn from a generator seeded with ``seed``
-    (the same sequence of epoch orders for the same seed). Workers persist across epochs,
-    so augmentation streams continue rather than repeat; their seeds derive from ``seed``.
+    (the same sequence of epoch orders for the same seed). Workers persist across epochs;
+    augmentations do not depend on them (each row's are seeded by the dataset's seed, epoch and row).
     Memory is pinned only when an accelerator is present.
     """
     if shuffle:
