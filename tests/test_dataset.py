@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import BertTokenizerFast
 
 from clibd.config import AugmentConfig, DataConfig, TextTowerConfig
 from clibd.data.dataset import (
@@ -37,11 +36,6 @@ TAXA = [
     ("Hymenoptera", None, None, None),
     ("Diptera", "Muscidae", "Pseudohexaplasiomyia", LONG_SPECIES),
 ]
-VOCAB_WORDS = [
-    "diptera", "hymenoptera", "sciaridae", "cecidomyiidae", "braconidae", "muscidae", "bradysia",
-    "praecox", "apanteles", "aidalopezae", "not", "_", "classified", "pseudo", "##hexa", "##plasio",
-    "##myia", "longissima",
-]  # fmt: skip
 
 
 def make_table(tmp_path: Path, n: int = 12) -> pd.DataFrame:
@@ -61,17 +55,6 @@ def make_table(tmp_path: Path, n: int = 12) -> pd.DataFrame:
 @pytest.fixture
 def table(tmp_path) -> pd.DataFrame:
     return make_table(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def text_tokenizer(tmp_path_factory) -> BertTokenizerFast:
-    # A directory holding vocab.txt, loaded the way a real checkpoint's tokenizer is
-    # (transformers v5 silently ignores BertTokenizerFast(vocab_file=...)).
-    folder = tmp_path_factory.mktemp("tok")
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *VOCAB_WORDS]) + "\n")
-    tokenizer = BertTokenizerFast.from_pretrained(str(folder))
-    assert tokenizer.vocab_size == 5 + len(VOCAB_WORDS)
-    return tokenizer
 
 
 def data_cfg(tmp_path: Path, policy: str = "error") -> DataConfig:

@@ -42,11 +42,6 @@ def tiny_cfg(**towers) -> ModelConfig:
     return cfg
 
 
-@pytest.fixture(scope="module")
-def text_tokenizer():
-    return build_text_tokenizer(tiny_cfg().text, CORPUS)
-
-
 def make_batch(model: CLIBDModel, n: int = 4) -> dict[str, torch.Tensor]:
     batch: dict[str, torch.Tensor] = {"image": torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
     if model.dna_tokenizer is not None:
