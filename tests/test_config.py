@@ -81,8 +81,9 @@ CHOICES = {
     "model.dna.finetune": "['full', 'lora', 'frozen']",
     "model.text.finetune": "['full', 'lora', 'frozen']",
     "model.image.backbone": "['timm', 'open_clip']",
-    "model.dna.pooling": "['mean']",
-    "model.text.pooling": "['mean', 'cls']",
+    "model.dna.pooling": "['mean', 'mean_all']",
+    "model.dna.head": "['linear', 'mlm_softmax']",
+    "model.text.pooling": "['mean', 'mean_all', 'cls']",
 }
 
 
