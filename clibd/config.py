@@ -316,12 +316,17 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[li
 
 
 def retrieval_metric_names(cfg: Config) -> list[str]:
-    """Every retrieval key validation can report: eval.modalities (enabled ones) as query and key."""
+    """Every retrieval key validation can report: eval.modalities (enabled ones) as query and key,
+    and with eval.fused_pairs the fused image+DNA kinds (clibd.eval.fused; a superset of its pairs)."""
     modalities = [m for m in cfg.eval.modalities if m in MODALITIES and getattr(cfg.model, m).enabled]
+    queries = keys = modalities
+    if cfg.eval.fused_pairs and {"image", "dna"} <= set(modalities):
+        queries = modalities + ["image_dna_mean", "image_dna_concat"]
+        keys = queries + ["all"]
     return [
         f"{query}->{key}/{avg}/{rank}/top{k}/{role}"
-        for query in modalities
-        for key in modalities
+        for query in queries
+        for key in keys
         for avg in RETRIEVAL_AVERAGES
         for rank in EVAL_RANKS
         for k in cfg.eval.ks

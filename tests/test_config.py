@@ -66,7 +66,7 @@ def test_saved_config_loads_back_identically(tmp_path) -> None:
 CHOICES = {
     "train.schedule": "['onecycle', 'cosine']",
     "train.nan_policy": "['skip', 'stop']",
-    "train.loss_targets": "['identity', 'label']",
+    "train.loss_targets": "['identity', 'label', 'hierarchical']",
     "train.mixed_precision": "['no', 'bf16', 'fp16']",
     "train.label_rank": "['order', 'family', 'genus', 'species']",
     "train.final_model": "['best', 'last']",
@@ -81,7 +81,7 @@ CHOICES = {
     "model.dna.finetune": "['full', 'lora', 'frozen']",
     "model.text.finetune": "['full', 'lora', 'frozen']",
     "model.image.backbone": "['timm', 'open_clip']",
-    "model.dna.pooling": "['mean', 'mean_all']",
+    "model.dna.pooling": "['mean', 'mean_all', 'kmer_bag']",
     "model.dna.head": "['linear', 'mlm_softmax']",
     "model.text.pooling": "['mean', 'mean_all', 'cls']",
 }
@@ -138,6 +138,13 @@ def test_best_metric_must_be_produced_by_the_configured_validation(overrides, er
 )
 def test_metrics_validation_produces_are_accepted(metric: str) -> None:
     assert load_config(None, ["train.val_retrieval=true", f"train.best_metric={metric}"]).train.best_metric == metric
+
+
+def test_fused_pair_metrics_need_eval_fused_pairs() -> None:
+    metric = "train.best_metric=image_dna_mean->all/micro/species/top1/seen"
+    with pytest.raises(ConfigError, match="is not a metric validation produces"):
+        load_config(None, ["train.val_retrieval=true", metric])
+    assert load_config(None, ["train.val_retrieval=true", "eval.fused_pairs=true", metric])
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
