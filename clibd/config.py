@@ -26,7 +26,7 @@ Rank = Literal[EVAL_RANKS]  # type: ignore[valid-type]
 MODALITIES = ("image", "dna", "text")
 # train.best_metric: these, or a retrieval key "<query>-><key>/<avg>/<rank>/top<k>/<role>".
 LOSS_METRIC = "val_loss"
-MEAN_TOP1 = "mean_top1"  # micro top-1 averaged over every pair, query role and rank (docs/training.md)
+MEAN_TOP1 = "mean_top1"  # micro and macro top-1 averaged over every pair, query role and rank (docs/training.md)
 RETRIEVAL_AVERAGES = ("macro", "micro")
 RETRIEVAL_ROLES = ("seen", "unseen", "harmonic_mean")
 

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from accelerate import PartialState
 
 from clibd.eval.fused import ALL_KEYS, AVG, CONCAT, with_fused_features
 from clibd.eval.retrieval import evaluate_retrieval
@@ -110,7 +111,7 @@ def test_evaluation_reports_an_empty_query_role_and_scores_the_other(tmp_path):
     )
     model = tiny_model(taxonomy_text(meta, cfg.model.text.template, cfg.model.text.missing_word).tolist())
     with pytest.warns(UserWarning, match=r"role val_unseen \(splits \['val_unseen'\]\) has no rows"):
-        results = run_evaluation(cfg, model, tmp_path / "out", "val")
+        results = run_evaluation(cfg, model, tmp_path / "out", "val", state=PartialState())
     assert results["meta"]["empty_roles"] == {"val_unseen": ["val_unseen"]}
     assert list(results["dna->dna"]) == ["seen"]  # no unseen column, no harmonic mean
     assert "image_dna_concat->image_dna_concat" in results
@@ -123,4 +124,4 @@ def test_evaluation_reports_an_empty_query_role_and_scores_the_other(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match=r"nothing to evaluate on val: no rows in roles .*'nowhere'"):
-            run_evaluation(cfg, model, tmp_path / "out2", "val")
+            run_evaluation(cfg, model, tmp_path / "out2", "val", state=PartialState())

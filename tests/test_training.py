@@ -444,13 +444,14 @@ def test_gradient_clipping_norm_trackers_and_saved_normalisation(data, tmp_path,
     assert seen[0][0] == math.inf and seen[0][1] == pytest.approx(seen[0][2], rel=1e-6)  # measured, left as is
 
 
-def test_mean_top1_averages_micro_top1_of_every_pair_role_and_rank() -> None:
+def test_mean_top1_averages_micro_and_macro_top1_of_every_pair_role_and_rank() -> None:
     metrics = {
         "dna->dna/micro/species/top1/seen": 0.5, "dna->dna/micro/species/top1/unseen": 0.25,
         "image->dna/micro/genus/top1/seen": 1.0, "image->dna/micro/genus/top1/harmonic_mean": 0.9,
         "dna->dna/macro/species/top1/seen": 0.0, "dna->dna/micro/species/top3/seen": 0.0,
+        "image_dna_mean->all/macro/order/top1/unseen": 0.75,
     }  # fmt: skip
-    assert training.mean_top1(metrics) == pytest.approx((0.5 + 0.25 + 1.0) / 3)
+    assert training.mean_top1(metrics) == pytest.approx((0.5 + 0.25 + 1.0 + 0.0 + 0.75) / 5)
     assert math.isnan(training.mean_top1({}))
 
 
