@@ -125,7 +125,7 @@ def check_training(device: torch.device, sizes: Sizes, dry: bool) -> list[dict]:
 def _step_flops(model: torch.nn.Module, batch: dict, device: torch.device) -> int:
     """FLOPs of forward + backward (the optimizer's are negligible), counted once in eager mode."""
     with FlopCounterMode(display=False) as counter, autocast(device, True):
-        loss, _ = ContrastiveLoss()(model(batch), model.logit_scale, batch["labels"])
+        loss, _ = ContrastiveLoss()(*model(batch), batch["labels"])
         loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
