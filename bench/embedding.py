@@ -13,10 +13,17 @@ import torch
 
 from bench.common import Result
 from bench.compute import (
-    build_model, check_device, count_flops, interleaved, load_bench_config, matmul, sync, synthetic_batch, throughput_results,
+    build_model,
+    check_device,
+    count_flops,
+    interleaved,
+    load_bench_config,
+    matmul,
+    sync,
+    synthetic_batch,
+    throughput_results,
 )
-from clibd.embed.encoder import encode_batch
-from clibd.embed.encoder import InferenceEncoder
+from clibd.embed.encoder import InferenceEncoder, encode_batch
 
 
 def run(device: str, quick: bool) -> list[Result]:
@@ -35,16 +42,16 @@ def run(device: str, quick: bool) -> list[Result]:
         dtype: InferenceEncoder(model, dev, dtype, compile=True, batch_size=batch_size) for dtype in ("fp32", "bf16")
     }
     for modality in ("image", "dna"):
-        def eager() -> None:
+        def eager(m: str = modality) -> None:
             with torch.no_grad():
-                encode_batch(model, batch, modality)
+                encode_batch(model, batch, m)
 
         flops = count_flops(eager)
         warm = {dtype: _first_call_seconds(encoder, batch, modality, dev) for dtype, encoder in compiled.items()}
         seconds = interleaved({
             "eager": eager,
-            "fp32": lambda: compiled["fp32"](batch, modality),
-            "bf16": lambda: compiled["bf16"](batch, modality),
+            "fp32": lambda m=modality: compiled["fp32"](batch, m),
+            "bf16": lambda m=modality: compiled["bf16"](batch, m),
             "matmul fp32": mm32,
             "matmul bf16": mm16,
         }, dev, rounds)

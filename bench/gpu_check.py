@@ -31,10 +31,9 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-
-from bench.common import REPO  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from bench.common import REPO  # noqa: E402
 from bench.compute import OFFLINE, PAPER_CONFIG, autocast, build_model, sync, synthetic_batch  # noqa: E402
 from bench.train_step import make_step  # noqa: E402
 from clibd.config import AugmentConfig, DataConfig, load_config  # noqa: E402
@@ -173,7 +172,7 @@ def check_embedding(device: torch.device, sizes: Sizes, dry: bool) -> list[dict]
     encoder = InferenceEncoder(model, device, precision="bf16")
     rows = []
     for modality, unit in (("image", "images/s"), ("dna", "barcodes/s")):
-        seconds = _timed(lambda: encoder(batch, modality), device, 3)
+        seconds = _timed(lambda m=modality: encoder(batch, m), device, 3)
         rows.append({"check": f"embed {modality} bf16 InferenceEncoder", unit: sizes.embed_batch / seconds})
     return rows
 
@@ -188,16 +187,19 @@ def clustered(n: int, sizes: Sizes, seed: int) -> np.ndarray:
     return torch.nn.functional.normalize(x, dim=1).numpy()
 
 
+def _matmul_bound_seconds(keys: np.ndarray, queries: np.ndarray, device: torch.device) -> float:
+    """The matmul bound: one fp32 similarity block (float32 as FAISS's flat index) timed, scaled to the whole search."""
+    k_dev = torch.from_numpy(keys).to(device)
+    q_block = torch.from_numpy(queries[:8192]).to(device)
+    block_s = _timed(lambda: (q_block @ k_dev.T).max(dim=1), device, 2)
+    return block_s * len(queries) / len(q_block)
+
+
 def check_search(device: torch.device, sizes: Sizes) -> list[dict]:
     keys, queries = clustered(sizes.keys, sizes, 1), clustered(sizes.queries, sizes, 2)
     ids = np.arange(sizes.keys).astype(str)
     faiss_device = "cuda" if device.type == "cuda" else "cpu"
-    # The matmul bound: one fp32 similarity block (float32 as FAISS's flat index) timed, scaled to the whole search.
-    k_dev = torch.from_numpy(keys).to(device)
-    q_block = torch.from_numpy(queries[: min(sizes.queries, 8192)]).to(device)
-    block_s = _timed(lambda: (q_block @ k_dev.T).max(dim=1), device, 2)
-    bound_s = block_s * sizes.queries / len(q_block)
-    del k_dev, q_block
+    bound_s = _matmul_bound_seconds(keys, queries, device)
     exact = ReferenceIndex(sizes.dim, "flat", device=faiss_device)
     exact.add(keys, ids)
     start = time.perf_counter()

@@ -60,9 +60,9 @@ from clibd.eval.dna_benchmark import (  # noqa: E402
 )
 from clibd.models.clibd_model import CLIBDModel  # noqa: E402
 from clibd.models.dna import DnaTower  # noqa: E402
-from clibd.train.pretrain_dna import pretrain_dna  # noqa: E402
 from clibd.taxonomy import taxonomy_text  # noqa: E402
 from clibd.train.loop import train  # noqa: E402
+from clibd.train.pretrain_dna import pretrain_dna  # noqa: E402
 
 TSV = SHARED_DATA / "dna" / "bold_insecta_4k.tsv"
 CONFIG = REPO / "configs" / "bench" / "real_barcodes.yaml"

@@ -10,7 +10,17 @@ from typing import Callable
 import torch
 
 from bench.common import Result
-from bench.compute import autocast, build_model, check_device, count_flops, interleaved, load_bench_config, matmul, synthetic_batch, throughput_results
+from bench.compute import (
+    autocast,
+    build_model,
+    check_device,
+    count_flops,
+    interleaved,
+    load_bench_config,
+    matmul,
+    synthetic_batch,
+    throughput_results,
+)
 from clibd.config import ConfigError
 from clibd.train.loss import ContrastiveLoss
 from clibd.train.optim import param_groups

@@ -17,7 +17,6 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from clibd.taxonomy import EVAL_RANKS
 
-
 # Choice fields are Literals: OmegaConf 2.4 checks them on every merge and names the key and
 # the allowed values in its error.
 Finetune = Literal["full", "lora", "frozen"]

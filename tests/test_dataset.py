@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -22,7 +21,7 @@ from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.data.specimens import REASON_DNA, REASON_IMAGE
 from clibd.data.text import encode_taxonomy
 from clibd.data.transforms import build_transform, decode_image
-from clibd.taxonomy import ALL_RANKS, label_codes, taxonomy_text
+from clibd.taxonomy import label_codes, taxonomy_text
 from tests.helpers.image_faults import bomb_jpeg, noise_jpeg, truncated_jpeg
 
 IMAGE_SIZE = 16

@@ -68,8 +68,8 @@ def test_eval_writes_results_files(checkpoint: Path, capsys) -> None:
 
 @needs_shared_data
 def test_second_evaluation_reads_the_cache(checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
-    from clibd.embed.run_dir import find_run_config
     from clibd.config import load_config
+    from clibd.embed.run_dir import find_run_config
     from clibd.eval.run import run_evaluation
     from clibd.models.clibd_model import CLIBDModel
 

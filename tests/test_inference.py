@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clibd.embed.encoder import encode_batch
-from clibd.embed.encoder import InferenceEncoder, resolve_dtype
+from clibd.embed.encoder import InferenceEncoder, encode_batch, resolve_dtype
 from tests.helpers.tiny_checkpoint import tiny_model
 
 CPU = torch.device("cpu")

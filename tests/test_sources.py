@@ -15,9 +15,14 @@ from clibd.data.images import read_image_bytes
 from clibd.data.roles import select_role
 from clibd.data.sources import read_specimens
 from clibd.data.sources.fasta import read_fasta, write_fasta
-from clibd.data.sources.hdf5 import BIOSCAN1M_GROUPS, BIOSCAN5M_GROUPS, BIOSCAN5M_HDF5_ROLES, read_clibd_hdf5, write_clibd_hdf5
+from clibd.data.sources.hdf5 import (
+    BIOSCAN1M_GROUPS,
+    BIOSCAN5M_GROUPS,
+    BIOSCAN5M_HDF5_ROLES,
+    read_clibd_hdf5,
+    write_clibd_hdf5,
+)
 from clibd.data.specimens import SPECIMEN_COLUMNS
-from clibd.taxonomy import ALL_RANKS
 from tests.data_paths import BOLD_4K, BOLD_NL, needs_shared_data
 from tests.helpers.bioscan_root import CLIBD_1M_SPLITS, image_path_5m, make_bioscan1m_root, make_bioscan5m_root
 

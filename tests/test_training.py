@@ -20,10 +20,10 @@ import pytest
 import torch
 
 import clibd.train.loop as training
-from clibd.train.checkpoint import CheckpointError, resolve_checkpoint
 from clibd.config import TrainConfig, save_config
 from clibd.models.clibd_model import CLIBDModel
 from clibd.taxonomy import taxonomy_text
+from clibd.train.checkpoint import CheckpointError, resolve_checkpoint
 from clibd.train.loop import NonFiniteError, train
 from clibd.train.optim import build_scheduler, param_groups, scaled_lr
 from tests.helpers.tiny_run import logged, tiny_config

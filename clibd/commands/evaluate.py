@@ -22,6 +22,7 @@ from typing import Optional
 
 from clibd.config import Config, ConfigError, load_config
 
+
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
         "--checkpoint",

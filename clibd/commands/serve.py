@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     from clibd.serve.app import build_app
     from clibd.serve.report import RunReport
-    from clibd.serve.service import MiB, Classifier, Limits
+    from clibd.serve.service import Classifier, Limits, MiB
 
     if (args.checkpoint is None) != (args.index is None):
         raise SystemExit("clibd serve: --checkpoint and --index go together")

@@ -23,8 +23,8 @@ from clibd.embed.encoder import InferenceEncoder
 from clibd.embed.run_dir import checkpoint_hash
 from clibd.eval.clustering import cluster_ami, cluster_report
 from clibd.eval.dna_benchmark import kmer_count_vectors
-from clibd.eval.fused import with_fused_features
 from clibd.eval.embedding_map import write_embedding_map
+from clibd.eval.fused import with_fused_features
 from clibd.eval.retrieval import evaluate_retrieval, write_results
 from clibd.taxonomy import EVAL_RANKS
 

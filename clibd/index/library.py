@@ -38,6 +38,7 @@ from clibd.index.faiss_index import ReferenceIndex
 from clibd.index.vote import calibrate_threshold
 from clibd.taxonomy import ALL_RANKS
 
+
 def build_library(
     cfg: Config, model: Any, modality: str, checkpoint: str | Path, state: PartialState
 ) -> Optional[ReferenceIndex]:

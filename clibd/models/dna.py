@@ -42,7 +42,6 @@ from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.models.pooling import pool
 from clibd.models.weights import CheckpointMismatchError, load_state_dict, mismatch_message
 
-
 DNA_HEADS = ("linear", "mlm_softmax")
 DNA_POOLINGS = ("mean", "mean_all", "kmer_bag")
 # Weight files looked for in a DNA checkpoint directory, in order.

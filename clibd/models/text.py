@@ -18,8 +18,15 @@ from typing import Optional, Sequence
 import torch
 from tokenizers import BertWordPieceTokenizer
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
-from transformers import PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
+    PreTrainedTokenizerBase,
+)
 
 from clibd.config import TextTowerConfig
 from clibd.models.pooling import POOLINGS, pool

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from clibd.train.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
 from clibd.models.clibd_model import CLIBDModel
+from clibd.train.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
 from clibd.train.loop import train
 from tests.helpers.tiny_run import logged, tiny_config
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from clibd.train.checkpoint import CheckpointError
+from clibd.index.faiss_index import ReferenceIndex
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.weights import CheckpointMismatchError, UnsafeCheckpointError
-from clibd.index.faiss_index import ReferenceIndex
+from clibd.train.checkpoint import CheckpointError
 from clibd.train.loop import train
 from tests.helpers.tiny_run import tiny_config
 

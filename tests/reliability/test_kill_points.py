@@ -28,8 +28,8 @@ import pytest
 import torch
 
 import clibd.train.loop as training
-from clibd.train.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
 from clibd.models.clibd_model import CLIBDModel
+from clibd.train.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
 from tests.helpers.tiny_run import logged, tiny_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]

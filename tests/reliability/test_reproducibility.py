@@ -5,7 +5,6 @@ caches), write byte-identical results.json files and identical embeddings."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
