@@ -24,8 +24,15 @@ class Result:
 
     @classmethod
     def timed(
-        cls, benchmark: str, workload: str, n: int, ours_s: float, baseline_s: float, unit: str,
-        goal: Optional[float], note: str = "",
+        cls,
+        benchmark: str,
+        workload: str,
+        n: int,
+        ours_s: float,
+        baseline_s: float,
+        unit: str,
+        goal: Optional[float],
+        note: str = "",
     ) -> "Result":
         """Both sides timed on the same ``n`` items: throughputs in ``unit`` (items/s), ratio = speed-up."""
         return cls(benchmark, workload, n / ours_s, n / baseline_s, unit, baseline_s / ours_s, goal, note)

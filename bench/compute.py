@@ -86,7 +86,9 @@ def build_model(cfg: Config) -> CLIBDModel:
     text = cfg.model.text
     tokenizer = None
     if text.enabled and text.name is None:
-        tokenizer = build_text_tokenizer(text, taxonomy_text(_specimens(4000), text.template, text.missing_word).tolist())
+        tokenizer = build_text_tokenizer(
+            text, taxonomy_text(_specimens(4000), text.template, text.missing_word).tolist()
+        )
     torch.manual_seed(0)
     return CLIBDModel(cfg.model, tokenizer)
 
@@ -101,17 +103,31 @@ def synthetic_batch(model: CLIBDModel, cfg: Config, n: int, device: torch.device
         batch["image"] = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
     if "dna" in model.modalities:
         enc = model.dna_tokenizer(rows["nucleotides"].tolist())
-        batch["dna_ids"], batch["dna_mask"] = torch.from_numpy(enc.ids).long(), torch.from_numpy(enc.attention_mask).long()
+        batch["dna_ids"], batch["dna_mask"] = (
+            torch.from_numpy(enc.ids).long(),
+            torch.from_numpy(enc.attention_mask).long(),
+        )
     if "text" in model.modalities:
         text = cfg.model.text
-        enc = model.text_tokenizer(taxonomy_text(rows, text.template, text.missing_word).tolist(), padding=True, return_tensors="pt")
+        enc = model.text_tokenizer(
+            taxonomy_text(rows, text.template, text.missing_word).tolist(), padding=True, return_tensors="pt"
+        )
         batch["text_ids"], batch["text_mask"] = enc["input_ids"], enc["attention_mask"]
     return {k: v.to(device) for k, v in batch.items()}
 
 
 def throughput_results(
-    prefix: str, workload: str, item: str, n: int, flops: int, seconds: dict[str, float], matmul_flops: int,
-    goals: tuple[Optional[float], Optional[float]], how: dict[str, str], eager_how: str, goal_dtype: str = "bf16",
+    prefix: str,
+    workload: str,
+    item: str,
+    n: int,
+    flops: int,
+    seconds: dict[str, float],
+    matmul_flops: int,
+    goals: tuple[Optional[float], Optional[float]],
+    how: dict[str, str],
+    eager_how: str,
+    goal_dtype: str = "bf16",
 ) -> list[Result]:
     """Two rows per dtype: utilisation (model FLOP/s over matmul FLOP/s of that dtype) and
     samples/s against plain fp32 eager. ``seconds`` holds "eager", "fp32", "bf16",
@@ -127,14 +143,29 @@ def throughput_results(
         achieved = flops / seconds[dtype]
         ours = n / seconds[dtype]
         utilisation_goal, speed_goal = goals if dtype == goal_dtype else (None, None)
-        results.append(Result(
-            benchmark=f"{prefix} {dtype}: utilisation", workload=workload,
-            ours=achieved / 1e9, baseline=peak / 1e9, unit="GFLOP/s", ratio=achieved / peak, goal=utilisation_goal,
-            note=f"{ours:.3g} {item}/s ({how[dtype]}); baseline: square {dtype} matmul, same process and threads",
-        ))
-        results.append(Result(
-            benchmark=f"{prefix} {dtype}: vs fp32 eager", workload=workload,
-            ours=ours, baseline=eager, unit=f"{item}/s", ratio=ours / eager, goal=speed_goal,
-            note=f"{how[dtype]}; baseline: {eager_how}; ceiling {ceiling:.2f}x (best matmul FLOP/s / eager model FLOP/s)",
-        ))
+        results.append(
+            Result(
+                benchmark=f"{prefix} {dtype}: utilisation",
+                workload=workload,
+                ours=achieved / 1e9,
+                baseline=peak / 1e9,
+                unit="GFLOP/s",
+                ratio=achieved / peak,
+                goal=utilisation_goal,
+                note=f"{ours:.3g} {item}/s ({how[dtype]}); baseline: square {dtype} matmul, same process and threads",
+            )
+        )
+        results.append(
+            Result(
+                benchmark=f"{prefix} {dtype}: vs fp32 eager",
+                workload=workload,
+                ours=ours,
+                baseline=eager,
+                unit=f"{item}/s",
+                ratio=ours / eager,
+                goal=speed_goal,
+                note=f"{how[dtype]}; baseline: {eager_how};"
+                f" ceiling {ceiling:.2f}x (best matmul FLOP/s / eager model FLOP/s)",
+            )
+        )
     return results

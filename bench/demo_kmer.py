@@ -57,8 +57,16 @@ def compare(demo: dict[str, Row], real: dict[str, Row]) -> list[dict]:
     for k in demo:
         for column in COLUMNS:
             ours, theirs = getattr(demo[k], column), getattr(real[k], column)
-            lines.append({"k": int(k), "column": column, "demo": ours, "real": theirs,
-                          "difference": ours - theirs, "within": abs(ours - theirs) <= TOLERANCE})
+            lines.append(
+                {
+                    "k": int(k),
+                    "column": column,
+                    "demo": ours,
+                    "real": theirs,
+                    "difference": ours - theirs,
+                    "within": abs(ours - theirs) <= TOLERANCE,
+                }
+            )
     return lines
 
 
@@ -74,12 +82,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     table = demo_table(args.specimens, args.seed)
     lines = compare(kmer_figures(table, args.split_seed), kmer_figures(real_table(), args.split_seed))
-    print(f"demo: {args.specimens} specimens, seed {args.seed}: {len(table)} species-labelled records; "
-          f"real: {TSV.name}; split seed {args.split_seed}")
+    print(
+        f"demo: {args.specimens} specimens, seed {args.seed}: {len(table)} species-labelled records; "
+        f"real: {TSV.name}; split seed {args.split_seed}"
+    )
     print(f"{'k':>2} {'column':<14} {'demo':>6} {'real':>6} {'diff':>7}  within ±{TOLERANCE}")
     for line in lines:
-        print(f"{line['k']:>2} {line['column']:<14} {line['demo']:6.3f} {line['real']:6.3f} "
-              f"{line['difference']:+7.3f}  {'yes' if line['within'] else 'NO'}")
+        print(
+            f"{line['k']:>2} {line['column']:<14} {line['demo']:6.3f} {line['real']:6.3f} "
+            f"{line['difference']:+7.3f}  {'yes' if line['within'] else 'NO'}"
+        )
     if args.json:
         args.json.write_text(json.dumps(lines, indent=2))
     return 0

@@ -42,25 +42,35 @@ def run(device: str, quick: bool) -> list[Result]:
         dtype: InferenceEncoder(model, dev, dtype, compile=True, batch_size=batch_size) for dtype in ("fp32", "bf16")
     }
     for modality in ("image", "dna"):
+
         def eager(m: str = modality) -> None:
             with torch.no_grad():
                 encode_batch(model, batch, m)
 
         flops = count_flops(eager)
         warm = {dtype: _first_call_seconds(encoder, batch, modality, dev) for dtype, encoder in compiled.items()}
-        seconds = interleaved({
-            "eager": eager,
-            "fp32": lambda m=modality: compiled["fp32"](batch, m),
-            "bf16": lambda m=modality: compiled["bf16"](batch, m),
-            "matmul fp32": mm32,
-            "matmul bf16": mm16,
-        }, dev, rounds)
+        seconds = interleaved(
+            {
+                "eager": eager,
+                "fp32": lambda m=modality: compiled["fp32"](batch, m),
+                "bf16": lambda m=modality: compiled["bf16"](batch, m),
+                "matmul fp32": mm32,
+                "matmul bf16": mm16,
+            },
+            dev,
+            rounds,
+        )
         results += throughput_results(
             f"embed {modality}",
             f"paper {modality} tower, batch {batch_size}, {device} {threads} threads, "
             f"{flops / batch_size / 1e9:.1f} GFLOP/specimen, best of {rounds} interleaved",
-            "specimens", batch_size, flops, seconds, mm_flops,
-            goals=(0.6, 2.0), eager_how="fp32 under no_grad",
+            "specimens",
+            batch_size,
+            flops,
+            seconds,
+            mm_flops,
+            goals=(0.6, 2.0),
+            eager_how="fp32 under no_grad",
             how={dtype: f"InferenceEncoder {dtype}, compiled in {warm[dtype]:.0f} s" for dtype in warm},
         )
     return results

@@ -64,9 +64,17 @@ class Sizes:
 FULL = Sizes(500, 10, 500, 512, 370_000, 2_400_000, 768, 20_000, 5_000)
 DRY = Sizes(4, 2, 8, 4, 500, 5_000, 32, 50, 200)
 DRY_OVERRIDES = [  # the paper config shrunk so the same code runs in seconds on a CPU
-    "model.embed_dim=32", "model.image.name=vit_tiny_patch16_224", "model.image.image_size=32",
-    "model.dna.hidden_size=32", "model.dna.num_layers=1", "model.dna.num_heads=2", "model.dna.intermediate_size=64",
-    "model.text.hidden_size=32", "model.text.num_layers=1", "model.text.num_heads=2", "model.text.intermediate_size=64",
+    "model.embed_dim=32",
+    "model.image.name=vit_tiny_patch16_224",
+    "model.image.image_size=32",
+    "model.dna.hidden_size=32",
+    "model.dna.num_layers=1",
+    "model.dna.num_heads=2",
+    "model.dna.intermediate_size=64",
+    "model.text.hidden_size=32",
+    "model.text.num_layers=1",
+    "model.text.num_heads=2",
+    "model.text.intermediate_size=64",
 ]
 
 
@@ -110,13 +118,18 @@ def check_training(device: torch.device, sizes: Sizes, dry: bool) -> list[dict]:
         warm = time.perf_counter() - start
         seconds = _timed(step, device, sizes.steps)
         peak = device_peak(device)
-        rows.append({
-            "check": f"train paper config bf16 {'compiled' if compiled else 'eager'}",
-            "steps/s": 1 / seconds, "samples/s": sizes.batch / seconds,
-            "tflop_per_step": flops / 1e12, "mfu": None if peak is None else flops / seconds / peak,
-            "peak_bf16_tflops": None if peak is None else peak / 1e12,
-            "peak_memory_gib": _peak_memory_gib(device), "first_step_s": warm,
-        })
+        rows.append(
+            {
+                "check": f"train paper config bf16 {'compiled' if compiled else 'eager'}",
+                "steps/s": 1 / seconds,
+                "samples/s": sizes.batch / seconds,
+                "tflop_per_step": flops / 1e12,
+                "mfu": None if peak is None else flops / seconds / peak,
+                "peak_bf16_tflops": None if peak is None else peak / 1e12,
+                "peak_memory_gib": _peak_memory_gib(device),
+                "first_step_s": warm,
+            }
+        )
         del model, batch, optimizer, step
     return rows
 
@@ -258,7 +271,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows += check_search(device, sizes)
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (dry run)",
-        "dry_run": args.dry_run, "torch": torch.__version__, "seconds": time.perf_counter() - start, "rows": rows,
+        "dry_run": args.dry_run,
+        "torch": torch.__version__,
+        "seconds": time.perf_counter() - start,
+        "rows": rows,
     }
     print_table(rows)
     out.write_text(json.dumps(report, indent=2))

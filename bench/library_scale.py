@@ -55,8 +55,11 @@ def measure(kind: str, keys: np.ndarray, queries: np.ndarray, truth: np.ndarray 
         index.search(q[None], 1)
     latency = (time.perf_counter() - start) / LATENCY_QUERIES
     return {
-        "bytes": faiss.serialize_index(index._index).nbytes, "build_s": build, "qps": len(queries) / batch_s,
-        "latency_ms": latency * 1e3, "positions": got[:, 0],
+        "bytes": faiss.serialize_index(index._index).nbytes,
+        "build_s": build,
+        "qps": len(queries) / batch_s,
+        "latency_ms": latency * 1e3,
+        "positions": got[:, 0],
         "recall": 1.0 if truth is None else float((got[:, 0] == truth).mean()),
         "params": f"nlist={index.nlist} nprobe={index.nprobe} pq_m={index.pq_m} pq_nbits={index.pq_nbits}",
     }

@@ -48,7 +48,15 @@ def run(device: str, quick: bool) -> list[Result]:
         csv = write_metadata(Path(tmp), n)
         ours = best_time(lambda: read_bioscan5m(tmp, check_images=False), repeat=3)
         base = best_time(lambda: load_bioscan5m_metadata(csv, max_nucleotides=None), repeat=3)
-    return [Result.timed(
-        "BIOSCAN-5M metadata read", f"{n:,} rows, 23 columns (shipped CSV layout)", n, ours, base, "rows/s",
-        goal=1.0, note=f"vs bioscan-dataset load_bioscan5m_metadata; 5.15 M rows ~ {5.15e6 / (n / ours):.0f} s",
-    )]
+    return [
+        Result.timed(
+            "BIOSCAN-5M metadata read",
+            f"{n:,} rows, 23 columns (shipped CSV layout)",
+            n,
+            ours,
+            base,
+            "rows/s",
+            goal=1.0,
+            note=f"vs bioscan-dataset load_bioscan5m_metadata; 5.15 M rows ~ {5.15e6 / (n / ours):.0f} s",
+        )
+    ]

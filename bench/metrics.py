@@ -20,8 +20,16 @@ def run(device: str, quick: bool) -> list[Result]:
     neighbours = np.where(rng.random((n, k, 4)) < 0.5, truth[:, None, :], rng.integers(0, CLASSES, size=(n, k, 4)))
     ours = best_time(lambda: topk_accuracy(truth, neighbours, ks, EVAL_RANKS), repeat=3)
     base = best_time(lambda: topk_accuracy_reference(truth, neighbours, ks, EVAL_RANKS), repeat=1)
-    return [Result.timed(
-        "top-k metrics", f"{n:,} queries x {k} neighbours x 4 ranks, top-1/3/5 micro+macro", n, ours, base, "queries/s",
-        goal=100.0,
-        note=f"{ours * 1e3:.1f} ms vs {base * 1e3:.0f} ms; baseline: the per-query Python oracle of the tests (tests/oracles.py)",
-    )]
+    return [
+        Result.timed(
+            "top-k metrics",
+            f"{n:,} queries x {k} neighbours x 4 ranks, top-1/3/5 micro+macro",
+            n,
+            ours,
+            base,
+            "queries/s",
+            goal=100.0,
+            note=f"{ours * 1e3:.1f} ms vs {base * 1e3:.0f} ms;"
+            f" baseline: the per-query Python oracle of the tests (tests/oracles.py)",
+        )
+    ]

@@ -44,7 +44,9 @@ WORKERS = 2
 
 
 class NaiveDataset(Dataset):
-    def __init__(self, table: pd.DataFrame, cfg: DataConfig, dna: KmerTokenizer, text_tokenizer: Any, text_cfg: TextTowerConfig) -> None:
+    def __init__(
+        self, table: pd.DataFrame, cfg: DataConfig, dna: KmerTokenizer, text_tokenizer: Any, text_cfg: TextTowerConfig
+    ) -> None:
         self.refs = table["image_ref"].tolist()
         self.barcodes = table["dna_barcode"].astype("string").fillna("").tolist()
         self.texts = taxonomy_text(table, text_cfg.template, text_cfg.missing_word).tolist()
@@ -69,7 +71,9 @@ class NaiveDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         dna = python_tokenizer([self.barcodes[i]], self.k, self.max_nucleotides, self.kmers)[0]
-        text = self.text_tokenizer(self.texts[i], padding="max_length", max_length=self.text_length, return_tensors="pt")
+        text = self.text_tokenizer(
+            self.texts[i], padding="max_length", max_length=self.text_length, return_tensors="pt"
+        )
         return {
             "image": self.transform(self._image(self.refs[i])),
             "dna_ids": torch.tensor(dna),
@@ -89,12 +93,16 @@ def _per_specimen_ms(ours: SpecimenDataset, naive: NaiveDataset, n: int = 64) ->
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        seconds = interleaved({
-            "ours": lambda: [ours.__getitems__(rows[i : i + BATCH]) for i in range(0, n, BATCH)],
-            "naive": lambda: [default_collate([naive[j] for j in rows[i : i + BATCH]]) for i in range(0, n, BATCH)],
-            "image": lambda: [ours.transform(decode_image(read_image_bytes(r), r)) for r in refs],
-            "augment": lambda: [ours.transform(image) for image in decoded],
-        }, torch.device("cpu"), rounds=3)
+        seconds = interleaved(
+            {
+                "ours": lambda: [ours.__getitems__(rows[i : i + BATCH]) for i in range(0, n, BATCH)],
+                "naive": lambda: [default_collate([naive[j] for j in rows[i : i + BATCH]]) for i in range(0, n, BATCH)],
+                "image": lambda: [ours.transform(decode_image(read_image_bytes(r), r)) for r in refs],
+                "augment": lambda: [ours.transform(image) for image in decoded],
+            },
+            torch.device("cpu"),
+            rounds=3,
+        )
     finally:
         torch.set_num_threads(threads)
     return {k: v / n * 1e3 for k, v in seconds.items()}
@@ -110,7 +118,9 @@ def _compare(layout: str, cfg: DataConfig, n_total: int) -> Result:
     table, _ = read_specimens(cfg)
     rows = select_role(table, cfg.splits, "train")
     text_cfg = TextTowerConfig(name=None)
-    text_tokenizer = build_text_tokenizer(text_cfg, taxonomy_text(rows, text_cfg.template, text_cfg.missing_word).tolist())
+    text_tokenizer = build_text_tokenizer(
+        text_cfg, taxonomy_text(rows, text_cfg.template, text_cfg.missing_word).tolist()
+    )
     dna = make_kmer_tokenizer(DnaTowerConfig())
     ours_ds = SpecimenDataset(rows, cfg, IMAGE_SIZE, dna, text_tokenizer, text_cfg, train=True)
     naive_ds = NaiveDataset(rows, cfg, dna, text_tokenizer, text_cfg)
@@ -120,13 +130,15 @@ def _compare(layout: str, cfg: DataConfig, n_total: int) -> Result:
     ms = _per_specimen_ms(ours_ds, naive_ds)
     return Result(
         benchmark=f"data pipeline ({layout})",
-        workload=f"{len(rows):,} train specimens of a {n_total:,}-specimen demo, {IMAGE_SIZE}px augmented, batch {BATCH}, {WORKERS} workers",
+        workload=f"{len(rows):,} train specimens of a {n_total:,}-specimen demo,"
+        f" {IMAGE_SIZE}px augmented, batch {BATCH}, {WORKERS} workers",
         ours=ours,
         baseline=naive,
         unit="specimens/s",
         ratio=ours / naive,
         goal=3.0,
-        note="baseline: per-sample PIL/HDF5 read + full decode + float transform, Python k-mers, per-string HF tokenizer, "
+        note="baseline: per-sample PIL/HDF5 read + full decode + float transform, Python k-mers, "
+        "per-string HF tokenizer, "
         f"default collate; 1 thread in-process: ours {ms['ours']:.2f} ms/specimen, naive {ms['naive']:.2f}, "
         f"read+decode+augment alone {ms['image']:.2f} -> ceiling {ms['naive'] / ms['image']:.2f}x; "
         f"augment alone {ms['augment']:.2f} -> ceiling {ms['naive'] / ms['augment']:.2f}x with decoded images cached",
@@ -142,6 +154,8 @@ def run(device: str, quick: bool) -> list[Result]:
         results = [_compare("BIOSCAN-5M layout", cfg, n)]
         table, _ = read_specimens(cfg)
         write_clibd_hdf5(table, root / "clibd.h5")
-        h5_cfg = DataConfig(format="hdf5", root=str(root / "clibd.h5"), cache_dir=str(root / "cache"), splits=BIOSCAN5M_HDF5_ROLES)
+        h5_cfg = DataConfig(
+            format="hdf5", root=str(root / "clibd.h5"), cache_dir=str(root / "cache"), splits=BIOSCAN5M_HDF5_ROLES
+        )
         results.append(_compare("published HDF5 layout", h5_cfg, n))
     return results

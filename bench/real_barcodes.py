@@ -3,9 +3,10 @@
 ``make bench-real`` or ``python bench/real_barcodes.py [--data FILE.tsv] [--threads 2] [--out PATH]
 [--curve PNG] [key=value ...]`` (overrides apply to configs/bench/real_barcodes.yaml). Data: any TSV
 with a ``nucleotides`` column and ``*_name`` rank columns (a BOLD export); by default
-../shared/data/dna/bold_insecta_4k.tsv. Protocol of ../shared/data/README.md (``clibd.eval.dna_benchmark.unseen_species_split``): one seeded unseen
-species per multi-species genus; seen species' rows halved into keys and queries; unseen rows
-query the seen keys. Every row of the table is measured in this run:
+../shared/data/dna/bold_insecta_4k.tsv. Protocol of ../shared/data/README.md
+(``clibd.eval.dna_benchmark.unseen_species_split``): one seeded unseen species per multi-species
+genus; seen species' rows halved into keys and queries; unseen rows query the seen keys.
+Every row of the table is measured in this run:
 
 - k-mer count-vector cosine 1-NN, k = 4, 6, 8 (the README's reference);
 - the DNA tower untrained (random init);
@@ -110,7 +111,9 @@ def kmer_rows(split: Split) -> list[Row]:
     for k in KMER_KS:
         start = time.perf_counter()
         scores = _dna_scores(split, kmer_count_vectors(split.table["dna_barcode"].tolist(), k))
-        rows.append(Row(f"k-mer 1-NN k={k}", **scores, text_species=None, text_genus=None, seconds=time.perf_counter() - start))
+        rows.append(
+            Row(f"k-mer 1-NN k={k}", **scores, text_species=None, text_genus=None, seconds=time.perf_counter() - start)
+        )
     return rows
 
 
@@ -210,7 +213,11 @@ def run_benchmark(
     start = time.perf_counter()
     mlm_dir = _mlm(tsv, work / "dna_mlm", base, info, "mlm")
     mlm_cfg = dataclasses.replace(cfg.model.dna, pretrained=str(mlm_dir))
-    rows.append(tower_row("MLM-pretrained (all file barcodes, no labels)", DnaTower(mlm_cfg), split, time.perf_counter() - start))
+    rows.append(
+        tower_row(
+            "MLM-pretrained (all file barcodes, no labels)", DnaTower(mlm_cfg), split, time.perf_counter() - start
+        )
+    )
     log(f"{rows[-1]}")
 
     # Supervised by taxonomy text: the seen species' key rows only.
@@ -286,9 +293,25 @@ def _fmt(x: Optional[float]) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    header = ("method", "seen species", "unseen genus", "unseen family", "DNA->text species", "DNA->text genus", "seconds")
+    header = (
+        "method",
+        "seen species",
+        "unseen genus",
+        "unseen family",
+        "DNA->text species",
+        "DNA->text genus",
+        "seconds",
+    )
     body = [
-        (r.method, _fmt(r.seen_species), _fmt(r.unseen_genus), _fmt(r.unseen_family), _fmt(r.text_species), _fmt(r.text_genus), f"{r.seconds:.0f}")
+        (
+            r.method,
+            _fmt(r.seen_species),
+            _fmt(r.unseen_genus),
+            _fmt(r.unseen_family),
+            _fmt(r.text_species),
+            _fmt(r.text_genus),
+            f"{r.seconds:.0f}",
+        )
         for r in rows
     ]
     widths = [max(len(c) for c in col) for col in zip(header, *body)]
@@ -311,7 +334,13 @@ def verdict(rows: list[Row]) -> tuple[str, dict]:
         f"verdict: best learned row '{best.method}': {parts} against {GOAL_ROW}; {status}; "
         f"{floor} the floor (seen species >= {FLOOR['seen_species']}, unseen genus >= {FLOOR['unseen_genus']})"
     )
-    summary = {"baseline": GOAL_ROW, "best_learned": best.method, "gaps": gaps, "beats_all": beats, "floor_met": floor_met}
+    summary = {
+        "baseline": GOAL_ROW,
+        "best_learned": best.method,
+        "gaps": gaps,
+        "beats_all": beats,
+        "floor_met": floor_met,
+    }
     return line, summary
 
 
@@ -319,10 +348,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=TSV, help="TSV with nucleotides and *_name rank columns")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the budget: 2 cores)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the unseen-species choice and the key/query halves")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the unseen-species choice and the key/query halves"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "real_barcodes.json")
     parser.add_argument(
-        "--curve", type=Path, default=None, help=f"also run the learning curve, plot it here (make bench-real: {CURVE.name})"
+        "--curve",
+        type=Path,
+        default=None,
+        help=f"also run the learning curve, plot it here (make bench-real: {CURVE.name})",
     )
     parser.add_argument("overrides", nargs="*", help="overrides of configs/bench/real_barcodes.yaml")
     args = parser.parse_args(argv)

@@ -51,8 +51,13 @@ def _exact_search(device: str, n_keys: int) -> Result:
     base = best_time(torch_search, repeat=2)
     agree = float((index.search(queries[:500], 1)[1][:, 0] == torch_search()[:500, 0].cpu().numpy()).mean())
     return Result.timed(
-        "exact search", f"{N_QUERIES:,} queries x {n_keys:,} keys x {DIM}-d random unit vectors, top-{K}, {device}",
-        N_QUERIES, ours, base, "queries/s", goal=1 / 1.5,
+        "exact search",
+        f"{N_QUERIES:,} queries x {n_keys:,} keys x {DIM}-d random unit vectors, top-{K}, {device}",
+        N_QUERIES,
+        ours,
+        base,
+        "queries/s",
+        goal=1 / 1.5,
         note=f"ReferenceIndex flat; baseline: chunked torch matmul + topk ({torch.get_num_threads()} threads); "
         f"{2 * N_QUERIES * n_keys * DIM / ours / 1e9:.0f} GFLOP/s; top-1 agreement {agree:.3f}",
     )
@@ -84,9 +89,15 @@ def _approximate_search(device: str, n_keys: int) -> Result:
     ivf_time = best_time(lambda: ivf.search(queries, K), repeat=2)
     result = Result.timed(
         "approximate search (IVF)",
-        f"{N_QUERIES:,} queries x {n_keys:,} keys x {DIM}-d clustered unit vectors ({PER_CENTRE} keys/centre), top-{K}, {device}",
-        N_QUERIES, ivf_time, exact_time, "queries/s", goal=10.0,
-        note=f"IVF{nlist},Flat nprobe {nprobe}: recall@1 vs exact {recall:.4f} (goal >= 0.99; ratio 0 when missed); baseline: flat ReferenceIndex",
+        f"{N_QUERIES:,} queries x {n_keys:,} keys x {DIM}-d clustered unit vectors"
+        f" ({PER_CENTRE} keys/centre), top-{K}, {device}",
+        N_QUERIES,
+        ivf_time,
+        exact_time,
+        "queries/s",
+        goal=10.0,
+        note=f"IVF{nlist},Flat nprobe {nprobe}: recall@1 vs exact {recall:.4f} (goal >= 0.99; ratio 0 when missed);"
+        f" baseline: flat ReferenceIndex",
     )
     return result if recall >= 0.99 else dataclasses.replace(result, ratio=0.0)
 

@@ -22,7 +22,15 @@ from bench.common import REPO, Result  # noqa: E402
 
 # Benchmark modules, each with run(device, quick) -> list[Result].
 BENCHMARKS = [
-    "tokenization", "pipeline", "metadata", "retrieval", "metrics", "train_step", "embedding", "serve", "library_scale",
+    "tokenization",
+    "pipeline",
+    "metadata",
+    "retrieval",
+    "metrics",
+    "train_step",
+    "embedding",
+    "serve",
+    "library_scale",
 ]
 
 
@@ -33,7 +41,17 @@ def goal_text(r: Result) -> str:
 def print_table(results: list[Result]) -> None:
     header = ("benchmark", "workload", "ours", "baseline", "unit", "ratio", "goal", "met", "note")
     rows = [
-        (r.benchmark, r.workload, f"{r.ours:,.4g}", f"{r.baseline:,.4g}", r.unit, f"{r.ratio:.2f}x", goal_text(r), {True: "yes", False: "NO", None: "-"}[r.met], r.note)
+        (
+            r.benchmark,
+            r.workload,
+            f"{r.ours:,.4g}",
+            f"{r.baseline:,.4g}",
+            r.unit,
+            f"{r.ratio:.2f}x",
+            goal_text(r),
+            {True: "yes", False: "NO", None: "-"}[r.met],
+            r.note,
+        )
         for r in results
     ]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]

@@ -65,20 +65,27 @@ def _compare(size: str, device: str, n_photos: int, n_keys: int, rounds: int) ->
         library = load_library(index_dir, embedder)
         files = [(p.name, p.read_bytes()) for p in sorted(photos.iterdir())]
         with httpx.Client(base_url=url, timeout=600) as client:
+
             def post(part: list[tuple[str, bytes]]) -> int:
                 files_ = [("photos", (name, data, "image/jpeg")) for name, data in part]
                 return client.post("/api/classify", files=files_).json()["counts"]["rows"]
 
             def serve() -> None:  # as the page sends a batch: chunks of CHUNK photos, IN_FLIGHT at a time
-                chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
+                chunks = [files[i : i + CHUNK] for i in range(0, len(files), CHUNK)]
                 with ThreadPoolExecutor(IN_FLIGHT) as pool:
                     assert sum(pool.map(post, chunks)) == len(files)
 
             def cli() -> None:  # `clibd classify --images DIR` after start-up
                 emb, ids, _, _ = embed_specimens(embedder, [str(photos)])
                 scores, positions = library.search(emb, 5)
-                predict_taxonomy(scores, positions, library.taxonomy, library.ids, ids,
-                                 library.metadata["thresholds"]["image"]["threshold"])
+                predict_taxonomy(
+                    scores,
+                    positions,
+                    library.taxonomy,
+                    library.ids,
+                    ids,
+                    library.metadata["thresholds"]["image"]["threshold"],
+                )
 
             serve()  # warm-up: thread pool, allocator, first-call paths on both sides
             cli()
@@ -95,9 +102,13 @@ def _compare(size: str, device: str, n_photos: int, n_keys: int, rounds: int) ->
         return Result.timed(
             "serve vs classify" if n_photos > 1 else "serve one photo",
             f"{what}, POST over loopback (chunks of {CHUNK}, {IN_FLIGHT} in flight); best of {rounds} in turns",
-            n_photos, best["serve"], best["cli"], "photos/s", 0.8 if n_photos > 1 else None,
+            n_photos,
+            best["serve"],
+            best["cli"],
+            "photos/s",
+            0.8 if n_photos > 1 else None,
             note=f"server answered in {best['serve'] * 1000:.0f} ms (CPU {cpu['serve']:.2f} s, "
-                 f"CLI {cpu['cli']:.2f} s); its start-up (model + library) {load_s:.1f} s",
+            f"CLI {cpu['cli']:.2f} s); its start-up (model + library) {load_s:.1f} s",
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -116,8 +127,11 @@ def _prepare(work: Path, size: str, device: str, n_photos: int, n_keys: int) -> 
     taxonomy["image_ref"] = [str(real[i % len(real)]) for i in range(len(bold))]
     emb, ids = Embedder(checkpoint, device=device).embed_dna(bold["nucleotides"].tolist(), bold["processid"].tolist())
     thresholds = {m: {"threshold": 0.5} for m in ("image", "dna")}  # nominal: this measures speed only
-    index = ReferenceIndex(emb.shape[1], checkpoint_hash=checkpoint_hash(checkpoint),
-                           metadata={"modality": "dna", "thresholds": thresholds})
+    index = ReferenceIndex(
+        emb.shape[1],
+        checkpoint_hash=checkpoint_hash(checkpoint),
+        metadata={"modality": "dna", "thresholds": thresholds},
+    )
     index.add(emb, ids, taxonomy.astype("string"))
     index.save(work / "index")
     photos = work / "photos"

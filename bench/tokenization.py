@@ -14,7 +14,9 @@ def kmer_table(k: int) -> dict[str, int]:
     return {"".join(p): i + 2 for i, p in enumerate(itertools.product("ACGT", repeat=k))}
 
 
-def python_tokenizer(sequences: list[str], k: int, max_nucleotides: int = 660, table: dict[str, int] | None = None) -> list[list[int]]:
+def python_tokenizer(
+    sequences: list[str], k: int, max_nucleotides: int = 660, table: dict[str, int] | None = None
+) -> list[list[int]]:
     """The baseline: clean with str methods, then one dict look-up per k-mer."""
     table = table or kmer_table(k)
     out = []
@@ -37,8 +39,16 @@ def run(device: str, quick: bool) -> list[Result]:
         tok = KmerTokenizer(k=k)
         ours = best_time(lambda t=tok: t(seqs), repeat=3)
         base = best_time(lambda k=k: python_tokenizer(seqs, k), repeat=1)
-        results.append(Result.timed(
-            f"DNA tokenisation k={k}", f"{n:,} real barcodes (BOLD, repeated), 660 nt", n, ours, base, "barcodes/s",
-            goal=5.0, note=f"{ours / n * 1e6:.1f} us/barcode vs {base / n * 1e6:.1f} us",
-        ))
+        results.append(
+            Result.timed(
+                f"DNA tokenisation k={k}",
+                f"{n:,} real barcodes (BOLD, repeated), 660 nt",
+                n,
+                ours,
+                base,
+                "barcodes/s",
+                goal=5.0,
+                note=f"{ours / n * 1e6:.1f} us/barcode vs {base / n * 1e6:.1f} us",
+            )
+        )
     return results

@@ -26,7 +26,9 @@ from clibd.train.loss import ContrastiveLoss
 from clibd.train.optim import param_groups
 
 
-def make_step(model: torch.nn.Module, batch: dict, device: torch.device, bf16: bool, optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+def make_step(
+    model: torch.nn.Module, batch: dict, device: torch.device, bf16: bool, optimizer: torch.optim.Optimizer
+) -> Callable[[], None]:
     loss_fn = ContrastiveLoss()
 
     def step() -> None:
@@ -61,21 +63,30 @@ def run(device: str, quick: bool) -> list[Result]:
         flops = count_flops(eager_step)
         mm32, mm_flops = matmul(dev, torch.float32, matmul_n)
         mm16, _ = matmul(dev, torch.bfloat16, matmul_n)
-        seconds = interleaved({
-            "eager": eager_step,
-            "fp32": make_step(model, batch, dev, bf16=False, optimizer=fused),
-            "bf16": make_step(model, batch, dev, bf16=True, optimizer=fused),
-            "matmul fp32": mm32,
-            "matmul bf16": mm16,
-        }, dev, rounds)
+        seconds = interleaved(
+            {
+                "eager": eager_step,
+                "fp32": make_step(model, batch, dev, bf16=False, optimizer=fused),
+                "bf16": make_step(model, batch, dev, bf16=True, optimizer=fused),
+                "matmul fp32": mm32,
+                "matmul bf16": mm16,
+            },
+            dev,
+            rounds,
+        )
         threads = torch.get_num_threads()
         results += throughput_results(
             f"train step {name}",
             f"{name} config, batch {batch_size}, image {cfg.model.image.image_size}, {device} {threads} threads, "
             f"{flops / batch_size / 1e9:.3g} GFLOP/sample, best of {rounds} interleaved",
-            "samples", batch_size, flops, seconds, mm_flops,
+            "samples",
+            batch_size,
+            flops,
+            seconds,
+            mm_flops,
             goals=(0.5, 1.5) if name == "paper" else (None, None),
-            how={"fp32": "fused AdamW", "bf16": "fused AdamW, bf16 autocast"}, eager_how="fp32, torch's default AdamW",
+            how={"fp32": "fused AdamW", "bf16": "fused AdamW, bf16 autocast"},
+            eager_how="fp32, torch's default AdamW",
         )
         del model, batch, plain, fused
     return results

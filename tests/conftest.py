@@ -37,7 +37,9 @@ def text_tokenizer(tmp_path_factory) -> BertTokenizerFast:
     """A WordPiece tokenizer over ``TEXT_VOCABULARY``, loaded from a folder as a real checkpoint's is
     (transformers v5 silently ignores ``BertTokenizerFast(vocab_file=...)``)."""
     folder = tmp_path_factory.mktemp("text_tokenizer")
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TEXT_VOCABULARY]) + "\n")
+    (folder / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TEXT_VOCABULARY]) + "\n"
+    )
     (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
     tokenizer = BertTokenizerFast.from_pretrained(str(folder))
     assert tokenizer.vocab_size == 5 + len(TEXT_VOCABULARY) and tokenizer.model_max_length == 512

@@ -83,7 +83,12 @@ def test_no_clibd_import_hides_in_a_function(path: Path) -> None:
 REPO = PACKAGE.parent
 # What a user's clone holds: it must not point at files only this workspace has.
 PRODUCT_FILES = sorted(
-    [p for folder in ("clibd", "configs", "docs") for p in (REPO / folder).rglob("*") if p.is_file() and p.suffix != ".pyc"]
+    [
+        p
+        for folder in ("clibd", "configs", "docs")
+        for p in (REPO / folder).rglob("*")
+        if p.is_file() and p.suffix != ".pyc"
+    ]
     + [REPO / name for name in ("README.md", "train.py", "eval.py", "Makefile", "pyproject.toml", "environment.yml")]
 )
 

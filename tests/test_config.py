@@ -91,7 +91,9 @@ CHOICES = {
 def test_bad_choice_names_key_and_allowed_values(key: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, [f"{key}=bogus"])
-    assert str(err.value) == f"command line: bad value for '{key}': Invalid value 'bogus', expected one of {CHOICES[key]}"
+    assert (
+        str(err.value) == f"command line: bad value for '{key}': Invalid value 'bogus', expected one of {CHOICES[key]}"
+    )
 
 
 def test_choice_in_a_file_is_checked_too(tmp_path) -> None:
@@ -115,16 +117,30 @@ def test_tower_configs_share_their_common_fields() -> None:
 @pytest.mark.parametrize(
     "overrides,error",
     [
-        (["train.best_metric=nope"], r"train.best_metric='nope' is not a metric validation produces: choose val_loss, "
-                                     r"mean_top1 or a retrieval key"),
-        (["train.best_metric=mean_top1"], r"train.best_metric='mean_top1' is a retrieval metric: it needs "
-                                          r"train.val_retrieval=true"),
+        (
+            ["train.best_metric=nope"],
+            r"train.best_metric='nope' is not a metric validation produces: choose val_loss, "
+            r"mean_top1 or a retrieval key",
+        ),
+        (
+            ["train.best_metric=mean_top1"],
+            r"train.best_metric='mean_top1' is a retrieval metric: it needs "
+            r"train.val_retrieval=true",
+        ),
         (["train.best_metric=dna->dna/macro/species/top1/seen"], "needs train.val_retrieval=true"),
         # text is not evaluated, so no pair with it is produced
-        (["train.val_retrieval=true", "eval.modalities=[image,dna]", "train.best_metric=dna->text/micro/genus/top1/seen"],
-         "is not a metric validation produces"),
-        (["train.val_retrieval=true", "model.dna.enabled=false", "train.best_metric=dna->dna/micro/genus/top1/seen"],
-         "is not a metric validation produces"),
+        (
+            [
+                "train.val_retrieval=true",
+                "eval.modalities=[image,dna]",
+                "train.best_metric=dna->text/micro/genus/top1/seen",
+            ],
+            "is not a metric validation produces",
+        ),
+        (
+            ["train.val_retrieval=true", "model.dna.enabled=false", "train.best_metric=dna->dna/micro/genus/top1/seen"],
+            "is not a metric validation produces",
+        ),
         (["train.val_retrieval=true", "train.best_metric=dna->dna/micro/genus/top10/seen"], r"eval.ks \[1, 3, 5\]"),
     ],
 )
@@ -134,7 +150,8 @@ def test_best_metric_must_be_produced_by_the_configured_validation(overrides, er
 
 
 @pytest.mark.parametrize(
-    "metric", ["val_loss", "mean_top1", "image->dna/macro/species/top1/harmonic_mean", "text->dna/micro/order/top5/unseen"]
+    "metric",
+    ["val_loss", "mean_top1", "image->dna/macro/species/top1/harmonic_mean", "text->dna/micro/order/top5/unseen"],
 )
 def test_metrics_validation_produces_are_accepted(metric: str) -> None:
     assert load_config(None, ["train.val_retrieval=true", f"train.best_metric={metric}"]).train.best_metric == metric
@@ -156,7 +173,10 @@ def test_every_shipped_config_loads(path: Path) -> None:
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("train.schedule=bogus", "bad value for 'train.schedule': Invalid value 'bogus', expected one of ['onecycle', 'cosine']"),
+        (
+            "train.schedule=bogus",
+            "bad value for 'train.schedule': Invalid value 'bogus', expected one of ['onecycle', 'cosine']",
+        ),
         ("train.best_metric=nope", "train.best_metric='nope' is not a metric validation produces"),
     ],
 )

@@ -12,16 +12,30 @@ from clibd.models.text import build_text_tokenizer
 from clibd.models.weights import CheckpointMismatchError
 from tests.helpers.original_clibd import OriginalCLIBD
 
-CORPUS = ["Diptera Cecidomyiidae not_classified not_classified", "Hymenoptera Formicidae Lasius Lasius niger",
-          "Lepidoptera Geometridae Eupithecia not_classified"]
+CORPUS = [
+    "Diptera Cecidomyiidae not_classified not_classified",
+    "Hymenoptera Formicidae Lasius Lasius niger",
+    "Lepidoptera Geometridae Eupithecia not_classified",
+]
 SEQS = ["ACGTACGTTTGACCAGTAAACGGTAC" * 20, "ACGGTTACNNACGT", "TTTTGGGGCCCCAAAAACGTACGTACGTAAC"]
-OLD_NAMES = {"base_image_encoder": "lora_vit", "base_dna_encoder": "lora_barcode_bert",
-             "base_language_encoder": "lora_bert"}
+OLD_NAMES = {
+    "base_image_encoder": "lora_vit",
+    "base_dna_encoder": "lora_barcode_bert",
+    "base_language_encoder": "lora_bert",
+}
 
 
 def _their_yaml(path, text: bool, tokenizer_dir) -> None:
-    lines = ["output_dim: 12", "image:", "  input_type: image", "  pre_train_model: test_vit",
-             "dna:", "  input_type: sequence", "  model: barcode_bert", "disable_lora: true"]
+    lines = [
+        "output_dim: 12",
+        "image:",
+        "  input_type: image",
+        "  pre_train_model: test_vit",
+        "dna:",
+        "  input_type: sequence",
+        "  model: barcode_bert",
+        "disable_lora: true",
+    ]
     if text:
         lines += ["language:", "  input_type: sequence", f"  pre_train_model: {tokenizer_dir}"]
     path.write_text("\n".join(lines) + "\n")
@@ -54,8 +68,24 @@ def test_converted_model_embeds_like_the_original(tmp_path, text, lora, ddp, old
     flag = ["--text-tokenizer", str(tmp_path / "tok")] if lora else []
     _their_yaml(tmp_path / "their.yaml", text, "prajjwal1/bert-small" if lora else tmp_path / "tok")
 
-    assert main(["convert-clibd", str(tmp_path / "best.pth"), "--config", str(tmp_path / "their.yaml"),
-                 "--out", str(tmp_path / "converted"), "--dna-heads", "2", "--text-heads", "3", *flag]) == 0
+    assert (
+        main(
+            [
+                "convert-clibd",
+                str(tmp_path / "best.pth"),
+                "--config",
+                str(tmp_path / "their.yaml"),
+                "--out",
+                str(tmp_path / "converted"),
+                "--dna-heads",
+                "2",
+                "--text-heads",
+                "3",
+                *flag,
+            ]
+        )
+        == 0
+    )
     model = CLIBDModel.from_pretrained(tmp_path / "converted").eval()
     assert model.modalities == (("image", "dna", "text") if text else ("image", "dna"))
     assert model.cfg.image.image_size == 32 and model.logit_scale.item() == 2.5
@@ -81,17 +111,39 @@ def test_tower_missing_from_the_checkpoint_is_named(tmp_path) -> None:
     tokenizer.save_pretrained(tmp_path / "tok")
     _save(OriginalCLIBD(dna_vocab=3 + 4**5, text_vocab=len(tokenizer), text=False), tmp_path / "best.pth", False, False)
     _their_yaml(tmp_path / "their.yaml", True, tmp_path / "tok")
-    with pytest.raises(CheckpointMismatchError, match=r"best.pth: holds towers \['dna', 'image'\], the yaml "
-                                                      r"describes \['dna', 'image', 'text'\]"):
-        main(["convert-clibd", str(tmp_path / "best.pth"), "--config", str(tmp_path / "their.yaml"),
-              "--out", str(tmp_path / "out")])
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"best.pth: holds towers \['dna', 'image'\], the yaml "
+        r"describes \['dna', 'image', 'text'\]",
+    ):
+        main(
+            [
+                "convert-clibd",
+                str(tmp_path / "best.pth"),
+                "--config",
+                str(tmp_path / "their.yaml"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
 
 
 def test_text_tokenizer_is_never_downloaded(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
     _save(OriginalCLIBD(dna_vocab=3 + 4**5, text_vocab=50), tmp_path / "best.pth", False, False)
     _their_yaml(tmp_path / "their.yaml", True, "prajjwal1/bert-small")
-    with pytest.raises(FileNotFoundError, match="'prajjwal1/bert-small' is neither a local directory nor in the "
-                                                "Hugging Face cache; pass --text-tokenizer DIR"):
-        main(["convert-clibd", str(tmp_path / "best.pth"), "--config", str(tmp_path / "their.yaml"),
-              "--out", str(tmp_path / "out")])
+    with pytest.raises(
+        FileNotFoundError,
+        match="'prajjwal1/bert-small' is neither a local directory nor in the "
+        "Hugging Face cache; pass --text-tokenizer DIR",
+    ):
+        main(
+            [
+                "convert-clibd",
+                str(tmp_path / "best.pth"),
+                "--config",
+                str(tmp_path / "their.yaml"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )

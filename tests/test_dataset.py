@@ -271,7 +271,11 @@ def test_workers_serve_the_same_eval_batches_and_report_skips_to_the_main_proces
     loader = build_dataloader(ds, 4, shuffle=False, num_workers=2)
     assert loader.persistent_workers and loader.prefetch_factor == 4
     with_workers = list(loader)
-    in_process = list(build_dataloader(SpecimenDataset(_corrupt(table, tmp_path), data_cfg(tmp_path, "skip"), IMAGE_SIZE), 4, shuffle=False))
+    in_process = list(
+        build_dataloader(
+            SpecimenDataset(_corrupt(table, tmp_path), data_cfg(tmp_path, "skip"), IMAGE_SIZE), 4, shuffle=False
+        )
+    )
     assert [b["index"].tolist() for b in with_workers] == [[0, 1], [6, 7], [8, 9, 10, 11]]
     for a, b in zip(with_workers, in_process):
         assert torch.equal(a["image"], b["image"])

@@ -155,8 +155,11 @@ def test_unseen_species_are_placeholders_of_seen_genera_with_8_samples(demo: tup
     heldout = labelled[labelled["split"] == "other_heldout"]
     assert not (heldout["genus"].isin(seen_genera) & (samples[heldout["species"]].to_numpy() >= 8)).any()
     # Each species keeps one role; seen queries are of species that have training samples.
-    assert labelled.groupby("species", observed=True)["split"].agg(
-        lambda s: s.isin(SEEN).all() or s.isin(UNSEEN).all() or (s == "other_heldout").all()).all()
+    assert (
+        labelled.groupby("species", observed=True)["split"]
+        .agg(lambda s: s.isin(SEEN).all() or s.isin(UNSEEN).all() or (s == "other_heldout").all())
+        .all()
+    )
     queries = labelled.loc[labelled["split"].isin(["val", "test"]), "species"]
     assert queries.isin(set(labelled.loc[labelled["split"] == "train", "species"])).all()
     assert unseen["species"].nunique() >= 5 and unseen.groupby("species", observed=True).size().min() >= 1
@@ -260,8 +263,10 @@ def test_images_separate_orders_clearly_better_than_species(demo: tuple[Path, pd
     features = np.array(features)
     features = (features - features.mean(0)) / (features.std(0) + 1e-9)
     keys = (labelled["split"] == "train").to_numpy()
-    accuracy = {r: _nearest_neighbour_accuracy(features, labelled[r].astype(str).to_numpy(), keys)
-                for r in ("order", "family", "species")}
+    accuracy = {
+        r: _nearest_neighbour_accuracy(features, labelled[r].astype(str).to_numpy(), keys)
+        for r in ("order", "family", "species")
+    }
     assert accuracy["order"] >= 0.7, accuracy
     assert accuracy["order"] - accuracy["species"] >= 0.2, accuracy
     assert accuracy["species"] >= 3 / labelled["species"].nunique(), accuracy

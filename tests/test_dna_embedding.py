@@ -28,8 +28,14 @@ SEQS = ["ACGTACGTTTGACCA", "ACGGTT", "TTTNGG"]
 
 def _mlm(vocab_size: int, seed: int = 0) -> BertForMaskedLM:
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     return BertForMaskedLM(config).eval()
 
 

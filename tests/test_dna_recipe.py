@@ -11,7 +11,13 @@ from clibd.eval.dna_benchmark import kmer_count_vectors
 from clibd.models.dna import DnaTower
 
 BAG = DnaTowerConfig(
-    k=3, stride=1, max_nucleotides=30, hidden_size=8, num_layers=0, num_heads=2, intermediate_size=16,
+    k=3,
+    stride=1,
+    max_nucleotides=30,
+    hidden_size=8,
+    num_layers=0,
+    num_heads=2,
+    intermediate_size=16,
     pooling="kmer_bag",
 )
 

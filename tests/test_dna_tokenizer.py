@@ -50,7 +50,8 @@ def test_bad_settings_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "k,vocab,stride", [(4, "barcodebert", None), (5, "barcodebert_v1", None), (8, "barcodebert", None), (6, "barcodebert", 3)]
+    "k,vocab,stride",
+    [(4, "barcodebert", None), (5, "barcodebert_v1", None), (8, "barcodebert", None), (6, "barcodebert", 3)],
 )
 def test_matches_oracle_on_random_dirty_sequences(k: int, vocab: str, stride: int | None) -> None:
     rng = np.random.default_rng(k)

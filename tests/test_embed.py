@@ -126,7 +126,9 @@ def test_embedder_reads_normalisation_from_the_run_config(checkpoint: Path) -> N
 
     embedder = Embedder(checkpoint, device="cpu")
     white = embedder.normalize(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
-    np.testing.assert_allclose(white[0, :, 0, 0].numpy(), [(1 - 0.5) / 0.2, (1 - 0.4) / 0.2, (1 - 0.3) / 0.2], rtol=1e-6)
+    np.testing.assert_allclose(
+        white[0, :, 0, 0].numpy(), [(1 - 0.5) / 0.2, (1 - 0.4) / 0.2, (1 - 0.3) / 0.2], rtol=1e-6
+    )
     assert embedder.checkpoint_hash == checkpoint_hash(checkpoint) and len(embedder.checkpoint_hash) == 16
 
 
@@ -210,8 +212,10 @@ def test_embed_command_parquet_and_npy(checkpoint: Path, tmp_path: Path, capsys)
     fasta = tmp_path / "new.fasta"
     fasta.write_text(">new1 first\nACGTTGCAACGTTGCAACGT\n>new2\nNNNN\n>new3\nTTGCAACGTAACCGGTTAAC\n")
     out = tmp_path / "dna.npy"
-    assert main(["embed", "--checkpoint", str(checkpoint), "--dna", str(fasta), "--out", str(out),
-                 "--min-valid-nt", "16"]) == 0
+    assert (
+        main(["embed", "--checkpoint", str(checkpoint), "--dna", str(fasta), "--out", str(out), "--min-valid-nt", "16"])
+        == 0
+    )
     assert np.load(out).shape == (2, 16)
     assert (tmp_path / "dna.ids.txt").read_text().split() == ["new1", "new3"]
     assert "left out new2: too_short (0 valid nt < 16)" in capsys.readouterr().err

@@ -74,7 +74,9 @@ def test_second_evaluation_reads_the_cache(checkpoint: Path, tmp_path: Path, mon
     from clibd.models.clibd_model import CLIBDModel
 
     towers = ("dna", "text")  # images are covered above; decoding the photos again costs seconds
-    cfg = load_config(find_run_config(checkpoint), [f"data.cache_dir={tmp_path / 'cache'}", "eval.modalities=[dna,text]"])
+    cfg = load_config(
+        find_run_config(checkpoint), [f"data.cache_dir={tmp_path / 'cache'}", "eval.modalities=[dna,text]"]
+    )
     model = CLIBDModel.from_pretrained(checkpoint)
     calls = {m: 0 for m in towers}
     for modality in towers:
@@ -141,7 +143,10 @@ def test_eval_py_entry_point_help() -> None:
 @pytest.mark.slow
 @needs_shared_data
 def test_eval_cluster_task(checkpoint: Path, tmp_path: Path, capsys) -> None:
-    assert main(["eval", "--checkpoint", str(checkpoint), "--task", "cluster", "--split", "val", "--out", str(tmp_path)]) == 0
+    assert (
+        main(["eval", "--checkpoint", str(checkpoint), "--task", "cluster", "--split", "val", "--out", str(tmp_path)])
+        == 0
+    )
     document = json.loads((tmp_path / "clustering.json").read_text())
     assert set(document["ami"]) == {"image", "dna", "4-mer counts"}
     assert all(set(v) == set(RANKS) for v in document["ami"].values())
@@ -184,9 +189,14 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     from clibd.train.loop import train
     from clibd.train.setup import build_model
 
-    cfg = load_config(ROOT / "configs" / "demo.yaml", [
-        f"data.root={tmp_path / 'demo'}", f"data.cache_dir={tmp_path / 'cache'}", "train.trackers=[]",
-    ])
+    cfg = load_config(
+        ROOT / "configs" / "demo.yaml",
+        [
+            f"data.root={tmp_path / 'demo'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "train.trackers=[]",
+        ],
+    )
     result = train(cfg, tmp_path / "run")
     model = CLIBDModel.from_pretrained(result.model_dir)
     trained = run_evaluation(cfg, model, tmp_path / "eval", "test", state=PartialState(), checkpoint=result.model_dir)

@@ -19,7 +19,12 @@ def _labels(species: np.ndarray) -> pd.DataFrame:
         return pd.array([f"{prefix}{v}" for v in values], dtype="string")
 
     return pd.DataFrame(
-        {"order": names("O", species * 0), "family": names("F", species // 4), "genus": names("G", species // 2), "species": names("S", species)}
+        {
+            "order": names("O", species * 0),
+            "family": names("F", species // 4),
+            "genus": names("G", species // 2),
+            "species": names("S", species),
+        }
     )
 
 
@@ -115,10 +120,19 @@ def test_unknown_labels_are_left_out_and_names_are_coded_together(setup) -> None
     # Keys given in a different row order: codes come from names, not positions.
     key_emb, key_labels = keys["dna"]
     order = np.random.default_rng(1).permutation(len(key_emb))
-    ev = evaluate_retrieval({"seen": {"dna": (emb, labels)}}, {"dna": (key_emb[order], key_labels.iloc[order])}, ks=(1,))
+    ev = evaluate_retrieval(
+        {"seen": {"dna": (emb, labels)}}, {"dna": (key_emb[order], key_labels.iloc[order])}, ks=(1,)
+    )
     assert ev.results["dna->dna"]["seen"]["micro"]["species"]["top1"] == 1.0
     species_rows = ev.per_class[(ev.per_class["rank"] == "species")]
-    assert dict(zip(species_rows["class"], species_rows["n_queries"])) == {"S0": 5, "S1": 2, "S2": 2, "S3": 2, "S4": 2, "S5": 2}
+    assert dict(zip(species_rows["class"], species_rows["n_queries"])) == {
+        "S0": 5,
+        "S1": 2,
+        "S2": 2,
+        "S3": 2,
+        "S4": 2,
+        "S5": 2,
+    }
 
 
 def test_bad_inputs_are_named(setup) -> None:
@@ -131,7 +145,9 @@ def test_bad_inputs_are_named(setup) -> None:
     with pytest.raises(ValueError, match=r"dna->dna: seen queries are 4-d, keys 8-d"):
         evaluate_retrieval({"seen": {"dna": (emb[:, :4], labels)}}, {"dna": keys["dna"]})
     with pytest.raises(ValueError, match=r"dna keys: labels lack rank columns \['species'\]"):
-        evaluate_retrieval({"seen": {"dna": (emb, labels)}}, {"dna": (keys["dna"][0], keys["dna"][1].drop(columns="species"))})
+        evaluate_retrieval(
+            {"seen": {"dna": (emb, labels)}}, {"dna": (keys["dna"][0], keys["dna"][1].drop(columns="species"))}
+        )
 
 
 def test_write_results_files(setup, tmp_path) -> None:

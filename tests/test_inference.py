@@ -17,7 +17,9 @@ def _batch(model, n: int) -> dict[str, torch.Tensor]:
     rng = np.random.default_rng(1)
     barcodes = ["".join(rng.choice(list("ACGT"), 600)) for _ in range(n)]
     dna = model.dna_tokenizer(barcodes)
-    text = model.text_tokenizer(["Diptera Sciaridae Bradysia Bradysia_impatiens"] * n, padding=True, return_tensors="pt")
+    text = model.text_tokenizer(
+        ["Diptera Sciaridae Bradysia Bradysia_impatiens"] * n, padding=True, return_tensors="pt"
+    )
     return {
         "image": torch.randn(n, 3, 32, 32, generator=generator),
         "dna_ids": torch.from_numpy(dna.ids).long(),
@@ -108,9 +110,9 @@ def test_bf16_on_a_cpu_warns_only_where_bf16_is_emulated(monkeypatch, native: bo
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert resolve_dtype("bf16", CPU) == torch.bfloat16
-    assert [str(w.message) for w in caught] == ([] if native else [
-        "precision bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated and slower than fp32"
-    ])
+    assert [str(w.message) for w in caught] == (
+        [] if native else ["precision bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated and slower than fp32"]
+    )
 
 
 @pytest.mark.filterwarnings("ignore:precision bf16 on a CPU without")

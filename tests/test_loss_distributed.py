@@ -47,7 +47,12 @@ def _one_step(model: nn.Module, loss_fn: ContrastiveLoss, inputs, labels) -> dic
     opt.step()
     params = {k: p.detach().clone() for k, p in model.named_parameters()}
     strip = lambda d: {k.removeprefix("module."): v for k, v in d.items()}  # noqa: E731
-    return {"loss": loss.detach(), "pairs": {k: v.detach() for k, v in per_pair.items()}, "grads": strip(grads), "params": strip(params)}
+    return {
+        "loss": loss.detach(),
+        "pairs": {k: v.detach() for k, v in per_pair.items()},
+        "grads": strip(grads),
+        "params": strip(params),
+    }
 
 
 # (name, targets, rows of rank 0): equal halves as in training, and an uneven last batch.

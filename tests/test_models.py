@@ -35,7 +35,9 @@ def tiny_cfg(**towers) -> ModelConfig:
         embed_dim=16,
         image=ImageTowerConfig(name="test_vit", image_size=32),
         dna=DnaTowerConfig(k=3, max_nucleotides=30, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64),
-        text=TextTowerConfig(name=None, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=120),
+        text=TextTowerConfig(
+            name=None, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=120
+        ),
     )
     for name, changes in towers.items():
         setattr(cfg, name, dataclasses.replace(getattr(cfg, name), **changes))
@@ -46,7 +48,10 @@ def make_batch(model: CLIBDModel, n: int = 4) -> dict[str, torch.Tensor]:
     batch: dict[str, torch.Tensor] = {"image": torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
     if model.dna_tokenizer is not None:
         enc = model.dna_tokenizer(SEQS[:n])
-        batch["dna_ids"], batch["dna_mask"] = torch.from_numpy(enc.ids).long(), torch.from_numpy(enc.attention_mask).long()
+        batch["dna_ids"], batch["dna_mask"] = (
+            torch.from_numpy(enc.ids).long(),
+            torch.from_numpy(enc.attention_mask).long(),
+        )
     if model.text_tokenizer is not None:
         tok = model.text_tokenizer(CORPUS[:n], padding=True, return_tensors="pt")
         batch["text_ids"], batch["text_mask"] = tok["input_ids"], tok["attention_mask"]
@@ -159,8 +164,9 @@ def test_frozen_tower_gets_no_gradient_and_stays_in_eval(text_tokenizer) -> None
         if name.startswith("towers.dna."):
             assert param.grad is None and torch.equal(param, before[name])
     assert not torch.equal(model.heads["dna"].weight, before["heads.dna.weight"])
-    assert not torch.equal(model.towers["image"].backbone.patch_embed.proj.weight,
-                           before["towers.image.backbone.patch_embed.proj.weight"])
+    assert not torch.equal(
+        model.towers["image"].backbone.patch_embed.proj.weight, before["towers.image.backbone.patch_embed.proj.weight"]
+    )
     counts = trainable_parameters(model)
     head = sum(p.numel() for p in model.heads["dna"].parameters())
     assert counts["dna"] == (head, head + sum(p.numel() for p in model.towers["dna"].parameters()))
@@ -185,7 +191,9 @@ def test_every_modality_subset_builds_and_forwards(text_tokenizer, subset) -> No
     missing = next((m for m in ("image", "dna", "text") if m not in subset), None)
     if missing:
         with pytest.raises(ValueError, match=f"no {missing} tower"):
-            getattr(model, f"encode_{missing}")(*([torch.zeros(1, 3, 32, 32)] if missing == "image" else [torch.zeros(1, 4).long()] * 2))
+            getattr(model, f"encode_{missing}")(
+                *([torch.zeros(1, 3, 32, 32)] if missing == "image" else [torch.zeros(1, 4).long()] * 2)
+            )
 
 
 def test_gradient_checkpointing_keeps_outputs(text_tokenizer) -> None:
@@ -196,7 +204,10 @@ def test_gradient_checkpointing_keeps_outputs(text_tokenizer) -> None:
     ckpt = CLIBDModel(tiny_cfg(image=on, dna=on, text=on), text_tokenizer=text_tokenizer)
     ckpt.load_state_dict(plain.state_dict())
     assert ckpt.towers["image"].backbone.grad_checkpointing
-    assert ckpt.towers["dna"].backbone.is_activation_checkpointing and ckpt.towers["text"].backbone.is_activation_checkpointing
+    assert (
+        ckpt.towers["dna"].backbone.is_activation_checkpointing
+        and ckpt.towers["text"].backbone.is_activation_checkpointing
+    )
     plain.eval(), ckpt.eval()  # no dropout, so the two must agree
     batch = make_batch(plain)
     (a, _), (b, _) = plain(batch), ckpt(batch)
@@ -227,7 +238,9 @@ def test_save_and_load_round_trip(tmp_path, text_tokenizer) -> None:
         assert torch.equal(a[m], b[m]), m
     # the loaded text tokenizer is the saved one (same casing, same truncation limit)
     assert loaded.text_tokenizer(CORPUS)["input_ids"] == text_tokenizer(CORPUS)["input_ids"]
-    assert loaded.text_tokenizer.model_max_length == 512 == loaded.towers["text"].backbone.config.max_position_embeddings
+    assert (
+        loaded.text_tokenizer.model_max_length == 512 == loaded.towers["text"].backbone.config.max_position_embeddings
+    )
 
 
 def test_from_pretrained_refuses_other_architecture(tmp_path, text_tokenizer) -> None:
@@ -245,12 +258,13 @@ def test_from_pretrained_refuses_other_architecture(tmp_path, text_tokenizer) ->
 
 # ---- checkpoint formats ------------------------------------------------------------------
 
+
 def _assert_weights_equal(module: torch.nn.Module, saved: dict[str, torch.Tensor], prefix: str = "") -> None:
     state = module.state_dict()
     compared = 0
     for key, value in saved.items():
-        if key.startswith(prefix) and key[len(prefix):] in state:
-            assert torch.equal(state[key[len(prefix):]], value), key
+        if key.startswith(prefix) and key[len(prefix) :] in state:
+            assert torch.equal(state[key[len(prefix) :]], value), key
             compared += 1
     assert compared == len(state), f"compared {compared} of {len(state)} tensors"
 
@@ -299,7 +313,9 @@ def test_open_clip_visual_tower_from_local_checkpoint(tmp_path, layout) -> None:
         path.mkdir()
         (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_OPEN_CLIP}))
         save_file(saved, path / "open_clip_model.safetensors")
-        cfg = ImageTowerConfig(backbone="open_clip", name="unused-when-a-dir-is-given", image_size=32, pretrained=str(path))
+        cfg = ImageTowerConfig(
+            backbone="open_clip", name="unused-when-a-dir-is-given", image_size=32, pretrained=str(path)
+        )
     else:
         path = tmp_path / "oc.pt"
         torch.save({"state_dict": saved, "epoch": 1}, path)
@@ -327,7 +343,9 @@ def test_open_clip_lora_default_targets_attention(tmp_path, text_tokenizer) -> N
 
 
 def test_text_tower_from_local_hf_directory(tmp_path, text_tokenizer) -> None:
-    config = BertConfig(vocab_size=len(text_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=len(text_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
     BertModel(config).save_pretrained(tmp_path / "bert")
     text_tokenizer.save_pretrained(tmp_path / "bert")
     saved = BertModel.from_pretrained(tmp_path / "bert").state_dict()
@@ -347,8 +365,16 @@ DNA = DnaTowerConfig(k=3, max_nucleotides=30, hidden_size=32, num_layers=2, num_
 
 
 def _barcodebert(vocab_size: int, hidden: int = 32) -> BertForMaskedLM:
-    return BertForMaskedLM(BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=2,
-                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=512))
+    return BertForMaskedLM(
+        BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        )
+    )
 
 
 @pytest.mark.parametrize("fmt", ["hf_dir", "state_dict_pt", "state_dict_safetensors"])
@@ -420,7 +446,10 @@ def test_trained_text_vocabulary_is_the_same_on_every_run() -> None:
         "print(sorted(t.get_vocab().items()))"
     )
     # Separate interpreters: hash-map seeds differ per process, which is what broke the old trainer.
-    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    runs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
     assert len(runs) == 1
     tokens = dict(eval(runs.pop()))
     assert "diptera" in tokens and "##e" in tokens and len(tokens) == 80

@@ -40,7 +40,12 @@ def test_mask_rate_is_half_of_real_kmers_and_never_unk_padding_or_cls(layout: st
     enc = tokenizer(seqs)
     ids, mask = torch.from_numpy(enc.ids).long(), torch.from_numpy(enc.attention_mask).long()
     inputs, labels = mask_tokens(
-        ids, mask, ratio=0.5, mask_id=tokenizer.mask_id, kmer_offset=tokenizer.kmer_offset, generator=torch.Generator().manual_seed(0)
+        ids,
+        mask,
+        ratio=0.5,
+        mask_id=tokenizer.mask_id,
+        kmer_offset=tokenizer.kmer_offset,
+        generator=torch.Generator().manual_seed(0),
     )
     eligible = (mask == 1) & (ids >= tokenizer.kmer_offset)
     chosen = labels != IGNORE_INDEX
@@ -104,8 +109,17 @@ def test_cli_checkpoint_loads_into_the_dna_tower_of_the_model(tmp_path: Path, ca
     tsv = _write_tsv(tmp_path / "barcodes.tsv", seqs + [seqs[0] + "NNN"])  # one duplicate
     out = tmp_path / "mlm"
     rc = cli_main(
-        ["pretrain-dna", "--config", str(REPO / "configs" / "pretrain_dna" / "bold_tsv.yaml"), f"data.root={tsv}",
-         f"data.cache_dir={tmp_path / 'cache'}", f"pretrain.out_dir={out}", "pretrain.max_steps=2", "pretrain.batch_size=8", *TINY]
+        [
+            "pretrain-dna",
+            "--config",
+            str(REPO / "configs" / "pretrain_dna" / "bold_tsv.yaml"),
+            f"data.root={tsv}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"pretrain.out_dir={out}",
+            "pretrain.max_steps=2",
+            "pretrain.batch_size=8",
+            *TINY,
+        ]
     )
     assert rc == 0
     assert "41 records -> 40 unique barcodes (1 duplicates removed" in capsys.readouterr().out
@@ -113,14 +127,26 @@ def test_cli_checkpoint_loads_into_the_dna_tower_of_the_model(tmp_path: Path, ca
     assert summary["steps"] == 2 and np.isfinite(summary["history"][-1]["loss"])
 
     dna = DnaTowerConfig(k=4, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, pretrained=str(out))
-    model = CLIBDModel(ModelConfig(embed_dim=16, image=ImageTowerConfig(enabled=False), dna=dna, text=TextTowerConfig(enabled=False)))
+    model = CLIBDModel(
+        ModelConfig(embed_dim=16, image=ImageTowerConfig(enabled=False), dna=dna, text=TextTowerConfig(enabled=False))
+    )
     loaded = model.towers["dna"].backbone.state_dict()
     saved = BertForMaskedLM.from_pretrained(out).bert.state_dict()
     assert set(loaded) == set(saved)
     for name, tensor in saved.items():
         assert torch.equal(loaded[name], tensor), name
-    fresh = CLIBDModel(ModelConfig(embed_dim=16, image=ImageTowerConfig(enabled=False), dna=DnaTowerConfig(**{**dna.__dict__, "pretrained": None}), text=TextTowerConfig(enabled=False)))
-    assert not torch.equal(fresh.towers["dna"].backbone.state_dict()["embeddings.word_embeddings.weight"], saved["embeddings.word_embeddings.weight"])
+    fresh = CLIBDModel(
+        ModelConfig(
+            embed_dim=16,
+            image=ImageTowerConfig(enabled=False),
+            dna=DnaTowerConfig(**{**dna.__dict__, "pretrained": None}),
+            text=TextTowerConfig(enabled=False),
+        )
+    )
+    assert not torch.equal(
+        fresh.towers["dna"].backbone.state_dict()["embeddings.word_embeddings.weight"],
+        saved["embeddings.word_embeddings.weight"],
+    )
 
 
 @pytest.mark.slow

@@ -26,8 +26,11 @@ def _split(rng: np.random.Generator, species: np.ndarray, centres: np.ndarray, n
     dna = _unit(centres[species] + noise * rng.normal(size=(len(species), centres.shape[1])))
     text = _unit(centres[species] + 0.05 * rng.normal(size=(len(species), centres.shape[1])))
     return {
-        "encoded_image_feature": image, "encoded_dna_feature": dna, "encoded_language_feature": text,
-        "averaged_feature": (image + dna) / 2, "concatenated_feature": np.concatenate([image, dna], axis=1),
+        "encoded_image_feature": image,
+        "encoded_dna_feature": dna,
+        "encoded_language_feature": text,
+        "averaged_feature": (image + dna) / 2,
+        "concatenated_feature": np.concatenate([image, dna], axis=1),
     }
 
 
@@ -39,7 +42,8 @@ def published(tmp_path):
     splits = {name: _split(rng, s, centres, noise=0.9) for name, s in species.items()}
     keys = splits["key"]
     keys["all_key_features"] = np.concatenate(
-        [keys["encoded_image_feature"], keys["encoded_dna_feature"], keys["encoded_language_feature"]])
+        [keys["encoded_image_feature"], keys["encoded_dna_feature"], keys["encoded_language_feature"]]
+    )
     folder = tmp_path / "extracted_embedding" / "bioscan_1m" / "image_dna_text_4gpu"
     folder.mkdir(parents=True)
     with h5py.File(folder / "extracted_feature_from_test_split.hdf5", "w") as handle:
@@ -76,8 +80,9 @@ def test_published_embeddings_give_our_table(published, capsys) -> None:
             assert 0.1 < expected < 0.95, (pair, role)  # neither trivially right nor wrong
             assert results[pair][role]["micro"]["species"]["top1"] == pytest.approx(expected, abs=1e-12), (pair, role)
     all_keys = np.concatenate([species["key"]] * 3)
-    expected = _oracle_top1(splits["seen"]["encoded_image_feature"], splits["key"]["all_key_features"],
-                            species["seen"], all_keys)
+    expected = _oracle_top1(
+        splits["seen"]["encoded_image_feature"], splits["key"]["all_key_features"], species["seen"], all_keys
+    )
     assert results["image->all"]["seen"]["micro"]["species"]["top1"] == pytest.approx(expected, abs=1e-12)
 
 

@@ -43,7 +43,8 @@ def test_barcode_quality_exact_texts() -> None:
 def test_barcode_quality_minimums_are_configurable_and_control_characters_escaped() -> None:
     strict = QualityConfig(min_valid_nt=500, max_ambiguous=0.01)  # BOLD's BARCODE standard
     assert barcode_quality([GOOD, GOOD + "N" + GOOD], strict) == [
-        "too_short (240 valid nt < 500)", "too_short (480 valid nt < 500)"
+        "too_short (240 valid nt < 500)",
+        "too_short (480 valid nt < 500)",
     ]
     loose = QualityConfig(min_valid_nt=4, max_ambiguous=0.5)
     assert barcode_quality(["acgtNNNN----RYKM   acgt"], loose) == [""]

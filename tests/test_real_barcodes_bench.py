@@ -12,10 +12,19 @@ import pytest
 from bench.real_barcodes import GOAL_ROW, RECIPE_ROW, main, recipe_overrides
 
 TINY = [  # every tower and schedule cut to a few seconds
-    "model.embed_dim=8", "model.dna.k=4", "model.dna.hidden_size=8", "model.dna.num_heads=2",
-    "model.dna.intermediate_size=16", "model.dna.max_nucleotides=60", "model.text.hidden_size=8",
-    "model.text.intermediate_size=16", "model.text.vocab_size=200", "train.epochs=1", "train.batch_size=8",
-    "pretrain.epochs=1", "pretrain.batch_size=8",
+    "model.embed_dim=8",
+    "model.dna.k=4",
+    "model.dna.hidden_size=8",
+    "model.dna.num_heads=2",
+    "model.dna.intermediate_size=16",
+    "model.dna.max_nucleotides=60",
+    "model.text.hidden_size=8",
+    "model.text.intermediate_size=16",
+    "model.text.vocab_size=200",
+    "train.epochs=1",
+    "train.batch_size=8",
+    "pretrain.epochs=1",
+    "pretrain.batch_size=8",
 ]
 
 
@@ -38,10 +47,16 @@ def _bold_tsv(path: Path) -> Path:
                 species = mutate(genus, 4)
                 for i in range(4):
                     seq = "".join("ACGT"[b] for b in mutate(species, 1))
-                    rows.append({
-                        "processid": f"P{f}{g}{s}{i}", "order_name": "Diptera", "family_name": f"Fam{f}",
-                        "genus_name": f"Gen{f}{g}", "species_name": f"Gen{f}{g} sp{s}", "nucleotides": seq,
-                    })
+                    rows.append(
+                        {
+                            "processid": f"P{f}{g}{s}{i}",
+                            "order_name": "Diptera",
+                            "family_name": f"Fam{f}",
+                            "genus_name": f"Gen{f}{g}",
+                            "species_name": f"Gen{f}{g} sp{s}",
+                            "nucleotides": seq,
+                        }
+                    )
     pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
     return path
 
@@ -56,10 +71,16 @@ def test_any_bold_file_gets_every_row_and_the_verdict(tmp_path: Path, capsys: py
     assert {k: report["protocol"][k] for k in counts} == counts
     methods = [r["method"] for r in report["rows"]]
     assert methods == [
-        "k-mer 1-NN k=4", "k-mer 1-NN k=6", GOAL_ROW, "DNA tower untrained",
-        "MLM-pretrained (all file barcodes, no labels)", "contrastive DNA+text (seen keys)",
-        "MLM then contrastive DNA+text", "MLM (seen keys only) then contrastive",
-        "recipe untrained (bag of 8-mers)", RECIPE_ROW,
+        "k-mer 1-NN k=4",
+        "k-mer 1-NN k=6",
+        GOAL_ROW,
+        "DNA tower untrained",
+        "MLM-pretrained (all file barcodes, no labels)",
+        "contrastive DNA+text (seen keys)",
+        "MLM then contrastive DNA+text",
+        "MLM (seen keys only) then contrastive",
+        "recipe untrained (bag of 8-mers)",
+        RECIPE_ROW,
     ]
     kmer8 = report["rows"][2]
     assert kmer8["seen_species"] == 1.0  # one substitution within a species, four between sister species

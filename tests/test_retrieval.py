@@ -36,7 +36,9 @@ def test_flat_is_exact_cosine_and_leaves_inputs_alone() -> None:
     index = ReferenceIndex(16, device="cpu")
     index.add(keys, ids=[f"k{i}" for i in range(300)])
     scores, positions = index.search(queries, 5)
-    cos = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (keys / np.linalg.norm(keys, axis=1, keepdims=True)).T
+    cos = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (
+        keys / np.linalg.norm(keys, axis=1, keepdims=True)
+    ).T
     want = np.argsort(-cos, axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(positions, want)
     np.testing.assert_allclose(scores, np.take_along_axis(cos, want, 1), atol=1e-5)

@@ -96,18 +96,24 @@ def test_bioscan5m_chunk_column_disagreeing_with_md5_rule_is_an_error(tmp_path):
     meta = make_bioscan5m_root(tmp_path)
     meta.loc[meta["processid"] == "YGEN986-22", "chunk"] = "3"
     make_bioscan5m_root(tmp_path, meta)
-    with pytest.raises(ValueError, match=r"'YGEN986-22' \(row 4\): chunk column '3' disagrees .* 'train' \(md5 prefix 'f'\)"):
+    with pytest.raises(
+        ValueError, match=r"'YGEN986-22' \(row 4\): chunk column '3' disagrees .* 'train' \(md5 prefix 'f'\)"
+    ):
         _read5m(tmp_path)
 
 
 def test_wrong_root_missing_image_package_and_missing_column_name_what_is_expected(root5m, tmp_path):
     root, meta = root5m
-    with pytest.raises(FileNotFoundError, match=r"expected .*nowhere/bioscan5m/metadata/csv/BIOSCAN_5M_Insect_Dataset_metadata\.csv"):
+    with pytest.raises(
+        FileNotFoundError, match=r"expected .*nowhere/bioscan5m/metadata/csv/BIOSCAN_5M_Insect_Dataset_metadata\.csv"
+    ):
         read_specimens(DataConfig(format="bioscan5m", root=str(tmp_path / "nowhere")))
     with pytest.raises(FileNotFoundError, match=r"expected the folder .*bioscan5m/images/original_full"):
         read_specimens(DataConfig(format="bioscan5m", root=str(root), image_package="original_full"))
     # without images wanted, the image folder is not required
-    table, _ = read_specimens(DataConfig(format="bioscan5m", root=str(root), image_package="original_full"), require_image=False)
+    table, _ = read_specimens(
+        DataConfig(format="bioscan5m", root=str(root), image_package="original_full"), require_image=False
+    )
     assert len(table) == len(meta)
     make_bioscan5m_root(root, meta.drop(columns=["dna_barcode"]))
     with pytest.raises(ValueError, match=r"BIOSCAN_5M_Insect_Dataset_metadata\.csv: missing column 'dna_barcode'"):
@@ -134,7 +140,9 @@ def test_bioscan_dataset_package_reads_the_same_root(root5m, monkeypatch):
         pid = ds.metadata["processid"].iloc[i]
         image, dna, _ = ds[i]
         assert Path(ds.image_dir, ds.metadata["image_path"].iloc[i]) == Path(ours.loc[pid, "image_ref"])
-        assert np.array_equal(np.asarray(image), np.asarray(__import__("PIL.Image").Image.open(ours.loc[pid, "image_ref"])))
+        assert np.array_equal(
+            np.asarray(image), np.asarray(__import__("PIL.Image").Image.open(ours.loc[pid, "image_ref"]))
+        )
         assert dna == ours.loc[pid, "dna_barcode"]
     everything = bioscan5m.load_bioscan5m_metadata(ds.metadata_path, split="all")
     paths = [str(Path(ds.image_dir, p)) for p in everything["image_path"]]
@@ -214,10 +222,12 @@ def test_hdf5_missing_image_is_a_bad_record(root5m, tmp_path):
 
 def test_csv_with_bom_crlf_and_column_mapping(tmp_path):
     path = tmp_path / "t.csv"
-    path.write_bytes(
-        b"\xef\xbb\xbfid,nuc,sp,part\r\nP1,ACGT,Aus bus,train\r\nP2,GGCC,,test\r\n"
+    path.write_bytes(b"\xef\xbb\xbfid,nuc,sp,part\r\nP1,ACGT,Aus bus,train\r\nP2,GGCC,,test\r\n")
+    cfg = DataConfig(
+        format="tabular",
+        root=str(path),
+        columns={"processid": "id", "dna_barcode": "nuc", "species": "sp", "split": "part"},
     )
-    cfg = DataConfig(format="tabular", root=str(path), columns={"processid": "id", "dna_barcode": "nuc", "species": "sp", "split": "part"})
     cfg.required_ranks = []
     table, _ = read_specimens(cfg)
     assert table["processid"].tolist() == ["P1", "P2"]
@@ -273,7 +283,9 @@ def test_real_bold_tsvs_through_the_tabular_reader():
     assert table["order"].nunique() == 13 and table["family"].nunique() == 161
     assert table["genus"].nunique() == 500 and table["species"].nunique() == 1826
     assert table["processid"].is_unique and table["split"].isna().all()
-    nl, _ = read_specimens(DataConfig(format="tabular", root=str(BOLD_NL), columns={"dna_barcode": "nuc", "dna_bin": "bin_uri"}))
+    nl, _ = read_specimens(
+        DataConfig(format="tabular", root=str(BOLD_NL), columns={"dna_barcode": "nuc", "dna_bin": "bin_uri"})
+    )
     assert len(nl) == 515
     assert int(nl["dna_barcode"].str.contains("-", regex=False).sum()) == 56  # raw: gaps kept for the tokenizer
     assert int(nl["dna_barcode"].str.contains("[acgt]", regex=True).sum()) == 4
@@ -312,7 +324,12 @@ def test_bioscan1m_wrong_root_and_split_sources(tmp_path):
     make_bioscan1m_root(tmp_path)
     # A TSV column may be the split instead of the CLIBD partition files.
     table, _ = read_specimens(
-        DataConfig(format="bioscan1m", root=str(tmp_path), columns={"split": "large_diptera_family"}, splits=SplitRoles(train=["train"], keys=[]))
+        DataConfig(
+            format="bioscan1m",
+            root=str(tmp_path),
+            columns={"split": "large_diptera_family"},
+            splits=SplitRoles(train=["train"], keys=[]),
+        )
     )
     assert table["split"].eq("train").all() and table["order"].notna().all()
     assert table["species"].isna().sum() == 3  # "not_classified" is unknown

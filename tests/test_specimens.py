@@ -47,12 +47,32 @@ def _validate(table: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, SkipRepor
 
 BAD_CASES = [
     # (changes, reason counted under skip, example id reported, message under error)
-    ({"processid": {2: "P1"}}, "duplicate processid", "P1", r"record 'P1' \(row 2\): duplicate processid \(first at row 1\)"),
+    (
+        {"processid": {2: "P1"}},
+        "duplicate processid",
+        "P1",
+        r"record 'P1' \(row 2\): duplicate processid \(first at row 1\)",
+    ),
     ({"processid": {3: ""}}, "missing processid", "<no processid>", r"record <NA> \(row 3\): no processid"),
-    ({"split": {2: "tset"}}, "unknown split", "P2", r"record 'P2' \(row 2\): split 'tset' is not one of the configured splits"),
+    (
+        {"split": {2: "tset"}},
+        "unknown split",
+        "P2",
+        r"record 'P2' \(row 2\): split 'tset' is not one of the configured splits",
+    ),
     ({"split": {1: " "}}, "unknown split", "P1", r"record 'P1' \(row 1\): no split"),
-    ({"species": {3: ""}}, "missing species label", "P3", r"record 'P3' \(row 3\): no species label, required on split 'test_unseen'"),
-    ({"family": {1: None}}, "missing family label", "P1", r"record 'P1' \(row 1\): no family label, required on split 'train'"),
+    (
+        {"species": {3: ""}},
+        "missing species label",
+        "P3",
+        r"record 'P3' \(row 3\): no species label, required on split 'test_unseen'",
+    ),
+    (
+        {"family": {1: None}},
+        "missing family label",
+        "P1",
+        r"record 'P1' \(row 1\): no family label, required on split 'train'",
+    ),
     ({"dna_barcode": {2: "NNNN-nn"}}, "empty or all-N barcode", "P2", r"record 'P2' \(row 2\): barcode is all N"),
     ({"dna_barcode": {1: ""}}, "empty or all-N barcode", "P1", r"record 'P1' \(row 1\): empty barcode"),
     ({"image_ref": {3: None}}, "missing image", "P3", r"record 'P3' \(row 3\): no image"),
@@ -81,7 +101,9 @@ def test_checks_follow_their_flags():
     kept, report = validate_table(table, "src", "error")  # no roles, no modality required
     assert len(kept) == 4 and report.skipped == 0
     # a table without any split names (e.g. a FASTA of new specimens) skips the split checks
-    _, report = validate_table(_table(split={0: None, 1: None, 2: None, 3: None}), "src", "error", roles=SplitRoles(), required_ranks=RANKS4)
+    _, report = validate_table(
+        _table(split={0: None, 1: None, 2: None, 3: None}), "src", "error", roles=SplitRoles(), required_ranks=RANKS4
+    )
     assert report.skipped == 0
 
 
@@ -160,7 +182,9 @@ def _read_in_child(ref: str) -> bytes:
 
 def test_h5_refs_read_in_parent_and_in_forked_workers(tmp_path):
     (tmp_path / "a.jpg").write_bytes(tiny_jpeg(1))
-    table = normalise_table(pd.DataFrame({"processid": ["A", "B"], "split": ["test", "test"], "image_ref": [str(tmp_path / "a.jpg"), None]}))
+    table = normalise_table(
+        pd.DataFrame({"processid": ["A", "B"], "split": ["test", "test"], "image_ref": [str(tmp_path / "a.jpg"), None]})
+    )
     h5 = tmp_path / "x.h5"
     write_clibd_hdf5(table, h5, groups={"test_seen": ["test"]})
     ref = f"h5://{h5}#test_seen/0"
@@ -184,5 +208,7 @@ def test_skip_report_add_merge_summary():
     assert both.read == 15 and both.skipped == 9
     assert both.counts == {"missing image": 8, "unknown split": 1}
     assert both.examples["missing image"] == ["A", "B", "X0", "X1", "X2"]
-    assert both.summary() == "skipped 9 of 15 records: 8 missing image (e.g. A, B, X0, X1, X2); 1 unknown split (e.g. S)"
+    assert (
+        both.summary() == "skipped 9 of 15 records: 8 missing image (e.g. A, B, X0, X1, X2); 1 unknown split (e.g. S)"
+    )
     assert a.counts == {"missing image": 2}  # merge leaves its inputs alone

@@ -103,8 +103,13 @@ def test_sigkill_at_a_random_moment_then_resume(data, uninterrupted, tmp_path) -
     out = tmp_path / "run"
     config = tmp_path / "config.yaml"
     save_config(tiny_config(data, "train.checkpoint_every_steps=1", "train.epochs=40", "train.max_steps=8"), config)
-    proc = subprocess.Popen([sys.executable, "train.py", "--config", str(config), "--out", str(out), "--no-eval"],
-                            cwd=REPO, env=ONE_THREAD_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "--config", str(config), "--out", str(out), "--no-eval"],
+        cwd=REPO,
+        env=ONE_THREAD_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (out / "checkpoints" / "last").is_dir():
@@ -119,7 +124,11 @@ def test_sigkill_at_a_random_moment_then_resume(data, uninterrupted, tmp_path) -
     assert 1 <= step <= 8
     CLIBDModel.from_pretrained(latest / "model")  # loadable
     if step < 8:
-        train(tiny_config(data, "train.checkpoint_every_steps=1", "train.epochs=40", "train.max_steps=8"), out, resume="latest")
+        train(
+            tiny_config(data, "train.checkpoint_every_steps=1", "train.epochs=40", "train.max_steps=8"),
+            out,
+            resume="latest",
+        )
     # The 40-epoch horizon capped at 8 steps is a different schedule: compare with a twin run.
     twin = tmp_path / "twin"
     train(tiny_config(data, "train.checkpoint_every_steps=1", "train.epochs=40", "train.max_steps=8"), twin)
@@ -259,7 +268,9 @@ def test_no_weight_decay_on_norms_biases_and_logit_scale() -> None:
 def test_lr_scales_with_global_batch() -> None:
     paper = TrainConfig(lr=5e-5, batch_size=500, lr_reference_batch=500)
     assert scaled_lr(paper, num_processes=4) == pytest.approx(2e-4)
-    assert scaled_lr(TrainConfig(lr=5e-5, batch_size=250, grad_accum=2, lr_reference_batch=500), 1) == pytest.approx(5e-5)
+    assert scaled_lr(TrainConfig(lr=5e-5, batch_size=250, grad_accum=2, lr_reference_batch=500), 1) == pytest.approx(
+        5e-5
+    )
     assert scaled_lr(TrainConfig(lr=1e-3, lr_reference_batch=0), 8) == 1e-3
 
 
@@ -304,7 +315,8 @@ def test_accelerate_launch_two_cpu_processes_equals_one(data, tmp_path, monkeypa
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "on 2 process(es)" in run.stdout and "global batch 16" in run.stdout
     assert sorted(p.name for p in (out / "checkpoints" / "last").glob("random_states_*")) == [
-        "random_states_0.pkl", "random_states_1.pkl"
+        "random_states_0.pkl",
+        "random_states_1.pkl",
     ]
     CLIBDModel.from_pretrained(out / "model")
 
@@ -324,7 +336,9 @@ def test_train_command_exits_143_when_sigterm_stopped_it(monkeypatch, tmp_path) 
 
     stopped = TrainResult(tmp_path, None, 3, [(3, 1.0)], None, 0, True, 1.0, 1.0)
     monkeypatch.setattr(training, "train", lambda cfg, out, resume=None: stopped)
-    args = argparse.Namespace(config=None, out=str(tmp_path), resume=None, no_eval=False, print_config=False, overrides=[])
+    args = argparse.Namespace(
+        config=None, out=str(tmp_path), resume=None, no_eval=False, print_config=False, overrides=[]
+    )
     assert command.run(args) == command.SIGTERM_EXIT == 143
 
 
@@ -388,11 +402,15 @@ def _same_weights(a: Path, b: Path) -> bool:
         ("last", 0, 1, "last"),
     ],
 )
-def test_final_model_and_best_after_epoch(data, tmp_path, monkeypatch, capsys, final_model, best_after_epoch, best_epoch, holds):
+def test_final_model_and_best_after_epoch(
+    data, tmp_path, monkeypatch, capsys, final_model, best_after_epoch, best_epoch, holds
+):
     scripted = iter([1.0, 2.0])  # val_loss of epoch 1, then a worse one at epoch 2
     monkeypatch.setattr(training, "_validate", lambda run: {"val_loss": next(scripted)})
     out = tmp_path / "run"
-    result = train(tiny_config(data, f"train.final_model={final_model}", f"train.best_after_epoch={best_after_epoch}"), out)
+    result = train(
+        tiny_config(data, f"train.final_model={final_model}", f"train.best_after_epoch={best_after_epoch}"), out
+    )
     best = out / "checkpoints" / "best"
     if best_epoch is None:
         assert not best.exists() and result.best is None
@@ -436,7 +454,9 @@ def test_gradient_clipping_norm_trackers_and_saved_normalisation(data, tmp_path,
     for _, norm, after in seen:
         assert norm > 0.01 and after == pytest.approx(0.01, rel=1e-3)
     assert hparams[0]["train.grad_clip_norm"] == 0.01 and hparams[0]["train.lr"] == 1e-3
-    assert hparams[0]["data.mean"] == str(mean) and all(isinstance(v, (int, float, str, bool)) for v in hparams[0].values())
+    assert hparams[0]["data.mean"] == str(mean) and all(
+        isinstance(v, (int, float, str, bool)) for v in hparams[0].values()
+    )
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert saved["image_normalization"] == {"mean": mean, "std": std}
     seen.clear()

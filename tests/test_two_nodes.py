@@ -54,11 +54,38 @@ def _two_nodes(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CLIBD_FAULT": fault, "CLIBD_FAULT_TIME_FILE": str(tmp_path / "fault")}
     nodes = [
         subprocess.Popen(
-            [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
-             "--num_processes", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
-             "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no",
-             str(script), "--config", str(config), "--out", str(out), "--no-eval", *extra],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                "--multi_gpu",
+                "--num_machines",
+                "2",
+                "--num_processes",
+                "2",
+                "--machine_rank",
+                str(rank),
+                "--main_process_ip",
+                "127.0.0.1",
+                "--main_process_port",
+                port,
+                "--mixed_precision",
+                "no",
+                "--dynamo_backend",
+                "no",
+                str(script),
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--no-eval",
+                *extra,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for rank in (0, 1)
     ]

@@ -59,8 +59,15 @@ def test_code_running_pickle_is_refused_and_never_runs(tmp_path, tensors, writer
 def test_dna_tower_refuses_hostile_checkpoint(tmp_path) -> None:
     marker = tmp_path / "pwned"
     torch.save({"bert.embeddings.word_embeddings.weight": _Payload(str(marker))}, tmp_path / "barcodebert.pt")
-    cfg = DnaTowerConfig(k=3, max_nucleotides=30, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                         pretrained=str(tmp_path / "barcodebert.pt"))
+    cfg = DnaTowerConfig(
+        k=3,
+        max_nucleotides=30,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        pretrained=str(tmp_path / "barcodebert.pt"),
+    )
     with pytest.raises(UnsafeCheckpointError, match="barcodebert.pt"):
         DnaTower(cfg)
     assert not marker.exists()
@@ -85,8 +92,16 @@ def test_the_payload_really_runs_code_when_unpickled_naively(tmp_path) -> None:
 
 def _tiny_mlm(vocab_size: int) -> BertForMaskedLM:
     torch.manual_seed(0)
-    return BertForMaskedLM(BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=2,
-                                      num_attention_heads=2, intermediate_size=32, max_position_embeddings=512))
+    return BertForMaskedLM(
+        BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=512,
+        )
+    )
 
 
 @pytest.mark.parametrize("prefixes", ["module.", "module.bert_only", "bert."])
@@ -99,10 +114,20 @@ def test_barcodebert_v1_state_dict_with_ddp_prefix_loads(tmp_path, prefixes) -> 
     if prefixes == "module.bert_only":
         state = {k: v for k, v in state.items() if k.startswith("bert.")}
     prefix = "" if prefixes == "bert." else "module."
-    torch.save({"model": {prefix + k: v for k, v in state.items()}, "bert_config": {"vocab_size": 67}},
-               tmp_path / "model_41.pth")
-    cfg = DnaTowerConfig(k=3, vocab="barcodebert_v1", max_nucleotides=30, hidden_size=16, num_layers=2, num_heads=2,
-                         intermediate_size=32, pretrained=str(tmp_path / "model_41.pth"))
+    torch.save(
+        {"model": {prefix + k: v for k, v in state.items()}, "bert_config": {"vocab_size": 67}},
+        tmp_path / "model_41.pth",
+    )
+    cfg = DnaTowerConfig(
+        k=3,
+        vocab="barcodebert_v1",
+        max_nucleotides=30,
+        hidden_size=16,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=32,
+        pretrained=str(tmp_path / "model_41.pth"),
+    )
     tower = DnaTower(cfg)
     for name, value in tower.backbone.state_dict().items():
         torch.testing.assert_close(value, mlm.bert.state_dict()[name], rtol=0, atol=0)
@@ -114,12 +139,24 @@ def test_hub_layout_selects_its_tokenizer(tmp_path) -> None:
     mlm = _tiny_mlm(2 + 4**4)
     hub = tmp_path / "BarcodeBERT"
     mlm.save_pretrained(hub)
-    (hub / "tokenizer_config.json").write_text(json.dumps(
-        {"k": 4, "stride": 4, "max_len": 660, "tokenizer_class": "KmerTokenizer",
-         "auto_map": {"AutoTokenizer": ["tokenizer.KmerTokenizer", None]}}))
+    (hub / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "k": 4,
+                "stride": 4,
+                "max_len": 660,
+                "tokenizer_class": "KmerTokenizer",
+                "auto_map": {"AutoTokenizer": ["tokenizer.KmerTokenizer", None]},
+            }
+        )
+    )
     # Our defaults (k=5, max 660, barcodebert) but the sizes of the tiny checkpoint.
-    cfg = ModelConfig(embed_dim=8, dna=DnaTowerConfig(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
-                                                      pretrained=str(hub), max_nucleotides=600))
+    cfg = ModelConfig(
+        embed_dim=8,
+        dna=DnaTowerConfig(
+            hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, pretrained=str(hub), max_nucleotides=600
+        ),
+    )
     cfg.image.enabled = cfg.text.enabled = False
     with pytest.warns(UserWarning, match=r"model.dna.k: 5 -> 4, as the checkpoint .*BarcodeBERT declares"):
         model = CLIBDModel(cfg)

@@ -15,8 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="the original's best.pth (a state dict of its SimpleCLIP)")
     parser.add_argument("--config", required=True, help="the original's model yaml for that checkpoint")
     parser.add_argument("--out", required=True, help="output folder (CLIBDModel.save_pretrained)")
-    parser.add_argument("--text-tokenizer", help="local copy of the text tokenizer (default: the yaml's "
-                        "language.pre_train_model, prajjwal1/bert-small, from the Hugging Face cache)")
+    parser.add_argument(
+        "--text-tokenizer",
+        help="local copy of the text tokenizer (default: the yaml's "
+        "language.pre_train_model, prajjwal1/bert-small, from the Hugging Face cache)",
+    )
     parser.add_argument("--dna-heads", type=int, help="attention heads of the DNA BERT (default: hidden / 64)")
     parser.add_argument("--text-heads", type=int, help="attention heads of the text BERT (default: hidden / 64)")
 
@@ -30,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = None
     if args.text_tokenizer:
         tokenizer = AutoTokenizer.from_pretrained(args.text_tokenizer, local_files_only=True)
-    model = convert_original(args.checkpoint, setup, text_tokenizer=tokenizer, dna_heads=args.dna_heads,
-                             text_heads=args.text_heads)
+    model = convert_original(
+        args.checkpoint, setup, text_tokenizer=tokenizer, dna_heads=args.dna_heads, text_heads=args.text_heads
+    )
     out = model.save_pretrained(args.out)
     print(f"converted {args.checkpoint} ({', '.join(model.modalities)}) -> {out}")
     print("to embed as the original did, evaluate with its input pipeline: see docs/published.md")

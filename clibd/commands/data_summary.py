@@ -30,7 +30,9 @@ def summarise(table: pd.DataFrame, report: SkipReport, cfg: Config) -> str:
         lines += ["", "per role:"]
         lines += [f"  {role:<24} {len(select_role(table, cfg.data.splits, role)):>9} rows" for role in ROLE_NAMES]
     lines += ["", "distinct names per rank:"]
-    lines += [f"  {rank:<24} {table[rank].nunique():>9} ({int(table[rank].notna().sum())} labelled)" for rank in ALL_RANKS]
+    lines += [
+        f"  {rank:<24} {table[rank].nunique():>9} ({int(table[rank].notna().sum())} labelled)" for rank in ALL_RANKS
+    ]
     if len(table):
         text = taxonomy_text(table, cfg.model.text.template, cfg.model.text.missing_word)
         longest = text.iloc[int(text.str.len().to_numpy().argmax())]

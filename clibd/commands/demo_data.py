@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     summary = summarise(table)
     (args.out / SUMMARY_FILE).write_text(summary + "\n")
-    print(f"wrote {len(table)} specimens to {args.out} in {time.perf_counter() - start:.1f} s "
-          f"(seed {args.seed}; summary in {args.out / SUMMARY_FILE})\n{summary}")
+    print(
+        f"wrote {len(table)} specimens to {args.out} in {time.perf_counter() - start:.1f} s "
+        f"(seed {args.seed}; summary in {args.out / SUMMARY_FILE})\n{summary}"
+    )
     return 0

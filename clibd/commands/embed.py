@@ -35,27 +35,54 @@ def add_quality_arguments(parser: argparse.ArgumentParser, keep_help: str) -> No
     """The minimums of ``clibd.config.QualityConfig`` (docs/quality.md), and ``--keep-flagged``."""
     rules = QualityConfig()
     group = parser.add_argument_group("quality checks (docs/quality.md)")
-    group.add_argument("--min-valid-nt", type=int, default=rules.min_valid_nt,
-                       help=f"fewest A/C/G/T in a barcode (default {rules.min_valid_nt}; BOLD BARCODE standard: 500)")
-    group.add_argument("--max-ambiguous", type=float, default=rules.max_ambiguous,
-                       help=f"largest share of N and other IUPAC codes (default {rules.max_ambiguous}; BARCODE: 0.01)")
-    group.add_argument("--min-object-contrast", type=float, default=rules.min_object_contrast,
-                       help=f"photo: grey levels the specimen stands out (default {rules.min_object_contrast})")
-    group.add_argument("--min-focus-ratio", type=float, default=rules.min_focus_ratio,
-                       help=f"photo: specimen edge over well-highlight sharpness (default {rules.min_focus_ratio})")
+    group.add_argument(
+        "--min-valid-nt",
+        type=int,
+        default=rules.min_valid_nt,
+        help=f"fewest A/C/G/T in a barcode (default {rules.min_valid_nt}; BOLD BARCODE standard: 500)",
+    )
+    group.add_argument(
+        "--max-ambiguous",
+        type=float,
+        default=rules.max_ambiguous,
+        help=f"largest share of N and other IUPAC codes (default {rules.max_ambiguous}; BARCODE: 0.01)",
+    )
+    group.add_argument(
+        "--min-object-contrast",
+        type=float,
+        default=rules.min_object_contrast,
+        help=f"photo: grey levels the specimen stands out (default {rules.min_object_contrast})",
+    )
+    group.add_argument(
+        "--min-focus-ratio",
+        type=float,
+        default=rules.min_focus_ratio,
+        help=f"photo: specimen edge over well-highlight sharpness (default {rules.min_focus_ratio})",
+    )
     group.add_argument("--keep-flagged", action="store_true", help=keep_help)
 
 
 def quality_rules(args: argparse.Namespace) -> QualityConfig:
-    return QualityConfig(min_valid_nt=args.min_valid_nt, max_ambiguous=args.max_ambiguous,
-                         min_object_contrast=args.min_object_contrast, min_focus_ratio=args.min_focus_ratio)
+    return QualityConfig(
+        min_valid_nt=args.min_valid_nt,
+        max_ambiguous=args.max_ambiguous,
+        min_object_contrast=args.min_object_contrast,
+        min_focus_ratio=args.min_focus_ratio,
+    )
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="auto: bf16 on a CUDA GPU, fp32 on a CPU; bf16 on a CPU pays with AVX512-BF16 or AMX")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile with frozen weights: ~15-30 s to start, faster on thousands of specimens")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 on a CUDA GPU, fp32 on a CPU; bf16 on a CPU pays with AVX512-BF16 or AMX",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile with frozen weights: ~15-30 s to start, faster on thousands of specimens",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,9 +103,13 @@ def write_embeddings(path: Path, emb: np.ndarray, records: pd.DataFrame) -> None
     elif path.suffix == ".parquet":
         flat = pa.array(np.ascontiguousarray(emb, dtype=np.float32).ravel())
         vectors = pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])
-        columns = {"id": pa.array(ids, pa.string()), "file": pa.array(records["file"].astype(str).tolist()),
-                   "record": pa.array(records["record"].astype(int).tolist(), pa.int64()),
-                   "quality": pa.array(records["quality"].astype(str).tolist()), "embedding": vectors}
+        columns = {
+            "id": pa.array(ids, pa.string()),
+            "file": pa.array(records["file"].astype(str).tolist()),
+            "record": pa.array(records["record"].astype(int).tolist(), pa.int64()),
+            "quality": pa.array(records["quality"].astype(str).tolist()),
+            "embedding": vectors,
+        }
         pq.write_table(pa.table(columns), path)
     else:
         raise ValueError(f"--out must end in .parquet or .npy, got {path}")
@@ -91,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".parquet", ".npy"):
         raise SystemExit(f"clibd embed: --out must end in .parquet or .npy, got {out}")
-    embedder = Embedder(args.checkpoint, device=args.device, batch_size=args.batch_size,
-                        precision=args.precision, compile=args.compile)
+    embedder = Embedder(
+        args.checkpoint, device=args.device, batch_size=args.batch_size, precision=args.precision, compile=args.compile
+    )
     try:
         (inputs,) = embed_inputs(embedder, args.images, args.dna, quality_rules(args)).values()
     except ValueError as err:  # duplicate ids
@@ -103,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"left out {name}: {reason}", file=sys.stderr)
     write_embeddings(out, inputs.embeddings[keep], records[keep])
     reasons = Counter(q.split(" (")[0] for q in records.loc[~keep, "quality"])
-    print(f"embedded {int(keep.sum())} specimens ({embedder.dim}-d), unreadable {len(inputs.skipped)}, "
-          f"left out by quality {int((~keep).sum())} {dict(reasons)}: {out}")
+    print(
+        f"embedded {int(keep.sum())} specimens ({embedder.dim}-d), unreadable {len(inputs.skipped)}, "
+        f"left out by quality {int((~keep).sum())} {dict(reasons)}: {out}"
+    )
     return 0

@@ -30,23 +30,36 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, required: bool = T
         help="model directory written by save_pretrained, e.g. a run's OUT/model (the best checkpoint's weights when "
         "training took one and train.final_model=best, the default; else the last) or OUT/checkpoints/last/model",
     )
-    parser.add_argument("--config", help="run config (default: the run's config.yaml in or up to 3 folders above the checkpoint)")
+    parser.add_argument(
+        "--config", help="run config (default: the run's config.yaml in or up to 3 folders above the checkpoint)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.batch_size=64")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_checkpoint_arguments(parser, required=False)
-    parser.add_argument("--embeddings", metavar="FILE.hdf5",
-                        help="instead of --checkpoint: the original CLIBD's extracted_feature_from_<split>_split.hdf5")
-    parser.add_argument("--labels", metavar="FILE.json", help="with --embeddings: its labels_<split>.json "
-                        "(default: beside the hdf5)")
+    parser.add_argument(
+        "--embeddings",
+        metavar="FILE.hdf5",
+        help="instead of --checkpoint: the original CLIBD's extracted_feature_from_<split>_split.hdf5",
+    )
+    parser.add_argument(
+        "--labels", metavar="FILE.json", help="with --embeddings: its labels_<split>.json (default: beside the hdf5)"
+    )
     parser.add_argument("--split", choices=("test", "val"), help="query split (default: the config's eval.split)")
     parser.add_argument("--out", help="output folder (default: CHECKPOINT/../eval-<split>)")
     parser.add_argument("--task", choices=("retrieval", "cluster"), default="retrieval")
-    parser.add_argument("--modality", nargs="+", choices=("image", "dna", "text"),
-                        help="cluster: towers to embed with (default: image and dna where enabled)")
-    parser.add_argument("--no-map", action="store_true",
-                        help="retrieval: skip embeddings.png / embeddings_map.csv (the UMAP map of the queries)")
+    parser.add_argument(
+        "--modality",
+        nargs="+",
+        choices=("image", "dna", "text"),
+        help="cluster: towers to embed with (default: image and dna where enabled)",
+    )
+    parser.add_argument(
+        "--no-map",
+        action="store_true",
+        help="retrieval: skip embeddings.png / embeddings_map.csv (the UMAP map of the queries)",
+    )
     parser.add_argument("--kmer-k", type=int, default=4, help="cluster: k of the k-mer-count DNA baseline")
 
 
@@ -91,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     state = PartialState()
     model = CLIBDModel.from_pretrained(args.checkpoint).to(state.device)
     if args.task == "cluster":
-        scores = run_clustering(cfg, model, out, split, args.modality, args.kmer_k, state=state, checkpoint=args.checkpoint)
+        scores = run_clustering(
+            cfg, model, out, split, args.modality, args.kmer_k, state=state, checkpoint=args.checkpoint
+        )
         if state.is_main_process:
             print(json.dumps(scores["ami"], indent=1))
             print(cluster_report(scores["ami"]))

@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     classifier = None
     if args.checkpoint:
         classifier = Classifier(args.checkpoint, args.index, args.k, args.device, args.batch_size, args.precision)
-        print(f"loaded {args.checkpoint} and {args.index} ({len(classifier.library)} keys) "
-              f"in {classifier.load_seconds:.1f} s")
+        print(
+            f"loaded {args.checkpoint} and {args.index} ({len(classifier.library)} keys) "
+            f"in {classifier.load_seconds:.1f} s"
+        )
     report = RunReport(args.run) if args.run else None
     limits = Limits(file_bytes=int(args.max_file_mb * MiB), request_bytes=int(args.max_request_mb * MiB))
     app = build_app(classifier, report, limits)

@@ -38,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     result = train(cfg, out, resume=args.resume)
     if result.interrupted:
-        print(f"stopped by SIGTERM at step {result.steps}; resume with: python train.py --config ... --out {out} --resume latest")
+        print(
+            f"stopped by SIGTERM at step {result.steps};"
+            f" resume with: python train.py --config ... --out {out} --resume latest"
+        )
         return SIGTERM_EXIT
     evaluated = None if args.no_eval else _evaluate(cfg, result.model_dir)
     _print_summary(result, evaluated)
@@ -73,6 +76,5 @@ def _print_summary(result, evaluated) -> None:
         f"  model        {result.model_dir} ({result.final_model} weights)\n"
         f"  checkpoints  {out / 'checkpoints'} (last, best)\n"
         f"  step log     {out / 'train_log.jsonl'}\n"
-        f"  tensorboard  tensorboard --logdir {out}"
-        + (f"\n  evaluation   {evaluated}" if evaluated else "")
+        f"  tensorboard  tensorboard --logdir {out}" + (f"\n  evaluation   {evaluated}" if evaluated else "")
     )

@@ -49,4 +49,9 @@ class SkipReport:
         return f"skipped {self.skipped} of {self.read} records: " + "; ".join(parts)
 
     def as_dict(self) -> dict:
-        return {"read": self.read, "skipped": self.skipped, "counts": dict(self.counts), "examples": dict(self.examples)}
+        return {
+            "read": self.read,
+            "skipped": self.skipped,
+            "counts": dict(self.counts),
+            "examples": dict(self.examples),
+        }

@@ -100,9 +100,11 @@ def _checks(
             (
                 REASON_SPLIT,
                 bad_split,
-                lambda i: "no split"
-                if pd.isna(split.iat[i])
-                else f"split {split.iat[i]!r} is not one of the configured splits {sorted(known)} (data.splits)",
+                lambda i: (
+                    "no split"
+                    if pd.isna(split.iat[i])
+                    else f"split {split.iat[i]!r} is not one of the configured splits {sorted(known)} (data.splits)"
+                ),
             )
         )
         on_eval = split.isin(eval_splits(roles)).to_numpy(dtype=bool)
@@ -113,8 +115,9 @@ def _checks(
                 (
                     missing_label_reason(rank),
                     on_eval & table[rank].isna().to_numpy(),
-                    lambda i, rank=rank: f"no {rank} label, required on split {split.iat[i]!r} "
-                    "(a key/query split; data.required_ranks)",
+                    lambda i, rank=rank: (
+                        f"no {rank} label, required on split {split.iat[i]!r} (a key/query split; data.required_ranks)"
+                    ),
                 )
             )
     if require_dna:

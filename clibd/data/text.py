@@ -62,7 +62,11 @@ def encode_taxonomy(
         log.warning(
             "text max_length=%d cuts %d of %d distinct taxonomy strings (longest %r has %d tokens); "
             "set model.text.max_length: null to keep every species name whole",
-            width, len(cut), len(strings), strings[longest_at], longest_tokens,
+            width,
+            len(cut),
+            len(strings),
+            strings[longest_at],
+            longest_tokens,
         )
         truncated = tokenizer([strings[i] for i in cut], truncation=True, max_length=width, padding=False)
         for i, tokens in zip(cut, truncated["input_ids"]):
@@ -71,7 +75,10 @@ def encode_taxonomy(
     else:
         log.info(
             "taxonomy text: %d distinct strings, max_length %d; longest %r has %d tokens",
-            len(strings), width, strings[longest_at], longest_tokens,
+            len(strings),
+            width,
+            strings[longest_at],
+            longest_tokens,
         )
     mask = np.arange(width)[None, :] < lengths[:, None]
     ids = np.full((len(strings), width), tokenizer.pad_token_id or 0, dtype=np.int64)

@@ -34,9 +34,7 @@ class ImageDecodeError(ValueError):
     """Image bytes that cannot be turned into an RGB image; the message names the ref."""
 
 
-def decode_image(
-    data: bytes, ref: str, min_side: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
-) -> Image.Image:
+def decode_image(data: bytes, ref: str, min_side: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Decode ``data`` into an RGB image; ``min_side`` lets JPEGs decode at reduced size.
 
     With ``min_side`` the result's shorter side is at least ``min_side`` (or the original's,

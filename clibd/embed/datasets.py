@@ -72,9 +72,7 @@ def embed_dataset(
     device = next(model.parameters()).device
     n, dim = len(dataset), int(model.cfg.embed_dim)
     rows = shard(n, rank, world)
-    loader = DataLoader(
-        Subset(dataset, rows), batch_size=batch_size, collate_fn=_identity, num_workers=num_workers
-    )
+    loader = DataLoader(Subset(dataset, rows), batch_size=batch_size, collate_fn=_identity, num_workers=num_workers)
     local = torch.full((len(rows), dim), float("nan"), device=device)
     was_training = model.training
     model.eval()
@@ -146,7 +144,9 @@ def _has_input(rows: pd.DataFrame, modality: str) -> np.ndarray:
     return np.ones(len(rows), dtype=bool) if column is None else rows[column].notna().to_numpy()
 
 
-def _dataset(cfg: Config, model: torch.nn.Module, rows: pd.DataFrame, modality: str) -> tuple[Dataset, np.ndarray | None]:
+def _dataset(
+    cfg: Config, model: torch.nn.Module, rows: pd.DataFrame, modality: str
+) -> tuple[Dataset, np.ndarray | None]:
     """A dataset serving ``modality``'s batch keys, and for text the map from rows to
     distinct strings (text is embedded once per distinct taxonomy string)."""
     if modality == "text":
@@ -184,8 +184,13 @@ def embed_role(
     def compute() -> np.ndarray:
         dataset, inverse = _dataset(cfg, model, rows, modality)
         emb = embed_dataset(
-            model, dataset, modality, cfg.eval.batch_size, state,
-            num_workers=cfg.data.num_workers if modality == "image" else 0, encoder=encoder(),
+            model,
+            dataset,
+            modality,
+            cfg.eval.batch_size,
+            state,
+            num_workers=cfg.data.num_workers if modality == "image" else 0,
+            encoder=encoder(),
         )
         return emb if inverse is None else emb[inverse]
 

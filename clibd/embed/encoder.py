@@ -45,7 +45,8 @@ def _private_torch() -> tuple[bool, Callable[[bool], ContextManager]]:
 
 
 def cpu_computes_bf16() -> bool:
-    """Whether oneDNN has native bf16 on this CPU (AVX512-BF16 or AMX); without it bf16 is emulated and slower than fp32."""
+    """Whether oneDNN has native bf16 on this CPU (AVX512-BF16 or AMX); without it bf16 is emulated,
+    slower than fp32."""
     return _private_torch()[0]
 
 
@@ -56,7 +57,9 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
         gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if gpu_bf16 else torch.float32
     if precision == "bf16" and device.type == "cpu" and not cpu_computes_bf16():
-        warnings.warn("precision bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated and slower than fp32", stacklevel=3)
+        warnings.warn(
+            "precision bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated and slower than fp32", stacklevel=3
+        )
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 

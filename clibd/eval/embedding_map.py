@@ -33,10 +33,19 @@ def embedding_map(queries: Mapping[str, Mapping[str, tuple[np.ndarray, pd.DataFr
         xy = reduce_umap(emb, n_components=2, seed=seed)
         rows = pd.concat([r.assign(role=role) for role, _, r in parts], ignore_index=True)
         image_ref = rows["image_ref"] if "image_ref" in rows else pd.Series(pd.NA, index=rows.index, dtype="string")
-        frames.append(pd.DataFrame({
-            "modality": modality, "id": rows["processid"], "x": xy[:, 0], "y": xy[:, 1],
-            **{rank: rows[rank] for rank in EVAL_RANKS}, "role": rows["role"], "image_ref": image_ref,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "modality": modality,
+                    "id": rows["processid"],
+                    "x": xy[:, 0],
+                    "y": xy[:, 1],
+                    **{rank: rows[rank] for rank in EVAL_RANKS},
+                    "role": rows["role"],
+                    "image_ref": image_ref,
+                }
+            )
+        )
     columns = ["modality", "id", "x", "y", *EVAL_RANKS, "role", "image_ref"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
@@ -62,8 +71,9 @@ def map_figure(points: pd.DataFrame) -> Figure:
     return fig
 
 
-def write_embedding_map(queries: Mapping[str, Mapping[str, tuple[np.ndarray, pd.DataFrame]]], out_dir: str | Path,
-                        seed: int = 0) -> pd.DataFrame:
+def write_embedding_map(
+    queries: Mapping[str, Mapping[str, tuple[np.ndarray, pd.DataFrame]]], out_dir: str | Path, seed: int = 0
+) -> pd.DataFrame:
     """Write ``embeddings_map.csv`` and ``embeddings.png`` into ``out_dir``; returns the points."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

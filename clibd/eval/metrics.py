@@ -34,7 +34,8 @@ def _match_bits(query_labels: np.ndarray, neighbour_labels: np.ndarray, ks: Sequ
     neighbour_labels = np.asarray(neighbour_labels)
     if query_labels.ndim != 2 or neighbour_labels.ndim != 3:
         raise ValueError(
-            f"need query_labels [Q,R] and neighbour_labels [Q,K,R], got {query_labels.shape} and {neighbour_labels.shape}"
+            f"need query_labels [Q,R] and neighbour_labels [Q,K,R],"
+            f" got {query_labels.shape} and {neighbour_labels.shape}"
         )
     q, r = query_labels.shape
     if neighbour_labels.shape[0] != q or neighbour_labels.shape[2] != r:
@@ -104,7 +105,9 @@ def per_class_accuracy(
         names = np.asarray(class_names[rank], dtype=object)[present] if class_names else present
         columns = {"rank": rank, "code": present, "class": names, "n_queries": n[present]}
         for k in ks:
-            columns[f"top{k}"] = np.bincount(codes, weights=found >= threshold[k], minlength=len(n))[present] / n[present]
+            columns[f"top{k}"] = (
+                np.bincount(codes, weights=found >= threshold[k], minlength=len(n))[present] / n[present]
+            )
         tables.append(pd.DataFrame(columns))
     return pd.concat(tables, ignore_index=True)
 

@@ -138,9 +138,15 @@ def run_clustering(
             scores[f"{kmer_k}-mer counts"] = cluster_ami(counts, barcodes[list(EVAL_RANKS)], seed=cfg.train.seed)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        meta = {"checkpoint": str(checkpoint) if checkpoint else None, "split": split, "specimens": len(rows),
-                "left_out": missing}
-        ami = {name: {rank: None if np.isnan(v) else v for rank, v in by_rank.items()} for name, by_rank in scores.items()}
+        meta = {
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "split": split,
+            "specimens": len(rows),
+            "left_out": missing,
+        }
+        ami = {
+            name: {rank: None if np.isnan(v) else v for rank, v in by_rank.items()} for name, by_rank in scores.items()
+        }
         (out / "clustering.json").write_text(json.dumps({"meta": meta, "ami": ami}, indent=2) + "\n")
         (out / "clustering.md").write_text(f"# Zero-shot clustering AMI (%), {split}\n\n" + cluster_report(scores))
     return {"ami": _from_main(scores, state)}

@@ -295,7 +295,8 @@ class ReferenceIndex:
         if expected_checkpoint_hash is not None and meta["checkpoint_hash"] != expected_checkpoint_hash:
             raise IndexMismatchError(
                 f"index {directory} was built with checkpoint {meta['checkpoint_hash']!r}, not "
-                f"{expected_checkpoint_hash!r}; its embeddings are not comparable: rebuild the index with this checkpoint"
+                f"{expected_checkpoint_hash!r}; its embeddings are not comparable:"
+                f" rebuild the index with this checkpoint"
             )
         self = cls(
             meta["dim"],

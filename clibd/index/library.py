@@ -128,5 +128,7 @@ def load_library(directory: str | Path, embedder: Embedder) -> ReferenceIndex:
     """Load a library, refusing one built with another checkpoint or dimension."""
     index = ReferenceIndex.load(directory, expected_dim=embedder.dim, expected_checkpoint_hash=embedder.checkpoint_hash)
     if "thresholds" not in index.metadata or index.taxonomy is None:
-        raise ValueError(f"{directory} is a ReferenceIndex without taxonomy or thresholds: build it with `clibd index build`")
+        raise ValueError(
+            f"{directory} is a ReferenceIndex without taxonomy or thresholds: build it with `clibd index build`"
+        )
     return index

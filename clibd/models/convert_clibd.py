@@ -149,10 +149,17 @@ def _dna_tower_config(bert: BertConfig) -> DnaTowerConfig:
     if k is None:
         raise CheckpointMismatchError(f"DNA vocabulary of {vocab} tokens is not <MASK>,<CLS>,<UNK> + 4^k k-mers")
     return DnaTowerConfig(
-        k=k, vocab="barcodebert_v1", max_nucleotides=660, hidden_size=bert.hidden_size,
-        num_layers=bert.num_hidden_layers, num_heads=bert.num_attention_heads,
-        intermediate_size=bert.intermediate_size, head="mlm_softmax", pooling="mean_all",
-        attention_mask=False, prefix_token_id=0,
+        k=k,
+        vocab="barcodebert_v1",
+        max_nucleotides=660,
+        hidden_size=bert.hidden_size,
+        num_layers=bert.num_hidden_layers,
+        num_heads=bert.num_attention_heads,
+        intermediate_size=bert.intermediate_size,
+        head="mlm_softmax",
+        pooling="mean_all",
+        attention_mask=False,
+        prefix_token_id=0,
     )
 
 
@@ -236,7 +243,8 @@ def _local_tokenizer(name: str) -> PreTrainedTokenizerBase:
         ) from None
 
 
-def convert_to_folder(checkpoint: str | os.PathLike, their_config: str | os.PathLike, out: str | os.PathLike,
-                      **kwargs: Any) -> Path:
+def convert_to_folder(
+    checkpoint: str | os.PathLike, their_config: str | os.PathLike, out: str | os.PathLike, **kwargs: Any
+) -> Path:
     """``convert_original`` then ``save_pretrained(out)``."""
     return convert_original(checkpoint, read_original_config(their_config), **kwargs).save_pretrained(out)

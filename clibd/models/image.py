@@ -91,7 +91,9 @@ def _open_clip_source(cfg: ImageTowerConfig) -> tuple[str, Optional[str], dict]:
     if name.startswith("hf-hub:"):
         model_cfg = _get_hf_config(name.removeprefix("hf-hub:"))["model_cfg"]
     elif name.startswith("local-dir:"):
-        model_cfg = json.loads((Path(name.removeprefix("local-dir:")) / "open_clip_config.json").read_text())["model_cfg"]
+        model_cfg = json.loads((Path(name.removeprefix("local-dir:")) / "open_clip_config.json").read_text())[
+            "model_cfg"
+        ]
     else:
         model_cfg = open_clip.get_model_config(name)
         if model_cfg is None:
@@ -109,7 +111,9 @@ def build_open_clip(cfg: ImageTowerConfig) -> tuple[nn.Module, dict]:
 
 def open_clip_visual_from_cfg(model_cfg: dict) -> nn.Module:
     """The visual tower alone, random init, from an open_clip ``model_cfg``."""
-    return _build_vision_tower(model_cfg["embed_dim"], dict(model_cfg["vision_cfg"]), model_cfg.get("quick_gelu", False))
+    return _build_vision_tower(
+        model_cfg["embed_dim"], dict(model_cfg["vision_cfg"]), model_cfg.get("quick_gelu", False)
+    )
 
 
 class ImageTower(nn.Module):

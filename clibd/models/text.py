@@ -56,7 +56,11 @@ def build_text_tokenizer(cfg: TextTowerConfig, corpus: Optional[Sequence[str]] =
         # transformers rebuilds the normalizer from this flag when the tokenizer is reloaded
         do_lower_case=True,
         model_max_length=_positions(cfg),
-        unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
     )
 
 

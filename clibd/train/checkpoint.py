@@ -108,7 +108,12 @@ def _refuse_unreadable_files(accelerator: Accelerator, path: Path) -> None:
     """Check what accelerate would read carelessly: it unpickles registered objects (the LR
     scheduler) with ``weights_only=False``, so a posted checkpoint could run code, and it
     silently skips RNG states it cannot read, so a resume would quietly diverge."""
-    required = ("model.safetensors", "optimizer.bin", f"random_states_{accelerator.process_index}.pkl", "custom_checkpoint_0.pkl")
+    required = (
+        "model.safetensors",
+        "optimizer.bin",
+        f"random_states_{accelerator.process_index}.pkl",
+        "custom_checkpoint_0.pkl",
+    )
     for name in required:
         if not (path / name).is_file():
             raise CheckpointError(f"checkpoint {path} is incomplete: no {name}")

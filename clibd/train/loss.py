@@ -127,7 +127,9 @@ class ContrastiveLoss(nn.Module):
             b_to_a = scale * feats[b] @ global_feats[a].T
             # Sum / rows rather than mean: a rank whose batch lost every row to skipped
             # records contributes 0, not NaN, and still joins the all-gather.
-            pair_sum = F.cross_entropy(a_to_b, target, reduction="sum") + F.cross_entropy(b_to_a, target, reduction="sum")
+            pair_sum = F.cross_entropy(a_to_b, target, reduction="sum") + F.cross_entropy(
+                b_to_a, target, reduction="sum"
+            )
             per_pair[f"{a}-{b}"] = pair_sum / (2 * max(n_local, 1))
         loss = torch.stack(list(per_pair.values())).mean()
         return loss, per_pair

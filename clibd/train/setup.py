@@ -88,12 +88,22 @@ def build_training_data(cfg: Config, accelerator: Accelerator, model_dir: Option
     train = dataset(train_rows, train=True)
     # drop_last: every process holds a full batch, so the rank losses average to the global one.
     train_loader = build_dataloader(
-        train, tc.batch_size, shuffle=True, seed=tc.seed, num_workers=dc.num_workers, pin_memory=dc.pin_memory, drop_last=True
+        train,
+        tc.batch_size,
+        shuffle=True,
+        seed=tc.seed,
+        num_workers=dc.num_workers,
+        pin_memory=dc.pin_memory,
+        drop_last=True,
     )
     val_loader = None
     if len(val_rows):
         val_loader = build_dataloader(
-            dataset(val_rows, train=False), tc.batch_size, shuffle=False, num_workers=dc.num_workers, pin_memory=dc.pin_memory
+            dataset(val_rows, train=False),
+            tc.batch_size,
+            shuffle=False,
+            num_workers=dc.num_workers,
+            pin_memory=dc.pin_memory,
         )
     accelerator.print(
         f"data: {len(train_rows)} training specimens ({', '.join(cfg.data.splits.train)}), "
@@ -103,4 +113,3 @@ def build_training_data(cfg: Config, accelerator: Accelerator, model_dir: Option
     if train.image_size is not None and dc.augment.enabled and dc.augment.on_device:
         augment = BatchAugment(cfg.model.image.image_size, dc.augment, dc.mean, dc.std)
     return TrainingData(model, train, train_loader, val_loader, trainable_parameters(model), augment)
-

@@ -122,7 +122,9 @@ BIOSCAN1M_COLUMNS = [
 ]  # fmt: skip
 
 
-def make_bioscan1m_root(root: Path, metadata: Optional[pd.DataFrame] = None, image_package: str = "cropped_256") -> pd.DataFrame:
+def make_bioscan1m_root(
+    root: Path, metadata: Optional[pd.DataFrame] = None, image_package: str = "cropped_256"
+) -> pd.DataFrame:
     """Write ``<root>/bioscan1m/`` (TSV with ``not_classified`` for unknown ranks, CLIBD
     partition files, images in ``part<chunk_number>``) from 5M-style metadata; return the TSV table."""
     meta = bioscan5m_metadata() if metadata is None else metadata

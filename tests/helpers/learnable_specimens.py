@@ -19,8 +19,15 @@ from clibd.models.text import build_text_tokenizer
 GENERA = ["Aedes", "Bombus", "Culex", "Drosophila", "Eristalis", "Formica"]
 
 
-def write_learnable_table(root: Path, n_species: int = 7, n_unseen: int = 1, train_per_species: int = 12,
-                          val_per_species: int = 4, length: int = 120, seed: int = 0) -> Path:
+def write_learnable_table(
+    root: Path,
+    n_species: int = 7,
+    n_unseen: int = 1,
+    train_per_species: int = 12,
+    val_per_species: int = 4,
+    length: int = 120,
+    seed: int = 0,
+) -> Path:
     """Seen species: ``train`` + ``val`` rows; the last ``n_unseen``: ``key_unseen`` + ``val_unseen``."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -37,20 +44,22 @@ def write_learnable_table(root: Path, n_species: int = 7, n_unseen: int = 1, tra
     for i in range(n):
         Image.fromarray(pixels[i]).save(root / f"S{i:04d}.png")
     genus = np.array(GENERA * (n_species // len(GENERA) + 1))[:n_species]
-    table = pd.DataFrame({
-        "processid": [f"S{i:04d}" for i in range(n)],
-        "split": np.where(
-            species < n_species - n_unseen,
-            np.where(np.arange(n) % per < train_per_species, "train", "val"),
-            np.where(np.arange(n) % per < train_per_species, "key_unseen", "val_unseen"),
-        ),
-        "order": np.where(species % 2 == 0, "Diptera", "Hymenoptera"),
-        "family": [f"Fam{s % 3}" for s in species],
-        "genus": genus[species],
-        "species": [f"{genus[s]} sp{s}" for s in species],
-        "dna_barcode": ["".join(row) for row in bases[codes]],
-        "image_ref": [f"S{i:04d}.png" for i in range(n)],
-    })
+    table = pd.DataFrame(
+        {
+            "processid": [f"S{i:04d}" for i in range(n)],
+            "split": np.where(
+                species < n_species - n_unseen,
+                np.where(np.arange(n) % per < train_per_species, "train", "val"),
+                np.where(np.arange(n) % per < train_per_species, "key_unseen", "val_unseen"),
+            ),
+            "order": np.where(species % 2 == 0, "Diptera", "Hymenoptera"),
+            "family": [f"Fam{s % 3}" for s in species],
+            "genus": genus[species],
+            "species": [f"{genus[s]} sp{s}" for s in species],
+            "dna_barcode": ["".join(row) for row in bases[codes]],
+            "image_ref": [f"S{i:04d}.png" for i in range(n)],
+        }
+    )
     path = root / "specimens.csv"
     table.to_csv(path, index=False)
     return path
@@ -65,8 +74,15 @@ def write_text_model(root: Path, corpus: list[str], seed: int = 0) -> Path:
     """
     cfg = TextTowerConfig(name=None, vocab_size=120)
     tokenizer = build_text_tokenizer(cfg, corpus)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=32, pad_token_id=tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         BertModel(config, add_pooling_layer=False).save_pretrained(root)

@@ -73,8 +73,11 @@ class ImageEncoder(nn.Module):
 class DnaEncoder(nn.Module):
     def __init__(self, vocab_size: int, output_dim: int, lora: bool) -> None:
         super().__init__()
-        mlm = BertForMaskedLM(BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=2,
-                                         num_attention_heads=2, intermediate_size=32))
+        mlm = BertForMaskedLM(
+            BertConfig(
+                vocab_size=vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
+            )
+        )
         if lora:
             _lora_bert(mlm.bert.encoder.layer)
         mlm.cls.predictions.decoder = nn.Linear(mlm.cls.predictions.decoder.in_features, output_dim)
@@ -87,8 +90,11 @@ class DnaEncoder(nn.Module):
 class LanguageEncoder(nn.Module):
     def __init__(self, vocab_size: int, output_dim: int, lora: bool) -> None:
         super().__init__()
-        bert = BertModel(BertConfig(vocab_size=vocab_size, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
-                                    intermediate_size=48))
+        bert = BertModel(
+            BertConfig(
+                vocab_size=vocab_size, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=48
+            )
+        )
         if lora:
             _lora_bert(bert.encoder.layer)
         self.base_language_encoder = bert

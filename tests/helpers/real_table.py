@@ -19,18 +19,29 @@ UNSEEN_SPLITS = ["key_unseen", "key_unseen", "val_unseen", "test_unseen"]
 
 def real_table(n_seen: int = 10, n_unseen: int = 5, per_species: int = 4, seed: int = 0) -> pd.DataFrame:
     bold = pd.read_csv(BOLD_4K, sep="\t", dtype=str)
-    bold = bold.rename(columns={"order_name": "order", "family_name": "family", "genus_name": "genus",
-                                "species_name": "species", "nucleotides": "dna_barcode"})
+    bold = bold.rename(
+        columns={
+            "order_name": "order",
+            "family_name": "family",
+            "genus_name": "genus",
+            "species_name": "species",
+            "nucleotides": "dna_barcode",
+        }
+    )
     bold = bold.dropna(subset=["order", "family", "genus", "species"])
     sizes = bold.groupby("species").size()
     species = np.random.default_rng(seed).permutation(sorted(sizes[sizes >= per_species].index))[: n_seen + n_unseen]
     rows = bold[bold["species"].isin(species)].groupby("species", sort=True).head(per_species).copy()
     unseen = set(species[n_seen:])
     position = rows.groupby("species").cumcount().to_numpy()
-    rows["split"] = np.where(rows["species"].isin(unseen), np.array(UNSEEN_SPLITS)[position], np.array(SEEN_SPLITS)[position])
+    rows["split"] = np.where(
+        rows["species"].isin(unseen), np.array(UNSEEN_SPLITS)[position], np.array(SEEN_SPLITS)[position]
+    )
     photos = sorted(str(p) for p in REAL_IMAGES.glob("*.jpg"))
     rows["image_ref"] = [photos[i % len(photos)] for i in range(len(rows))]
-    return rows[["processid", "split", "order", "family", "genus", "species", "dna_barcode", "image_ref"]].reset_index(drop=True)
+    return rows[["processid", "split", "order", "family", "genus", "species", "dna_barcode", "image_ref"]].reset_index(
+        drop=True
+    )
 
 
 def real_config(folder: Path, table: pd.DataFrame) -> Config:
@@ -38,7 +49,9 @@ def real_config(folder: Path, table: pd.DataFrame) -> Config:
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "specimens.csv", index=False)
     cfg = Config()
-    cfg.data = DataConfig(format="tabular", root=str(folder / "specimens.csv"), cache_dir=str(folder / "cache"), num_workers=0)
+    cfg.data = DataConfig(
+        format="tabular", root=str(folder / "specimens.csv"), cache_dir=str(folder / "cache"), num_workers=0
+    )
     cfg.eval = EvalConfig(batch_size=16)
     return cfg
 

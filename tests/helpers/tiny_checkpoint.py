@@ -24,7 +24,9 @@ def tiny_model_cfg(image_size: int = 32) -> ModelConfig:
         embed_dim=16,
         image=ImageTowerConfig(name="test_vit", image_size=image_size),
         dna=DnaTowerConfig(k=4, max_nucleotides=660, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
-        text=TextTowerConfig(name=None, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=200),
+        text=TextTowerConfig(
+            name=None, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=200
+        ),
     )
 
 

@@ -1,6 +1,6 @@
 """A full output folder (an unwritable one failing at start-up: tests/test_training.py):
-training fails at the failing write with an error naming the checkpoint and the room left; the partial copy is removed, the
-previous checkpoint stays the latest, and a resume elsewhere continues as if nothing happened.
+training fails at the failing write with an error naming the checkpoint and the room left; the partial copy is
+removed, the previous checkpoint stays the latest, and a resume elsewhere continues as if nothing happened.
 
 The full disk is real (a tmpfs too small for two checkpoints, when this machine lets the
 test mount one) or simulated (the k-th ``torch.save`` raising ENOSPC)."""
@@ -31,7 +31,9 @@ def tiny_disk(tmp_path):
     """A 9 MiB tmpfs: room for the logs and one checkpoint of the tiny model (~5 MB), not two."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=9m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=9m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root in a privileged container): {done.stderr.strip()}")
     yield mount
@@ -57,7 +59,9 @@ def _resume_elsewhere_matches(data, out: Path, tmp_path: Path, finished_run: Pat
         assert resumed[step] == pytest.approx(reference[step], rel=1e-5, abs=1e-6), step
 
 
-def test_full_tmpfs_fails_at_the_checkpoint_write_and_keeps_the_previous_one(data, tiny_disk, tmp_path, finished_run) -> None:
+def test_full_tmpfs_fails_at_the_checkpoint_write_and_keeps_the_previous_one(
+    data, tiny_disk, tmp_path, finished_run
+) -> None:
     out = tiny_disk / "run"
     with pytest.raises(CheckpointError, match=r"could not write checkpoint .*/checkpoints/last \(0 bytes free there\)"):
         train(tiny_config(data, EVERY_STEP), out)
@@ -65,7 +69,9 @@ def test_full_tmpfs_fails_at_the_checkpoint_write_and_keeps_the_previous_one(dat
     _resume_elsewhere_matches(data, out, tmp_path, finished_run)
 
 
-def test_enospc_on_a_checkpoint_file_fails_naming_it_and_keeps_the_previous_one(data, tmp_path, monkeypatch, finished_run) -> None:
+def test_enospc_on_a_checkpoint_file_fails_naming_it_and_keeps_the_previous_one(
+    data, tmp_path, monkeypatch, finished_run
+) -> None:
     real_save = torch.save
     calls = {"n": 0}
 
@@ -77,9 +83,10 @@ def test_enospc_on_a_checkpoint_file_fails_naming_it_and_keeps_the_previous_one(
 
     monkeypatch.setattr(torch, "save", save)
     out = tmp_path / "run"
-    with pytest.raises(CheckpointError, match=r"checkpoints/last \(.* bytes free there\): .*No space left on device: .*\.last\.tmp/"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoints/last \(.* bytes free there\): .*No space left on device: .*\.last\.tmp/"
+    ):
         train(tiny_config(data, EVERY_STEP), out)
     monkeypatch.setattr(torch, "save", real_save)
     _assert_left_behind(out, step=1)
     _resume_elsewhere_matches(data, out, tmp_path, finished_run)
-

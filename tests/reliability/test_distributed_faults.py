@@ -32,7 +32,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_with_fault(data, tmp_path: Path, fault: str, timeout_s: int, *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
+def _launch_with_fault(
+    data, tmp_path: Path, fault: str, timeout_s: int, *overrides: str
+) -> tuple[subprocess.CompletedProcess, float]:
     """Run 2 ranks with ``fault``; return the run and the seconds from the fault to the end of all ranks."""
     config = tmp_path / "config.yaml"
     overrides = ("train.batch_size=8", "train.max_steps=6", f"train.collective_timeout_s={timeout_s}", *overrides)
@@ -40,14 +42,17 @@ def _launch_with_fault(data, tmp_path: Path, fault: str, timeout_s: int, *overri
     time_file = tmp_path / "fault_time"
     # --multi_gpu is accelerate's torchrun path (gloo on a CPU-only machine); with --cpu it
     # starts a single process unless an MPI hostfile is given.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()),
            str(DRIVER), "--config", str(config), "--out", str(tmp_path / "run"), "--no-eval"]  # fmt: skip
     env = {**os.environ, "CLIBD_FAULT": fault, "CLIBD_FAULT_TIME_FILE": str(time_file), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=360)
     ended = time.time()
     rank_lines = "\n".join(line for line in run.stderr.splitlines() if line.startswith("[rank"))
-    assert time_file.is_file(), f"the fault was never reached:\n{run.stdout[-2000:]}\n{rank_lines[-6000:] or run.stderr[-4000:]}"
+    assert time_file.is_file(), (
+        f"the fault was never reached:\n{run.stdout[-2000:]}\n{rank_lines[-6000:] or run.stderr[-4000:]}"
+    )
     return run, ended - float(time_file.read_text())
 
 
@@ -83,7 +88,10 @@ def test_nan_on_one_rank_is_skipped_by_both_or_stops_both_naming_the_step(data, 
     assert run.returncode != 0 and seconds < 60
     # every rank stops at the same step: the all-reduced flag makes it one decision
     for rank in (0, 1):
-        assert f"[rank{rank}]: clibd.train.loop.NonFiniteError: non-finite loss or gradient at step 3 (epoch 0, batch 2" in run.stderr
+        assert (
+            f"[rank{rank}]: clibd.train.loop.NonFiniteError: non-finite loss or gradient at step 3 (epoch 0, batch 2"
+            in run.stderr
+        )
 
 
 def test_sigterm_to_the_launcher_checkpoints_both_ranks_before_they_exit(data, tmp_path) -> None:
@@ -91,8 +99,9 @@ def test_sigterm_to_the_launcher_checkpoints_both_ranks_before_they_exit(data, t
     config = tmp_path / "config.yaml"
     save_config(tiny_config(data, "train.batch_size=8", "train.epochs=400", "train.max_steps=2000"), config)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()),
            "train.py", "--config", str(config), "--out", str(out), "--no-eval"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip

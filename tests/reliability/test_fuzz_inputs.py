@@ -94,7 +94,9 @@ def test_fuzzed_csv_tsv_gives_counted_records_or_an_error_naming_file_and_line(c
         with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: missing column 'processid'"):
             read_specimens(cfg)
     elif ragged:
-        with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: line {ragged[0]}: expected {len(header)} fields"):
+        with pytest.raises(
+            ValueError, match=rf"{re.escape(str(path))}: line {ragged[0]}: expected {len(header)} fields"
+        ):
             read_specimens(cfg)
     else:
         table, report = read_specimens(cfg)
@@ -237,8 +239,14 @@ def test_garbage_bytes_raise_naming_the_ref(data: bytes) -> None:
     _decoded_or_named(data, "garbage.jpg")
 
 
-BOMBS = [(bomb_jpeg, (10000, 10000)), (bomb_jpeg, (65535, 65535)), (bomb_jpeg, (65535, 1000)),
-         (_png_claiming, (10000, 10000)), (_png_claiming, (65535, 65535)), (_png_claiming, (50_000_001, 1))]
+BOMBS = [
+    (bomb_jpeg, (10000, 10000)),
+    (bomb_jpeg, (65535, 65535)),
+    (bomb_jpeg, (65535, 1000)),
+    (_png_claiming, (10000, 10000)),
+    (_png_claiming, (65535, 65535)),
+    (_png_claiming, (50_000_001, 1)),
+]
 
 
 @pytest.mark.parametrize("make,size", BOMBS, ids=[f"{m.__name__}-{w}x{h}" for m, (w, h) in BOMBS])
@@ -260,6 +268,7 @@ rows = st.lists(st.tuples(pid, split, rank, rank, rank, rank, barcode, image), m
 
 def _oracle(table: pd.DataFrame, required: list[str], dna: bool, img: bool) -> list[Optional[str]]:
     """The first reason each row is bad (None: kept), row by row in plain Python."""
+
     def missing(v) -> bool:
         return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
 
@@ -289,7 +298,9 @@ def _oracle(table: pd.DataFrame, required: list[str], dna: bool, img: bool) -> l
 @FUZZ
 @given(rows, st.lists(st.sampled_from(RANKS), unique=True), st.booleans(), st.booleans())
 def test_metadata_skips_exactly_the_bad_records_and_errors_name_the_first(raw, required, dna: bool, img: bool) -> None:
-    table = normalise_table(pd.DataFrame(raw, columns=["processid", "split", *RANKS, "dna_barcode", "image_ref"], dtype=object))
+    table = normalise_table(
+        pd.DataFrame(raw, columns=["processid", "split", *RANKS, "dna_barcode", "image_ref"], dtype=object)
+    )
     reasons = _oracle(table, required, dna, img)
     kwargs = dict(roles=ROLES, required_ranks=required, require_dna=dna, require_image=img)
     kept, report = validate_table(table, "meta.csv", "skip", **kwargs)
@@ -301,7 +312,9 @@ def test_metadata_skips_exactly_the_bad_records_and_errors_name_the_first(raw, r
     assert report.counts == counts and report.read == len(table)
     bad = [i for i, r in enumerate(reasons) if r is not None]
     if bad:
-        with pytest.raises(ValueError, match=rf"meta.csv: record {re.escape(repr(table['processid'].iat[bad[0]]))} \(row {bad[0]}\)"):
+        with pytest.raises(
+            ValueError, match=rf"meta.csv: record {re.escape(repr(table['processid'].iat[bad[0]]))} \(row {bad[0]}\)"
+        ):
             validate_table(table, "meta.csv", "error", **kwargs)
     else:
         assert len(validate_table(table, "meta.csv", "error", **kwargs)[0]) == len(table)

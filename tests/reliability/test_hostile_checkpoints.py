@@ -61,7 +61,9 @@ def test_resume_refuses_tampered_weights_naming_the_file(data, run_copy, damage)
         train(tiny_config(data, "train.checkpoint_every_steps=2"), run_copy, resume="latest")
 
 
-@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl"])
+@pytest.mark.parametrize(
+    "name", ["model.safetensors", "optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl"]
+)
 def test_resume_refuses_a_checkpoint_with_a_missing_file(data, run_copy, name: str) -> None:
     (run_copy / "checkpoints" / "last" / name).unlink()
     with pytest.raises(CheckpointError, match=rf"last is incomplete: no {name}"):

@@ -45,7 +45,10 @@ def test_two_evaluations_of_one_checkpoint_write_identical_results(data, finishe
     splits = pd.read_csv(data["csv"], dtype="string")["split"]
     keys, seen, unseen = (int(splits.isin(names).sum()) for names in (["train", "key_unseen"], ["val"], ["val_unseen"]))
     assert counts["keys"] == {m: keys for m in ("image", "dna", "text")} and seen > 0 and unseen > 0
-    assert counts["queries"] == {"seen": {m: seen for m in ("image", "dna", "text")}, "unseen": {m: unseen for m in ("image", "dna", "text")}}
+    assert counts["queries"] == {
+        "seen": {m: seen for m in ("image", "dna", "text")},
+        "unseen": {m: unseen for m in ("image", "dna", "text")},
+    }
     embeddings_a = sorted(cache_a.rglob("*.npy"))
     assert len(embeddings_a) >= 3, "each evaluation embeds into its own cache"
     for path in embeddings_a:

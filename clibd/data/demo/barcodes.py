@@ -51,12 +51,14 @@ def site_rates(rng: np.random.Generator, n_sites: int) -> np.ndarray:
 def base_frequencies(at: np.ndarray) -> np.ndarray:
     """Equilibrium frequencies [N, 4] (A, G, C, T) of lineages with AT share ``at`` [N]."""
     at = np.clip(at, 0.3, 0.9)[:, None]
-    return np.hstack([at * _A_SHARE_OF_AT, (1 - at) * _G_SHARE_OF_GC, (1 - at) * (1 - _G_SHARE_OF_GC),
-                      at * (1 - _A_SHARE_OF_AT)])
+    return np.hstack(
+        [at * _A_SHARE_OF_AT, (1 - at) * _G_SHARE_OF_GC, (1 - at) * (1 - _G_SHARE_OF_GC), at * (1 - _A_SHARE_OF_AT)]
+    )
 
 
-def mutate(rng: np.random.Generator, seqs: np.ndarray, branch: np.ndarray, rates: np.ndarray,
-           freqs: np.ndarray) -> np.ndarray:
+def mutate(
+    rng: np.random.Generator, seqs: np.ndarray, branch: np.ndarray, rates: np.ndarray, freqs: np.ndarray
+) -> np.ndarray:
     """Substitute each site with probability 1 - exp(-branch * rate) (``branch`` [N, 1]); the new
     base is drawn from the lineage's ``freqs`` [N, 4], transitions weighted by ``KAPPA``."""
     row, site = np.nonzero(rng.random(seqs.shape, dtype=np.float32) < -np.expm1(-branch * rates))
@@ -89,7 +91,8 @@ def evolve(rng: np.random.Generator, tree: Tree, haplotype_species: np.ndarray) 
     # Some species hold a second, deep lineage; a third of their haplotypes belong to it.
     deep = mutate(rng, seqs, DEEP_LINEAGE_BRANCH * speed[:, None], rates, base_frequencies(at))
     second = (rng.random(len(seqs)) < DEEP_LINEAGE_SHARE)[haplotype_species] & (
-        rng.random(len(haplotype_species)) < 1 / 3)
+        rng.random(len(haplotype_species)) < 1 / 3
+    )
     lineage = np.where(second[:, None], deep[haplotype_species], seqs[haplotype_species])
     hap_branch = HAPLOTYPE_BRANCH * speed[haplotype_species] * rng.gamma(1.0, 1.0, len(haplotype_species))
     return mutate(rng, lineage, hap_branch[:, None], rates, base_frequencies(at[haplotype_species]))
@@ -132,13 +135,15 @@ def _pick_start(rng: np.random.Generator, n: int) -> np.ndarray:
     """Read start relative to the region (as in real BOLD reads): at it 52 %, one base in 20 %,
     10-19 bases in 13 %, 20-120 in 7 %, up to 40 bases before it 8 %."""
     choice = rng.choice(5, n, p=(0.52, 0.20, 0.13, 0.07, 0.08))
-    options = np.stack([
-        np.zeros(n, dtype=int),
-        np.ones(n, dtype=int),
-        rng.integers(10, 20, n),
-        np.exp(rng.uniform(np.log(20), np.log(120), n)).astype(int),
-        -np.exp(rng.uniform(0, np.log(_UPSTREAM_SITES), n)).astype(int),
-    ])
+    options = np.stack(
+        [
+            np.zeros(n, dtype=int),
+            np.ones(n, dtype=int),
+            rng.integers(10, 20, n),
+            np.exp(rng.uniform(np.log(20), np.log(120), n)).astype(int),
+            -np.exp(rng.uniform(0, np.log(_UPSTREAM_SITES), n)).astype(int),
+        ]
+    )
     return options[choice, np.arange(n)]
 
 
@@ -146,11 +151,13 @@ def _pick_end(rng: np.random.Generator, n: int) -> np.ndarray:
     """Read end relative to the region's start: the full region 33 %, near 590 30 %, anywhere in
     540-657 29 %, partial (300-540) 5 %, over-long 3 %."""
     choice = rng.choice(5, n, p=(0.33, 0.30, 0.29, 0.05, 0.03))
-    options = np.stack([
-        np.full(n, BARCODE_LENGTH),
-        np.clip(rng.normal(590, 12, n), 540, BARCODE_LENGTH - 1).astype(int),
-        rng.integers(540, BARCODE_LENGTH, n),
-        rng.integers(300, 540, n),
-        rng.integers(BARCODE_LENGTH + 1, BARCODE_LENGTH + _EXTRA_SITES + 1, n),
-    ])
+    options = np.stack(
+        [
+            np.full(n, BARCODE_LENGTH),
+            np.clip(rng.normal(590, 12, n), 540, BARCODE_LENGTH - 1).astype(int),
+            rng.integers(540, BARCODE_LENGTH, n),
+            rng.integers(300, 540, n),
+            rng.integers(BARCODE_LENGTH + 1, BARCODE_LENGTH + _EXTRA_SITES + 1, n),
+        ]
+    )
     return options[choice, np.arange(n)]

@@ -129,8 +129,13 @@ def _body(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, 
     parts = {
         "thorax": _ellipse(zeros, zeros, half_thorax, t["thorax_wid"], zeros),
         "head": _ellipse(head_x, zeros, t["head_size"], 0.85 * t["head_size"], zeros),
-        "eyes": np.stack([_ellipse(head_x + 0.3 * t["head_size"], side * 0.55 * t["head_size"], eye_r, 0.8 * eye_r,
-                                   zeros) for side in (1, -1)], 1),
+        "eyes": np.stack(
+            [
+                _ellipse(head_x + 0.3 * t["head_size"], side * 0.55 * t["head_size"], eye_r, 0.8 * eye_r, zeros)
+                for side in (1, -1)
+            ],
+            1,
+        ),
     }
     # Abdomen: a tear-drop profile behind the thorax (and the waist), banded across.
     front = -0.9 * half_thorax - t["waist"]
@@ -183,8 +188,9 @@ def _limbs(rng: np.random.Generator, t: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([legs, np.stack([q0, q1, q2], -2)], 1)
 
 
-def _pose(rng: np.random.Generator, parts: dict[str, np.ndarray], wing_on: np.ndarray
-          ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def _pose(
+    rng: np.random.Generator, parts: dict[str, np.ndarray], wing_on: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Rotate each specimen at random (they lie loose in the well) and crop tight around it
     with the short side 256 px: pixel coordinates, image sizes, and body units per short side."""
     n = len(wing_on)
@@ -205,8 +211,10 @@ def _pose(rng: np.random.Generator, parts: dict[str, np.ndarray], wing_on: np.nd
     landscape = (span[:, 0] >= span[:, 1])[:, None]
     size = np.where(landscape, np.stack([long_px, short_px], 1), np.stack([short_px, long_px], 1)).astype(int)
     offset = size / 2 - (lo + hi) / 2 * px[:, None]
-    pixels = {k: v * px.reshape((n,) + (1,) * (v.ndim - 1)) + offset.reshape((n,) + (1,) * (v.ndim - 2) + (2,))
-              for k, v in posed.items()}
+    pixels = {
+        k: v * px.reshape((n,) + (1,) * (v.ndim - 1)) + offset.reshape((n,) + (1,) * (v.ndim - 2) + (2,))
+        for k, v in posed.items()
+    }
     return pixels, size, short_units
 
 

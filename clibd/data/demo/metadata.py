@@ -44,8 +44,15 @@ def _bin_codes(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.char.add(np.char.add("BOLD:", _letters(code // 10**4, 3)), np.char.zfill((code % 10**4).astype(str), 4))
 
 
-def build_metadata(rng: np.random.Generator, tree: Tree, species: np.ndarray, depth: np.ndarray, split: np.ndarray,
-                   barcodes: np.ndarray, drawing: Drawing) -> pd.DataFrame:
+def build_metadata(
+    rng: np.random.Generator,
+    tree: Tree,
+    species: np.ndarray,
+    depth: np.ndarray,
+    split: np.ndarray,
+    barcodes: np.ndarray,
+    drawing: Drawing,
+) -> pd.DataFrame:
     """One row per specimen, in the dataset's column order and dtypes."""
     n = len(species)
     path = tree.species_path()
@@ -59,22 +66,29 @@ def build_metadata(rng: np.random.Generator, tree: Tree, species: np.ndarray, de
     processid = pd.Series(projects[project]) + running.astype(str) + "-" + rng.integers(19, 24, n).astype(str)
     plate = rng.integers(10000, 90000) + np.arange(n) // 95
     well = np.arange(n) % 95
-    sampleid = "BIOUG" + pd.Series(plate.astype(str)) + "-" + np.array(list("ABCDEFGH"))[well // 12] + pd.Series(
-        np.char.zfill((well % 12 + 1).astype(str), 2))
+    sampleid = (
+        "BIOUG"
+        + pd.Series(plate.astype(str))
+        + "-"
+        + np.array(list("ABCDEFGH"))[well // 12]
+        + pd.Series(np.char.zfill((well % 12 + 1).astype(str), 2))
+    )
 
     def rank(names: np.ndarray, known: np.ndarray) -> pd.Series:
         return pd.Series(np.where(known, names, None), dtype="string")
 
     subfamily_known = (depth >= GENUS) | ((depth == FAMILY) & (rng.random(n) < 0.3))
-    ranks = pd.DataFrame({
-        "phylum": pd.Series(["Arthropoda"] * n, dtype="string"),
-        "class": pd.Series(["Insecta"] * n, dtype="string"),
-        "order": rank(tree.orders[path["order"][species]], np.ones(n, bool)),
-        "family": rank(tree.families[path["family"][species]], depth >= FAMILY),
-        "subfamily": rank(tree.genus_subfamily[genus], subfamily_known),
-        "genus": rank(tree.genera[genus], depth >= GENUS),
-        "species": rank(tree.species[species], depth >= SPECIES),
-    })
+    ranks = pd.DataFrame(
+        {
+            "phylum": pd.Series(["Arthropoda"] * n, dtype="string"),
+            "class": pd.Series(["Insecta"] * n, dtype="string"),
+            "order": rank(tree.orders[path["order"][species]], np.ones(n, bool)),
+            "family": rank(tree.families[path["family"][species]], depth >= FAMILY),
+            "subfamily": rank(tree.genus_subfamily[genus], subfamily_known),
+            "genus": rank(tree.genera[genus], depth >= GENUS),
+            "species": rank(tree.species[species], depth >= SPECIES),
+        }
+    )
     taxon = ranks[["species", "genus", "subfamily", "family", "order"]].bfill(axis=1)["species"]
 
     bins = pd.Series(_bin_codes(rng, len(tree.species))[species], dtype="string")
@@ -84,24 +98,26 @@ def build_metadata(rng: np.random.Generator, tree: Tree, species: np.ndarray, de
     located = rng.random(n) >= 0.03
     in_1m = rng.random(n) < 0.2
 
-    table = pd.DataFrame({
-        "processid": processid,
-        "sampleid": sampleid,
-        "taxon": taxon,
-        **ranks,
-        "dna_bin": bins.where(rng.random(n) >= 0.02),
-        "dna_barcode": barcodes,
-        "country": country,
-        "province_state": np.where(rng.random(n) < 0.97, province, None),
-        "coord-lat": np.where(located, np.round(lat.astype(float) + rng.normal(0, 0.8, n), 3), np.nan),
-        "coord-lon": np.where(located, np.round(lon.astype(float) + rng.normal(0, 0.8, n), 3), np.nan),
-        "image_measurement_value": np.round(drawing.measurement, 1),
-        "area_fraction": np.round(drawing.area_fraction, 6),
-        "scale_factor": np.round(drawing.scale_factor, 4),
-        "inferred_ranks": rng.choice(3, n, p=(0.9, 0.07, 0.03)),
-        "split": split,
-        "index_bioscan_1M_insect": pd.array(np.where(in_1m, rng.choice(BIOSCAN_1M_SIZE, n, replace=False), -1)),
-    })
+    table = pd.DataFrame(
+        {
+            "processid": processid,
+            "sampleid": sampleid,
+            "taxon": taxon,
+            **ranks,
+            "dna_bin": bins.where(rng.random(n) >= 0.02),
+            "dna_barcode": barcodes,
+            "country": country,
+            "province_state": np.where(rng.random(n) < 0.97, province, None),
+            "coord-lat": np.where(located, np.round(lat.astype(float) + rng.normal(0, 0.8, n), 3), np.nan),
+            "coord-lon": np.where(located, np.round(lon.astype(float) + rng.normal(0, 0.8, n), 3), np.nan),
+            "image_measurement_value": np.round(drawing.measurement, 1),
+            "area_fraction": np.round(drawing.area_fraction, 6),
+            "scale_factor": np.round(drawing.scale_factor, 4),
+            "inferred_ranks": rng.choice(3, n, p=(0.9, 0.07, 0.03)),
+            "split": split,
+            "index_bioscan_1M_insect": pd.array(np.where(in_1m, rng.choice(BIOSCAN_1M_SIZE, n, replace=False), -1)),
+        }
+    )
     table["index_bioscan_1M_insect"] = table["index_bioscan_1M_insect"].astype("Int64").where(in_1m)
     chunks = [md5_chunk(pid, s) or None for pid, s in zip(table["processid"], table["split"])]
     table["chunk"] = pd.Series(chunks, dtype="string")

@@ -61,10 +61,12 @@ def placeholder_species(rng: np.random.Generator, genera: np.ndarray) -> list[st
     plate = rng.integers(1000, 99999, n)
     well = np.char.add(rng.choice(np.array(list("ABCDEFGH")), n), np.char.zfill(rng.integers(1, 13, n).astype(str), 2))
     epithets = latin_names(rng, n, "epithet")
-    names = pd.Series([
-        (f"{g} sp. {k}", f"{g} malaise{k}", f"{g} sp. BIOUG{p:05d}-{w}", f"{g} cf. {e}")[s]
-        for g, s, k, p, w, e in zip(genera, style, number, plate, well, epithets)
-    ])
+    names = pd.Series(
+        [
+            (f"{g} sp. {k}", f"{g} malaise{k}", f"{g} sp. BIOUG{p:05d}-{w}", f"{g} cf. {e}")[s]
+            for g, s, k, p, w, e in zip(genera, style, number, plate, well, epithets)
+        ]
+    )
     # Several species of one genus may draw the same number: make each name unique.
     repeat = names.groupby(names).cumcount()
     return names.where(repeat == 0, names + "_" + (repeat + 1).astype(str)).tolist()

@@ -67,8 +67,9 @@ def barcode_groups(haplotype: np.ndarray, barcode: np.ndarray) -> np.ndarray:
         group = merged
 
 
-def assign_splits(rng: np.random.Generator, tree: Tree, species: np.ndarray, group: np.ndarray,
-                  labelled_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def assign_splits(
+    rng: np.random.Generator, tree: Tree, species: np.ndarray, group: np.ndarray, labelled_target: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Split name and identification depth of each specimen.
 
     Per species, its barcode groups are taken in random order; the first groups (up to
@@ -85,15 +86,28 @@ def assign_splits(rng: np.random.Generator, tree: Tree, species: np.ndarray, gro
     share = (before + size / 2) / np.maximum(n_labelled[g_species], 1)
 
     kind = tree.species_kind[g_species]
-    seen_genus = np.bincount(tree.species_genus, weights=(tree.species_kind == NAMED) & (n_labelled > 0),
-                             minlength=len(tree.genera)) > 0
-    unseen = ((kind == PLACEHOLDER) & seen_genus[tree.species_genus[g_species]]
-              & (n_labelled[g_species] >= UNSEEN_MIN_SAMPLES))
+    seen_genus = (
+        np.bincount(
+            tree.species_genus, weights=(tree.species_kind == NAMED) & (n_labelled > 0), minlength=len(tree.genera)
+        )
+        > 0
+    )
+    unseen = (
+        (kind == PLACEHOLDER)
+        & seen_genus[tree.species_genus[g_species]]
+        & (n_labelled[g_species] >= UNSEEN_MIN_SAMPLES)
+    )
     few = n_labelled[g_species] < MIN_SEEN_FOR_QUERIES
     split = np.select(
-        [~labelled,
-         (kind == NAMED) & (few | (share < SEEN_CUTS[0])), (kind == NAMED) & (share < SEEN_CUTS[1]), kind == NAMED,
-         unseen & (share < UNSEEN_CUTS[0]), unseen & (share < UNSEEN_CUTS[1]), unseen],
+        [
+            ~labelled,
+            (kind == NAMED) & (few | (share < SEEN_CUTS[0])),
+            (kind == NAMED) & (share < SEEN_CUTS[1]),
+            kind == NAMED,
+            unseen & (share < UNSEEN_CUTS[0]),
+            unseen & (share < UNSEEN_CUTS[1]),
+            unseen,
+        ],
         ["pretrain", "train", "val", "test", "key_unseen", "val_unseen", "test_unseen"],
         "other_heldout",
     )[inverse]

@@ -18,8 +18,11 @@ def summarise(table: pd.DataFrame) -> str:
     rows = rows.join(by_split[list(SUMMARY_RANKS)].nunique())
     rows["barcode_nt"] = lengths.groupby(table["split"].astype(str)).agg(lambda x: f"{x.min()}-{x.max()}")
     rows = rows.reindex(splits).astype(object)
-    total = {"records": len(table), **{r: table[r].nunique() for r in SUMMARY_RANKS},
-             "barcode_nt": f"{lengths.min()}-{lengths.max()}"}
+    total = {
+        "records": len(table),
+        **{r: table[r].nunique() for r in SUMMARY_RANKS},
+        "barcode_nt": f"{lengths.min()}-{lengths.max()}",
+    }
     rows.loc["all"] = pd.Series(total)
     labelled = {r: f"{table[r].notna().mean():.1%}" for r in SUMMARY_RANKS}
     rows.loc["labelled"] = pd.Series({"records": "", **labelled, "barcode_nt": ""})

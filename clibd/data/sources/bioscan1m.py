@@ -56,7 +56,10 @@ def _partition_splits(folder: Path, sampleids: pd.Series) -> pd.Series:
 
 
 def read_bioscan1m(
-    root: str | Path, image_package: str = "cropped_256", columns: Mapping[str, str] | None = None, check_images: bool = True
+    root: str | Path,
+    image_package: str = "cropped_256",
+    columns: Mapping[str, str] | None = None,
+    check_images: bool = True,
 ) -> pd.DataFrame:
     base = dataset_dir(root).resolve()
     tsv = base / METADATA_FILE
@@ -70,8 +73,12 @@ def read_bioscan1m(
     present = header(tsv, "\t")
     barcode = next((c for c in BARCODE_COLUMNS if c in present), None)
     if barcode is None:
-        raise ValueError(f"{tsv}: missing column {BARCODE_COLUMNS[0]!r} (or {BARCODE_COLUMNS[1]!r}) holding the barcodes")
-    split_col = columns.get("split") or ("split" if "split" in present and not (base / PARTITION_DIR).is_dir() else None)
+        raise ValueError(
+            f"{tsv}: missing column {BARCODE_COLUMNS[0]!r} (or {BARCODE_COLUMNS[1]!r}) holding the barcodes"
+        )
+    split_col = columns.get("split") or (
+        "split" if "split" in present and not (base / PARTITION_DIR).is_dir() else None
+    )
     required = [*REQUIRED, barcode, *([split_col] if split_col else [])]
     meta = read_delimited(tsv, required=required, columns=list(dict.fromkeys(required)))
     if split_col:

@@ -69,7 +69,11 @@ def _md5_prefixes(processids: list[str], splits: list[str]) -> list[str]:
 
 
 def _fill_chunks(meta: pd.DataFrame) -> pd.Series:
-    chunk = meta["chunk"].astype("string").str.strip() if "chunk" in meta else pd.Series(pd.NA, index=meta.index, dtype="string")
+    chunk = (
+        meta["chunk"].astype("string").str.strip()
+        if "chunk" in meta
+        else pd.Series(pd.NA, index=meta.index, dtype="string")
+    )
     chunk = chunk.mask(chunk.eq("").fillna(False))
     todo = np.flatnonzero((chunk.isna() & meta["split"].isin(list(CHUNK_CHARS))).to_numpy(dtype=bool))
     if len(todo):

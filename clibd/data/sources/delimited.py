@@ -51,10 +51,14 @@ def header(path: Path, sep: str) -> list[str]:
 def check_columns(path: Path, present: Sequence[str], required: Sequence[str]) -> None:
     missing = [c for c in required if c not in present]
     if missing:
-        raise ValueError(f"{path}: missing column {missing[0]!r} (all missing: {missing}; columns present: {list(present)})")
+        raise ValueError(
+            f"{path}: missing column {missing[0]!r} (all missing: {missing}; columns present: {list(present)})"
+        )
 
 
-def _read_csv(path: Path, sep: str, types: Mapping[str, pa.DataType], include: Sequence[str], threads: bool) -> pa.Table:
+def _read_csv(
+    path: Path, sep: str, types: Mapping[str, pa.DataType], include: Sequence[str], threads: bool
+) -> pa.Table:
     bad: list = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:

@@ -45,7 +45,11 @@ def parse_fasta(raw: bytes, path: str) -> pd.DataFrame:
     records = pd.Series(chunks[1:], dtype="string")
     parts = records.str.partition("\n")
     head, seq = parts[0], parts[2].str.replace(r"\s+", "", regex=True)
-    line_of = 1 + chunks[0].count("\n") + np.concatenate([[0], np.cumsum(records.str.count("\n").to_numpy(dtype=np.int64) + 1)[:-1]])
+    line_of = (
+        1
+        + chunks[0].count("\n")
+        + np.concatenate([[0], np.cumsum(records.str.count("\n").to_numpy(dtype=np.int64) + 1)[:-1]])
+    )
     fields = head.str.split("|", expand=True)
     if fields.shape[1] > len(HEADER_FIELDS):
         bad = int(np.flatnonzero(fields[len(HEADER_FIELDS)].notna().to_numpy())[0])

@@ -86,7 +86,9 @@ def pretrain_on_barcodes(
     optimizer = build_optimizer(model, cfg, scaled_lr(cfg, accelerator.num_processes))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
-    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    total_steps = (
+        cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    )
     if total_steps < 1:
         raise ValueError(f"nothing to train: {len(data)} barcodes, epochs={cfg.epochs}, max_steps={cfg.max_steps}")
     # Not prepared: accelerate would step it once per process and overrun OneCycle's total.
@@ -102,7 +104,12 @@ def pretrain_on_barcodes(
             rows = rows.cpu().numpy()
             ids, mask = data.take(rows, offsets[rows])
             inputs, labels = mask_tokens(
-                ids, mask, ratio=cfg.mask_ratio, mask_id=tokenizer.mask_id, kmer_offset=tokenizer.kmer_offset, generator=masking
+                ids,
+                mask,
+                ratio=cfg.mask_ratio,
+                mask_id=tokenizer.mask_id,
+                kmer_offset=tokenizer.kmer_offset,
+                generator=masking,
             )
             with accelerator.accumulate(model):
                 device = accelerator.device
@@ -159,7 +166,9 @@ def pretrain_dna(cfg: Config) -> dict[str, Any]:
         present = sorted(table["split"].dropna().unique())
         unknown = sorted(set(cfg.pretrain.splits) - set(present))
         if unknown:
-            raise ValueError(f"pretrain.splits names {unknown}, absent from the data (splits: {present}); [] = every row")
+            raise ValueError(
+                f"pretrain.splits names {unknown}, absent from the data (splits: {present}); [] = every row"
+            )
         table = table[table["split"].isin(cfg.pretrain.splits)]
     barcodes, report = unique_barcodes(table["dna_barcode"], cfg.model.dna.k)
     print(f"pretrain-dna: {report}")
