@@ -35,7 +35,7 @@ class _ImageFiles(Dataset):
         rules: Optional[QualityConfig], decode_side: Optional[int] = None,
     ) -> None:
         """``min_side``: the model's input size (the quality check's minimum); ``decode_side``: the
-        shorter side JPEGs keep when decoded (the evaluation view's resize; default ``min_side``)."""
+        shorter side JPEGs keep when decoded (:meth:`Embedder.photo_decode_side`; default ``min_side``)."""
         self.inputs, self.transform, self.min_side, self.rules = list(inputs), transform, min_side, rules
         self.decode_side = decode_side or min_side
 
@@ -47,9 +47,8 @@ class _ImageFiles(Dataset):
         try:
             if isinstance(item, Image.Image):
                 image = item.convert("RGB")
-            else:  # the quality statistics want ANALYSIS_SIDE px; JPEG decodes at a reduced size
-                side = self.decode_side if self.rules is None else max(self.decode_side, ANALYSIS_SIDE)
-                image = decode_image(Path(item).read_bytes(), str(item), side)
+            else:
+                image = decode_image(Path(item).read_bytes(), str(item), self.decode_side)
             quality = "" if self.rules is None else photo_quality(image, self.min_side, self.rules)
             return i, self.transform(image), quality
         except (OSError, ImageDecodeError) as err:
@@ -130,6 +129,11 @@ class Embedder:
     def dim(self) -> int:
         return int(self.model.cfg.embed_dim)
 
+    def photo_decode_side(self, rules: Optional[QualityConfig]) -> int:
+        """The shorter side a JPEG keeps when decoded: the evaluation view's resize, or the quality
+        statistics' ``ANALYSIS_SIDE`` when photos are checked (also for photos decoded elsewhere)."""
+        return self.decode_side if rules is None else max(self.decode_side, ANALYSIS_SIDE)
+
     def _encode(self, batch: dict[str, torch.Tensor], modality: str) -> np.ndarray:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         return self.encode(batch, modality).cpu().numpy()
@@ -145,7 +149,7 @@ class Embedder:
         (:func:`clibd.data.quality.photo_quality`, in the loader workers); flagged photos are
         embedded all the same, their ``quality`` says why they should not be trusted."""
         inputs = list(inputs)
-        files = _ImageFiles(inputs, self.transform, self.image_size, rules, self.decode_side)
+        files = _ImageFiles(inputs, self.transform, self.image_size, rules, self.photo_decode_side(rules))
         loader = DataLoader(files, batch_size=self.batch_size, collate_fn=_collate_images, num_workers=self.num_workers)
         parts, ids, skipped, quality = [], [], [], []
         batches = tqdm(loader, desc="embed images", leave=False, disable=len(loader) < 2)

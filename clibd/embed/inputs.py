@@ -1,6 +1,6 @@
 """New specimens from the command line: image files / folders, and barcodes from FASTA,
 CSV, TSV or parquet files (read with ``clibd.data.sources``), quality-checked
-(``clibd.data.quality``) and embedded.
+(``clibd.data.quality``) and embedded; or the same already in memory (:func:`embed_decoded`).
 
 Every input record becomes one row of ``records``: ``id``, ``file``, ``record`` (1-based
 record number in its file; 1 for a photo) and ``quality`` (``""`` = passed). Unreadable
@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from clibd.config import QualityConfig
 from clibd.data.quality import barcode_quality
@@ -112,30 +113,67 @@ def check_unique_ids(records: pd.DataFrame, what: str) -> None:
         )
 
 
-def embed_barcodes(embedder: Embedder, paths: Sequence[str | Path], rules: QualityConfig) -> EmbeddedInputs:
-    """Read, check (``clibd.data.quality.barcode_quality``) and embed the barcodes that pass."""
-    records, skipped = read_barcodes(paths)
+def embed_barcode_records(
+    embedder: Embedder, records: pd.DataFrame, rules: QualityConfig, skipped: Optional[Skipped] = None
+) -> EmbeddedInputs:
+    """Check (``clibd.data.quality.barcode_quality``) and embed the barcodes that pass; ``records``:
+    ``id``, ``file``, ``record``, ``sequence`` (from files or from memory), ``skipped``: unreadable inputs."""
     check_unique_ids(records, "barcode")
-    records["quality"] = barcode_quality(records["sequence"].tolist(), rules)
+    records = records.assign(quality=barcode_quality(records["sequence"].tolist(), rules))
     passed = (records["quality"] == "").to_numpy(bool)
     embeddings = np.full((len(records), embedder.dim), np.nan, dtype=np.float32)
     if passed.any():
         embeddings[passed], _ = embedder.embed_dna(records.loc[passed, "sequence"].tolist())
-    return EmbeddedInputs("dna", records[RECORD_COLUMNS].reset_index(drop=True), embeddings, skipped)
+    return EmbeddedInputs("dna", records[RECORD_COLUMNS].reset_index(drop=True), embeddings, skipped or [])
+
+
+def embed_barcodes(embedder: Embedder, paths: Sequence[str | Path], rules: QualityConfig) -> EmbeddedInputs:
+    """Read, check and embed the barcodes of FASTA / CSV / TSV / parquet files."""
+    records, skipped = read_barcodes(paths)
+    return embed_barcode_records(embedder, records, rules, skipped)
+
+
+def embed_photo_items(
+    embedder: Embedder, items: Sequence[str | Path | Image.Image], records: pd.DataFrame, rules: QualityConfig
+) -> EmbeddedInputs:
+    """Decode (files), check (``clibd.data.quality.photo_quality``) and embed photos given as files
+    or as decoded images; ``records`` (``id``, ``file``, ``record``) describe ``items`` one for one."""
+    check_unique_ids(records, "photo (file name without extension)")
+    with warnings.catch_warnings():  # reported by the caller, one line per input
+        warnings.filterwarnings("ignore", message="skipped .* images")
+        result = embedder.embed_images(items, rules)
+    names = pd.Index([image_id(item, i) for i, item in enumerate(items)])  # the embedder's ids: rows back
+    read = records.iloc[names.get_indexer(result.ids)].reset_index(drop=True)
+    read["quality"] = result.quality
+    return EmbeddedInputs("image", read[RECORD_COLUMNS], result.embeddings, result.skipped)
 
 
 def embed_photos(embedder: Embedder, paths: Sequence[str | Path], rules: QualityConfig) -> EmbeddedInputs:
-    """Decode, check (``clibd.data.quality.photo_quality``) and embed the photos; unreadable ones are skips."""
+    """Photo files and folders; unreadable files are skips."""
     files = expand_image_paths(paths)
     stems = pd.DataFrame({"id": [image_id(p, i) for i, p in enumerate(files)], "file": list(map(str, files)),
                           "record": 1})
-    check_unique_ids(stems, "photo (file name without extension)")
-    with warnings.catch_warnings():  # reported by the caller, one line per input
-        warnings.filterwarnings("ignore", message="skipped .* images")
-        result = embedder.embed_images(files, rules)
-    read = stems.set_index("id").loc[result.ids].reset_index()
-    read["quality"] = result.quality
-    return EmbeddedInputs("image", read[RECORD_COLUMNS], result.embeddings, result.skipped)
+    return embed_photo_items(embedder, files, stems, rules)
+
+
+def embed_decoded(
+    embedder: Embedder,
+    photos: Optional[pd.DataFrame] = None,
+    barcodes: Optional[pd.DataFrame] = None,
+    rules: Optional[QualityConfig] = None,
+) -> dict[str, EmbeddedInputs]:
+    """:func:`embed_inputs` for inputs already in memory (a server's uploads: nothing touches disk).
+    ``photos``: ``id``, ``file``, ``record``, ``image`` (PIL); ``barcodes``: ``id``, ``file``, ``record``,
+    ``sequence``; None: that modality was not given."""
+    if photos is None and barcodes is None:
+        raise ValueError("give photos, DNA barcodes, or both")
+    rules = QualityConfig() if rules is None else rules
+    out = {}
+    if photos is not None:
+        out["image"] = embed_photo_items(embedder, photos["image"].tolist(), photos.drop(columns="image"), rules)
+    if barcodes is not None:
+        out["dna"] = embed_barcode_records(embedder, barcodes, rules)
+    return out
 
 
 def embed_inputs(

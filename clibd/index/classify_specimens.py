@@ -20,6 +20,8 @@ it has it, else the mean of the image and DNA thresholds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -76,13 +78,21 @@ def _specimens(inputs: dict[str, EmbeddedInputs], keep_flagged: bool) -> tuple[p
     return table[["id", *FILE_COLUMNS, "evidence", "quality"]], used, embeddings
 
 
-def classify_specimens(
-    index: ReferenceIndex, inputs: dict[str, EmbeddedInputs], k: int = 5, keep_flagged: bool = False
-) -> pd.DataFrame:
-    """One row per specimen: ``id``, ``image_file``, ``dna_file``, ``dna_record``, ``evidence``,
-    ``quality``, then :func:`clibd.index.vote.predict_taxonomy`'s columns (empty where no evidence).
+@dataclass
+class SpecimenSearch:
+    """:func:`search_specimens`' answer: the table ``clibd classify`` writes, and per row the k
+    nearest keys behind its prediction (for a front end that shows them)."""
 
-    ``inputs``: ``clibd.embed.inputs.embed_inputs``'s output, from the checkpoint the index was built with."""
+    table: pd.DataFrame  # classify_specimens' columns, one row per specimen
+    scores: np.ndarray  # [rows, k] (fused) similarity of the k nearest keys, nearest first; NaN where withheld
+    positions: np.ndarray  # [rows, k] the keys' positions in the library; -1 where withheld
+    thresholds: np.ndarray  # [rows] the new-species threshold the row was held to; NaN where withheld
+
+
+def search_specimens(
+    index: ReferenceIndex, inputs: dict[str, EmbeddedInputs], k: int = 5, keep_flagged: bool = False
+) -> SpecimenSearch:
+    """:func:`classify_specimens`, keeping each row's nearest keys, scores and threshold."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     table, used, embeddings = _specimens(inputs, keep_flagged)
@@ -92,12 +102,27 @@ def classify_specimens(
     thresholds = index.metadata["thresholds"]
     evidence = table["evidence"].to_numpy(str)[rows]
     threshold = pd.Series(evidence).map({e: fused_threshold(thresholds, e) for e in set(evidence)}).to_numpy(float)
+    k = min(k, len(index))
     if len(rows):
-        scores, positions = index.search(query / np.maximum(norm, 1e-12)[:, None], min(k, len(index)))
+        scores, positions = index.search(query / np.maximum(norm, 1e-12)[:, None], k)
         scores = scores * norm[:, None]  # mean of the modalities' similarities (1 for one modality)
     else:
-        scores, positions = np.zeros((0, 1), np.float32), np.zeros((0, 1), np.int64)
+        scores, positions = np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     predicted = predict_taxonomy(scores, positions, index.taxonomy, index.ids, table["id"].iloc[rows], threshold)
     predicted["possible_new_species"] = predicted["possible_new_species"].astype("boolean")
     predicted.index = rows
-    return pd.concat([table, predicted.drop(columns="id")], axis=1)
+    every = SpecimenSearch(pd.concat([table, predicted.drop(columns="id")], axis=1),
+                           np.full((len(table), k), np.nan, np.float32), np.full((len(table), k), -1, np.int64),
+                           np.full(len(table), np.nan))
+    every.scores[rows], every.positions[rows], every.thresholds[rows] = scores, positions, threshold
+    return every
+
+
+def classify_specimens(
+    index: ReferenceIndex, inputs: dict[str, EmbeddedInputs], k: int = 5, keep_flagged: bool = False
+) -> pd.DataFrame:
+    """One row per specimen: ``id``, ``image_file``, ``dna_file``, ``dna_record``, ``evidence``,
+    ``quality``, then :func:`clibd.index.vote.predict_taxonomy`'s columns (empty where no evidence).
+
+    ``inputs``: ``clibd.embed.inputs.embed_inputs``'s output, from the checkpoint the index was built with."""
+    return search_specimens(index, inputs, k, keep_flagged).table
