@@ -53,15 +53,20 @@ def client(classifier):
     return _client(classifier)
 
 
-def _photos(n: int) -> list[Path]:
-    return sorted(REAL_IMAGES.glob("*.jpg"))[:n]
+def _photos(n: int, kind: str = "valid") -> list[Path]:
+    """Real photos: ``valid`` ones pass the quality checks, ``blurry`` / ``empty`` ones are flagged."""
+    return sorted(REAL_IMAGES.glob(f"{kind}_*.jpg"))[:n]
 
 
-def _cli_csv(library, tmp_path: Path, *inputs: str) -> pd.DataFrame:
+def _cli_csv(library, tmp_path: Path, folder: Path, *inputs: str) -> pd.DataFrame:
+    """`clibd classify` run in the inputs' ``folder`` on their bare names: its file columns then name
+    the files as the server knows them (an upload has a name, never a path)."""
     checkpoint, index = library
     out = tmp_path / "cli.csv"
-    assert main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), *inputs,
-                 "--k", str(K), "--out", str(out)]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        assert main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), *inputs,
+                     "--k", str(K), "--out", str(out)]) == 0
     return pd.read_csv(out)
 
 
@@ -83,12 +88,12 @@ def test_one_real_photo_matches_the_cli(client, library, tmp_path) -> None:
     assert answer.status_code == 200
     body = answer.json()
     served = pd.read_csv(io.StringIO(body["csv"]))
-    expected = _cli_csv(library, tmp_path, "--images", str(photo))
+    expected = _cli_csv(library, tmp_path, photo.parent, "--images", photo.name)
     pd.testing.assert_frame_equal(served, expected)
     [specimen] = body["specimens"]
     assert specimen["id"] == photo.stem and specimen["photo"] == photo.name and specimen["errors"] == []
     [result] = specimen["results"]
-    assert result["modality"] == "image"
+    assert (result["evidence"], result["quality"], result["files"]["image_file"]) == ("image", "", photo.name)
     threshold = json.loads((library[1] / "meta.json").read_text())["metadata"]["thresholds"]["image"]["threshold"]
     assert result["threshold"] == threshold
     row = expected.iloc[0]
@@ -114,25 +119,56 @@ def test_real_barcodes_fasta_matches_the_cli(client, library, tmp_path) -> None:
     path = tmp_path / "new.fasta"
     path.write_text(fasta)
     body = client.post("/api/classify", files=[("barcodes", ("new.fasta", fasta.encode(), "text/plain"))]).json()
-    expected = _cli_csv(library, tmp_path, "--dna", str(path))
+    expected = _cli_csv(library, tmp_path, tmp_path, "--dna", path.name)
     pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(body["csv"])), expected)
     assert [s["id"] for s in body["specimens"]] == records["processid"].tolist()
     for specimen in body["specimens"]:
         [result] = specimen["results"]
-        assert result["modality"] == "dna" and len(result["neighbours"]) == K
-    pasted = client.post("/api/classify", data={"fasta": fasta}).json()  # the page's text box
-    assert pasted["csv"] == body["csv"]
+        assert result["evidence"] == "dna" and len(result["neighbours"]) == K
+    pasted = pd.read_csv(io.StringIO(client.post("/api/classify", data={"fasta": fasta}).json()["csv"]))
+    assert (pasted["dna_file"] == "pasted.fasta").all()  # the page's text box: same rows, its own name
+    pd.testing.assert_frame_equal(pasted.assign(dna_file="new.fasta"), expected)
 
 
-def test_photo_and_barcode_of_one_specimen_are_paired(client) -> None:
+def test_photo_and_barcode_of_one_specimen_are_one_fused_row(client, library, tmp_path) -> None:
     photo = _photos(2)[1]
     record = pd.read_csv(BOLD_4K, sep="\t", dtype=str).iloc[300]
     fasta = f">{photo.stem}\n{record['nucleotides']}\n>other\n{record['nucleotides']}\n"
+    (tmp_path / "b.fa").write_text(fasta)
+    (tmp_path / photo.name).write_bytes(photo.read_bytes())
     body = client.post("/api/classify", files=[("photos", (photo.name, photo.read_bytes(), "image/jpeg")),
                                                 ("barcodes", ("b.fa", fasta.encode(), "text/plain"))]).json()
-    assert [(s["id"], [r["modality"] for r in s["results"]]) for s in body["specimens"]] == [
-        (photo.stem, ["image", "dna"]), ("other", ["dna"])]
-    assert pd.read_csv(io.StringIO(body["csv"]))["id"].tolist() == [photo.stem, photo.stem, "other"]
+    expected = _cli_csv(library, tmp_path, tmp_path, "--images", photo.name, "--dna", "b.fa")
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(body["csv"])), expected)
+    assert expected["evidence"].tolist() == ["image+dna", "dna"]
+    assert [(s["id"], [r["evidence"] for r in s["results"]]) for s in body["specimens"]] == [
+        (photo.stem, ["image+dna"]), ("other", ["dna"])]
+    fused = body["specimens"][0]["results"][0]
+    thresholds = json.loads((library[1] / "meta.json").read_text())["metadata"]["thresholds"]
+    assert fused["threshold"] == thresholds["image+dna"]["threshold"]  # calibrated for fused queries
+    assert fused["files"] == {"image_file": photo.name, "dna_file": "b.fa", "dna_record": 1}
+    assert fused["neighbours"][0]["similarity"] == pytest.approx(expected["best_similarity"].iloc[0], abs=1e-4)
+
+
+def test_flagged_photo_is_withheld_unless_kept(client, classifier, library, tmp_path) -> None:
+    from clibd.serve.service import Classifier, Limits
+    from clibd.serve.uploads import Upload
+
+    photo = _photos(1, "blurry")[0]
+    body = client.post("/api/classify", files=[("photos", (photo.name, photo.read_bytes(), "image/jpeg"))]).json()
+    served = pd.read_csv(io.StringIO(body["csv"]))
+    pd.testing.assert_frame_equal(served, _cli_csv(library, tmp_path, photo.parent, "--images", photo.name))
+    [result] = body["specimens"][0]["results"]
+    assert (result["evidence"], result["threshold"], result["neighbours"]) == ("", None, [])
+    assert result["quality"] == served["quality"].iloc[0] != "" and result["prediction"]["species"] is None
+    assert body["counts"]["withheld"] == 1
+    keeping = Classifier(library[0], library[1], k=K, device="cpu", keep_flagged=True)
+    kept = keeping.classify([Upload(photo.name, photo.read_bytes())], [], Limits())
+    expected = _cli_csv(library, tmp_path, photo.parent, "--images", photo.name, "--keep-flagged")
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(kept["csv"])), expected)
+    [result] = kept["specimens"][0]["results"]
+    assert result["evidence"] == "image" and result["quality"] == expected["quality"].iloc[0] != ""
+    assert [n["id"] for n in result["neighbours"]][0] == expected["nearest_id"].iloc[0]
 
 
 def test_mixed_batch_bad_files_get_their_own_rows(client) -> None:
@@ -153,11 +189,21 @@ def test_mixed_batch_bad_files_get_their_own_rows(client) -> None:
     assert all(len(by_id[p.stem]["results"]) == 1 and not by_id[p.stem]["errors"] for p in good)
     assert "notes.jpg" in by_id["notes"]["errors"][0]["error"] and not by_id["notes"]["results"]
     assert by_id["cut"]["errors"][0]["file"] == "cut.jpg" and not by_id["cut"]["results"]
-    assert by_id["lonely"]["errors"] == [{"file": "empty.fasta", "error": "empty barcode (only N, gaps or spaces)"}]
-    assert by_id["also_empty"]["errors"][0]["error"].startswith("empty barcode")
+    for sid, record in (("lonely", 1), ("also_empty", 2)):  # as `clibd classify`: a row, never a prediction
+        [result] = by_id[sid]["results"]
+        assert (result["evidence"], result["quality"]) == ("", "dna: too_short (0 valid nt < 200)")
+        assert result["files"] == {"image_file": None, "dna_file": "empty.fasta", "dna_record": record}
+        assert result["neighbours"] == [] and not by_id[sid]["errors"]
     assert "line 1: expected a '>' header line" in by_id["words.fasta"]["errors"][0]["error"]
-    assert body["counts"] == {"photos": 3, "barcodes": 0, "rows": 3, "errors": 5}
-    assert pd.read_csv(io.StringIO(body["csv"]))["id"].tolist() == [p.stem for p in good]
+    assert body["counts"] == {"photos": 3, "barcodes": 2, "rows": 5, "withheld": 2, "errors": 3}
+    table = pd.read_csv(io.StringIO(body["csv"]))
+    assert table["id"].tolist() == [p.stem for p in good] + ["lonely", "also_empty"]
+    assert table["evidence"].fillna("").tolist() == ["image"] * 3 + ["", ""]
+
+
+def test_duplicate_ids_are_refused_by_name(client) -> None:
+    answer = client.post("/api/classify", data={"fasta": ">twice\nACGT\n>twice\nACGT\n"})
+    assert answer.status_code == 400 and "'twice' (pasted.fasta:1, pasted.fasta:2)" in answer.json()["error"]
 
 
 def test_oversized_upload_and_request(classifier) -> None:

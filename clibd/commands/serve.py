@@ -1,4 +1,5 @@
-"""``clibd serve --checkpoint DIR --index LIB [--run RUN] [--host 127.0.0.1] [--port 8000]``.
+"""``clibd serve --checkpoint DIR --index LIB [--run RUN] [--host 127.0.0.1] [--port 8000]
+[--keep-flagged] [--min-valid-nt 200 ...]``.
 
 A local web app: the classify page and its JSON API (``POST /api/classify``,
 ``GET /api/health``) when a model and a library are given, the run report (``/run``) when
@@ -9,6 +10,8 @@ It binds 127.0.0.1 unless ``--host`` says otherwise (the API has no authenticati
 from __future__ import annotations
 
 import argparse
+
+from clibd.commands.embed import add_quality_arguments, quality_rules
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--max-file-mb", type=float, default=16, help="largest accepted photo or barcode file")
     parser.add_argument("--max-request-mb", type=float, default=256, help="largest accepted request (one batch)")
+    add_quality_arguments(parser, "show the predictions of flagged photos (empty_well, blurry, too_small) anyway")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +44,16 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"clibd serve: --k must be at least 1, got {args.k}")
     classifier = None
     if args.checkpoint:
-        classifier = Classifier(args.checkpoint, args.index, args.k, args.device, args.batch_size, args.precision)
+        classifier = Classifier(
+            args.checkpoint,
+            args.index,
+            args.k,
+            args.device,
+            args.batch_size,
+            args.precision,
+            quality_rules(args),
+            args.keep_flagged,
+        )
         print(
             f"loaded {args.checkpoint} and {args.index} ({len(classifier.library)} keys) "
             f"in {classifier.load_seconds:.1f} s"

@@ -59,7 +59,10 @@ def build_app(classifier: Optional[Classifier] = None, report: Optional[RunRepor
         if not photos and not barcodes:
             return JSONResponse({"error": "no photos or barcodes in the request (fields: photos, barcodes, fasta)"},
                                 status_code=400)
-        return JSONResponse(await run_in_threadpool(classifier.classify, photos, barcodes, limits))
+        try:
+            return JSONResponse(await run_in_threadpool(classifier.classify, photos, barcodes, limits))
+        except ValueError as err:  # duplicate ids within the photos or within the barcodes
+            return JSONResponse({"error": str(err)}, status_code=400)
 
     async def thumbnail(request: Request) -> Response:
         data = await run_in_threadpool(classifier.thumbnail, request.path_params["key"])

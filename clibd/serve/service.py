@@ -19,9 +19,11 @@ from PIL import Image
 
 from clibd.data.images import ImageReadError, read_image_bytes
 from clibd.data.transforms import ImageDecodeError, decode_image
+from clibd.config import QualityConfig
 from clibd.embed.embedder import Embedder
+from clibd.embed.inputs import embed_decoded
+from clibd.index.classify_specimens import FILE_COLUMNS, SpecimenSearch, search_specimens
 from clibd.index.library import load_library
-from clibd.serve.classify import Classified, classify_uploads
 from clibd.serve.uploads import InputError, Upload, decode_photos, read_barcode_uploads, specimen_id
 from clibd.taxonomy import EVAL_RANKS
 
@@ -40,9 +42,12 @@ class Classifier:
     """``Classifier(checkpoint, index_dir)``: load once, then ``classify(photos, barcodes)`` per request."""
 
     def __init__(self, checkpoint: str | Path, index_dir: str | Path, k: int = 5, device: str = "auto",
-                 batch_size: int = 64, precision: str = "auto") -> None:
+                 batch_size: int = 64, precision: str = "auto", rules: Optional[QualityConfig] = None,
+                 keep_flagged: bool = False) -> None:
+        """``rules`` / ``keep_flagged``: the quality checks, as ``clibd classify``'s options."""
         started = time.perf_counter()
         self.checkpoint, self.index_dir, self.k = Path(checkpoint), Path(index_dir), k
+        self.rules, self.keep_flagged = QualityConfig() if rules is None else rules, keep_flagged
         self.embedder = Embedder(checkpoint, device=device, batch_size=batch_size, precision=precision)
         self.library = load_library(index_dir, self.embedder)
         taxonomy = self.library.taxonomy
@@ -69,40 +74,50 @@ class Classifier:
         }
 
     def classify(self, photos: list[Upload], barcode_files: list[Upload], limits: Limits) -> dict[str, Any]:
-        """The JSON answer: ``specimens`` (grouped by id, in upload order), ``csv``, ``counts``."""
+        """The JSON answer: ``specimens`` (one per id, in upload order), ``csv``, ``counts``.
+
+        Rows are ``clibd classify``'s (``clibd.index.classify_specimens``): a photo and a barcode with
+        one id are one specimen and one fused prediction; a modality counts as given when any of its
+        files was uploaded. Raises ValueError on duplicate ids within photos or within barcodes."""
         started = time.perf_counter()
-        images, errors = decode_photos(photos, self.embedder.image_size, limits.file_bytes)
+        images, errors = decode_photos(photos, self.embedder.photo_decode_side(self.rules), limits.file_bytes)
         barcodes, barcode_errors = read_barcode_uploads(barcode_files, limits.file_bytes)
         with self._lock:
-            result = classify_uploads(self.embedder, self.library, images, barcodes, self.k)
+            inputs = embed_decoded(self.embedder, images if photos else None, barcodes if barcode_files else None,
+                                   self.rules)
+            result = search_specimens(self.library, inputs, self.k, self.keep_flagged)
         photo_files = {specimen_id(upload.name): upload.name for upload in photos}
         specimens = self._specimens(result, errors + barcode_errors, photo_files)
         return {
             "specimens": specimens,
             "csv": result.table.to_csv(index=False, float_format="%.4f"),
             "counts": {"photos": len(images), "barcodes": len(barcodes), "rows": len(result.table),
+                       "withheld": int((result.table["evidence"] == "").sum()),
                        "errors": len(errors) + len(barcode_errors)},
             "seconds": round(time.perf_counter() - started, 4),
         }
 
-    def _specimens(self, result: Classified, errors: list[InputError], photo_files: dict[str, str]) -> list[dict]:
+    def _specimens(self, result: SpecimenSearch, errors: list[InputError], photo_files: dict[str, str]) -> list[dict]:
         by_id: dict[str, dict] = {}
 
         def specimen(sid: str) -> dict:
             return by_id.setdefault(sid, {"id": sid, "photo": photo_files.get(sid), "results": [], "errors": []})
 
         neighbours = self._neighbours(result)
-        for record, modality, near in zip(_records(result.table), result.modality, neighbours):
+        for record, threshold, near in zip(_records(result.table), result.thresholds, neighbours):
+            evidence, quality = record.pop("evidence"), record.pop("quality")
+            files = {column: record.pop(column) for column in FILE_COLUMNS}
             specimen(record.pop("id"))["results"].append({
-                "modality": modality, "prediction": record, "threshold": result.thresholds[modality],
-                "neighbours": near,
+                "evidence": evidence, "quality": quality, "files": files, "prediction": record,
+                "threshold": None if np.isnan(threshold) else float(threshold), "neighbours": near,
             })
         for error in errors:
             specimen(error.id)["errors"].append({"file": error.file, "error": error.error})
         return list(by_id.values())
 
-    def _neighbours(self, result: Classified) -> list[list[dict]]:
-        """Per row, its k nearest keys (id, similarity, four ranks, thumbnail URL), nearest first."""
+    def _neighbours(self, result: SpecimenSearch) -> list[list[dict]]:
+        """Per row, its k nearest keys (id, similarity, four ranks, thumbnail URL), nearest first; none where
+        the row's prediction was withheld."""
         valid = result.positions >= 0
         positions = result.positions[valid]
         keys = pd.DataFrame({"id": np.asarray(self.library.ids, dtype=object)[positions],

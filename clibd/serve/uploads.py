@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import pandas as pd
-from PIL import Image
 
 from clibd.data.sources.fasta import parse_fasta
 from clibd.data.transforms import ImageDecodeError, decode_image
@@ -41,10 +40,9 @@ def specimen_id(name: str) -> str:
     return PurePosixPath(name.replace("\\", "/")).stem or name
 
 
-def decode_photos(
-    uploads: list[Upload], min_side: int, max_bytes: int
-) -> tuple[list[tuple[str, Image.Image]], list[InputError]]:
-    """``([(id, RGB image)], errors)``: decoded as ``clibd classify`` decodes a file (same checks)."""
+def decode_photos(uploads: list[Upload], side: int, max_bytes: int) -> tuple[pd.DataFrame, list[InputError]]:
+    """``(photos, errors)``: ``photos`` (``id``, ``file``, ``record``, ``image``: RGB) decoded as ``clibd
+    classify`` decodes a file (same checks; JPEGs keep a shorter side of ``side``)."""
     photos, errors = [], []
     for upload in uploads:
         sid = specimen_id(upload.name)
@@ -52,36 +50,34 @@ def decode_photos(
             errors.append(InputError(sid, upload.name, _too_large(upload, max_bytes)))
             continue
         try:
-            photos.append((sid, decode_image(upload.data, upload.name, min_side)))
+            photos.append((sid, upload.name, 1, decode_image(upload.data, upload.name, side)))
         except (OSError, ImageDecodeError) as err:
             errors.append(InputError(sid, upload.name, str(err)))
-    return photos, errors
+    return pd.DataFrame(photos, columns=["id", "file", "record", "image"]).astype({"record": int}), errors
 
 
-def read_barcode_uploads(uploads: list[Upload], max_bytes: int) -> tuple[list[tuple[str, str]], list[InputError]]:
-    """``([(id, sequence)], errors)`` from FASTA (or pasted FASTA text), CSV or TSV uploads. A record
-    whose barcode is empty (only N, gaps or spaces) is an error by id, as ``clibd classify`` skips it."""
-    records, errors = [], []
+def read_barcode_uploads(uploads: list[Upload], max_bytes: int) -> tuple[pd.DataFrame, list[InputError]]:
+    """``(records, errors)``: ``records`` (``id``, ``file``, ``record``: 1-based in its file, ``sequence``)
+    from FASTA (or pasted FASTA text), CSV or TSV uploads; barcodes are checked later, as ``clibd classify``
+    checks them (an empty one gets its row, with the reason in ``quality``)."""
+    tables, errors = [], []
     for upload in uploads:
         if len(upload.data) > max_bytes:
             errors.append(InputError(upload.name, upload.name, _too_large(upload, max_bytes)))
             continue
         try:
-            table = _barcode_table(upload)
+            tables.append(_barcode_table(upload))
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
             errors.append(InputError(upload.name, upload.name, f"cannot read: {err}"))
-            continue
-        informative = table["sequence"].str.upper().str.replace(r"[N\-.\s]", "", regex=True).str.len() > 0
-        empty = table["id"][~informative]
-        errors += [InputError(i, upload.name, "empty barcode (only N, gaps or spaces)") for i in empty]
-        records += list(zip(table["id"][informative], table["sequence"][informative]))
-    if not records and not errors and uploads:
+    records = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+        {"id": [], "file": [], "record": [], "sequence": []}).astype({"record": int})
+    if records.empty and not errors and uploads:
         errors.append(InputError(uploads[0].name, uploads[0].name, "no barcode records"))
     return records, errors
 
 
 def _barcode_table(upload: Upload) -> pd.DataFrame:
-    """``id`` + ``sequence`` (strings; a missing id becomes ``<file>:<record number>``)."""
+    """``id``, ``file``, ``record``, ``sequence`` (a missing id becomes ``<file>:<record number>``)."""
     suffix = PurePosixPath(upload.name).suffix.lower()
     if suffix in TABLE_SEPARATORS:
         raw = pd.read_csv(io.BytesIO(upload.data), sep=TABLE_SEPARATORS[suffix], dtype="string")
@@ -102,6 +98,8 @@ def _barcode_table(upload: Upload) -> pd.DataFrame:
     fallback = pd.Series([f"{upload.name}:{i + 1}" for i in range(len(ids))], dtype="string", index=ids.index)
     return pd.DataFrame({
         "id": ids.astype("string").fillna(fallback).reset_index(drop=True),
+        "file": upload.name,
+        "record": range(1, len(ids) + 1),
         "sequence": sequences.astype("string").fillna("").reset_index(drop=True),
     })
 

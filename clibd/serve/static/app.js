@@ -47,10 +47,15 @@ function card(id) {
   return node;
 }
 
+const SOURCES = { image: "from the photo", dna: "from the barcode", "image+dna": "from the photo and the barcode" };
+
 function prediction(result) {
-  const box = el("div", null, `result ${result.modality}`);
+  const box = el("div", null, `result ${result.evidence.replace("+", "-") || "withheld"}`);
   const p = result.prediction;
-  box.append(el("h3", result.modality === "image" ? "from the photo" : "from the barcode"));
+  box.append(el("h3", SOURCES[result.evidence] ?? "no prediction: no usable input"));
+  box.append(el("p", `evidence: ${result.evidence || "none"}`, "evidence"),
+    el("p", `quality: ${result.quality || "passed"}`, "quality"));
+  if (!result.evidence) return box;
   const table = el("table", null, "prediction");
   const head = el("tr");
   for (const h of ["rank", "predicted", "similarity", "vote share"]) head.append(el("th", h));
