@@ -135,6 +135,27 @@ def test_classify_specimens_fuses_photo_and_barcode_by_the_mean_similarity() -> 
     assert alone["image_file"].isna().all() and alone["nearest_id"].tolist()[:2] == ["K2", "K2"]
 
 
+
+def test_search_specimens_keeps_each_rows_nearest_keys_and_threshold() -> None:
+    from clibd.index.classify_specimens import classify_specimens, search_specimens
+    from clibd.index.faiss_index import ReferenceIndex
+
+    thresholds = {"image": {"threshold": 0.7}, "dna": {"threshold": 0.5}}
+    index = ReferenceIndex(4, kind="flat", metadata={"thresholds": thresholds})
+    taxonomy, key_ids = _keys()
+    index.add(np.eye(4, dtype=np.float32)[:3], ids=key_ids, taxonomy=taxonomy)
+    inputs = {  # s fused: mean similarities K0 0.4, K1 0.6, K2 0.4; f: flagged photo, withheld
+        "image": _inputs("image", ["s", "f"], [[0.8, 0.6, 0, 0], [1, 0, 0, 0]], ["", "blurry"]),
+        "dna": _inputs("dna", ["s"], [[0, 0.6, 0.8, 0]], [""]),
+    }
+    found = search_specimens(index, inputs, k=5)  # k above the library's 3 keys: 3 columns
+    pd.testing.assert_frame_equal(found.table, classify_specimens(index, inputs, k=5))
+    assert found.positions[0, 0] == 1 and sorted(found.positions[0, 1:]) == [0, 2]  # K0 and K2 tie at 0.4
+    assert found.positions[1].tolist() == [-1, -1, -1]
+    np.testing.assert_allclose(found.scores[0], [0.6, 0.4, 0.4], atol=1e-6)
+    assert np.isnan(found.scores[1]).all()
+    assert found.thresholds[0] == pytest.approx(0.6) and np.isnan(found.thresholds[1])  # mean of 0.7 and 0.5
+
 # ---- `clibd index build` + `clibd classify` on real photos and barcodes --------------------
 
 import json  # noqa: E402
