@@ -109,7 +109,9 @@ async function send(form) {
 
 async function classify() {
   const pasted = $("fasta").value.trim();
-  const chunks = Math.max(1, Math.ceil(photos.length / CHUNK));
+  // With barcodes, one request: a photo meets its barcode (same id = one fused row) only within a request.
+  const size = barcodes.length || pasted ? Math.max(1, photos.length) : CHUNK;
+  const chunks = Math.max(1, Math.ceil(photos.length / size));
   if (!photos.length && !barcodes.length && !pasted) { $("status").textContent = "nothing to classify"; return; }
   $("results").replaceChildren();
   csvParts = [];
@@ -117,12 +119,12 @@ async function classify() {
   $("go").disabled = true;
   const bar = $("progress");
   bar.hidden = false; bar.max = photos.length + (barcodes.length || pasted ? 1 : 0); bar.value = 0;
-  let done = 0, rows = 0, errors = 0;
+  let done = 0, rows = 0, withheld = 0, errors = 0;
   const started = performance.now();
   try {
     const form = (c) => {
       const data = new FormData();
-      for (const f of photos.slice(c * CHUNK, (c + 1) * CHUNK)) data.append("photos", f, f.name);
+      for (const f of photos.slice(c * size, (c + 1) * size)) data.append("photos", f, f.name);
       if (c === 0) { // barcodes travel with the first chunk
         for (const f of barcodes) data.append("barcodes", f, f.name);
         if (pasted) data.append("fasta", pasted);
@@ -133,18 +135,19 @@ async function classify() {
     const launch = () => { if (pending.length < chunks) pending.push(send(form(pending.length))); };
     for (let i = 0; i < IN_FLIGHT; i++) launch();
     for (let c = 0; c < chunks; c++) {
-      const part = photos.slice(c * CHUNK, (c + 1) * CHUNK);
+      const part = photos.slice(c * size, (c + 1) * size);
       const body = await pending[c]; // answers are shown in order
       launch();
       render(body.specimens);
       csvParts.push(c === 0 ? body.csv : body.csv.split("\n").slice(1).join("\n"));
       done += part.length + (c === 0 && (barcodes.length || pasted) ? 1 : 0);
-      rows += body.counts.rows; errors += body.counts.errors;
+      rows += body.counts.rows; withheld += body.counts.withheld; errors += body.counts.errors;
       bar.value = done;
-      $("status").textContent = `${done} of ${bar.max} inputs, ${rows} predictions, ${errors} errors`;
+      $("status").textContent =
+        `${done} of ${bar.max} inputs, ${rows} specimens (${withheld} withheld), ${errors} errors`;
     }
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
-    $("status").textContent = `done: ${rows} predictions, ${errors} errors in ${seconds} s`;
+    $("status").textContent = `done: ${rows} specimens (${withheld} withheld), ${errors} errors in ${seconds} s`;
     $("csv").href = URL.createObjectURL(new Blob([csvParts.join("")], { type: "text/csv" }));
     $("csv").hidden = false;
   } catch (err) {
