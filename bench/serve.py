@@ -5,7 +5,7 @@ Rows: a batch of 100 photos with the demo config's towers (goal: >= 0.8x the CLI
 photo with the paper config's towers (the latency a person waits for; no goal). Models are
 untrained, saved as runs; libraries: real BOLD barcodes embedded as keys, with a nominal
 threshold (this measures speed only). Baseline: what ``clibd classify --images DIR`` does
-after start-up (``embed_specimens`` -> search -> ``predict_taxonomy``), in process. Ours: the
+after start-up (``embed_inputs`` with the quality checks -> ``classify_specimens``), in process. Ours: the
 real app under uvicorn on loopback, the photos POSTed by an HTTP client as the page sends
 them (chunks of 25, two in flight), timed from the first request to the last answer. Timed in turns, best
 of ``rounds``; the server's start-up (model + library load) is in the note.
@@ -27,11 +27,11 @@ from bench.common import SHARED_DATA, Result
 from bench.compute import build_model, load_bench_config
 from clibd.config import save_config
 from clibd.embed.embedder import Embedder
-from clibd.embed.inputs import embed_specimens
+from clibd.embed.inputs import embed_inputs
 from clibd.embed.run_dir import checkpoint_hash
+from clibd.index.classify_specimens import classify_specimens
 from clibd.index.faiss_index import ReferenceIndex
 from clibd.index.library import load_library
-from clibd.index.vote import predict_taxonomy
 from clibd.taxonomy import ALL_RANKS
 
 PHOTOS, KEYS = 100, 500
@@ -76,16 +76,7 @@ def _compare(size: str, device: str, n_photos: int, n_keys: int, rounds: int) ->
                     assert sum(pool.map(post, chunks)) == len(files)
 
             def cli() -> None:  # `clibd classify --images DIR` after start-up
-                emb, ids, _, _ = embed_specimens(embedder, [str(photos)])
-                scores, positions = library.search(emb, 5)
-                predict_taxonomy(
-                    scores,
-                    positions,
-                    library.taxonomy,
-                    library.ids,
-                    ids,
-                    library.metadata["thresholds"]["image"]["threshold"],
-                )
+                assert len(classify_specimens(library, embed_inputs(embedder, [str(photos)]), 5)) == len(files)
 
             serve()  # warm-up: thread pool, allocator, first-call paths on both sides
             cli()
