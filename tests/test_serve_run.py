@@ -215,7 +215,8 @@ def test_browser_drops_a_photo_and_a_fasta(server, classifier) -> None:
         assert cards == [Path(f["name"]).stem for f in batch]
         csv = page.evaluate("fetch(document.getElementById('csv').href).then((r) => r.text())")
         lines = csv.strip().split("\n")
-        assert lines[0].startswith("id,image_file,dna_file,dna_record,evidence,quality,order,order_similarity") and [line.split(",")[0] for line in lines[1:]] == cards
+        assert lines[0].startswith("id,image_file,dna_file,dna_record,evidence,quality,order,order_similarity")
+        assert [line.split(",")[0] for line in lines[1:]] == cards
 
         page.goto(server + "/run")
         page.locator("svg.map circle[data-row]").first.click()

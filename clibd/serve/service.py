@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from clibd.config import QualityConfig
 from clibd.data.images import ImageReadError, read_image_bytes
 from clibd.data.transforms import ImageDecodeError, decode_image
-from clibd.config import QualityConfig
 from clibd.embed.embedder import Embedder
 from clibd.embed.inputs import embed_decoded
 from clibd.index.classify_specimens import FILE_COLUMNS, SpecimenSearch, search_specimens
