@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EXTRA ?= cpu
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: venv demo test test-fast soak bench bench-real gpu-check clean
+.PHONY: venv demo lint test test-fast soak bench bench-real gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) train.py
 
-test: $(STAMP)
+# ruff: pyflakes, pycodestyle, import order, bugbear and the formatter, line length 120 (pyproject.toml).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
 	$(PY) -m pytest -n 2 --dist loadfile -m "not soak" tests
 
 test-fast: $(STAMP)

@@ -106,10 +106,13 @@ def test_classify_specimens_fuses_photo_and_barcode_by_the_mean_similarity() -> 
     index.add(np.eye(4, dtype=np.float32)[:3], ids=key_ids, taxonomy=taxonomy)
     # s: image nearest K0 (0.8), DNA nearest K2 (0.8); mean similarity K0 0.4, K1 0.6, K2 0.4 -> K1.
     inputs = {
-        "image": _inputs("image", ["s", "p", "f"], [[0.8, 0.6, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]],
-                         ["", "", "blurry"]),
-        "dna": _inputs("dna", ["s", "d", "f"], [[0, 0.6, 0.8, 0], [0, 0.6, 0.8, 0], [np.nan] * 4],
-                       ["", "", "too_short (8 valid nt < 200)"]),
+        "image": _inputs("image", ["s", "p", "f"], [[0.8, 0.6, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]], ["", "", "blurry"]),
+        "dna": _inputs(
+            "dna",
+            ["s", "d", "f"],
+            [[0, 0.6, 0.8, 0], [0, 0.6, 0.8, 0], [np.nan] * 4],
+            ["", "", "too_short (8 valid nt < 200)"],
+        ),
     }
     table = classify_specimens(index, inputs, k=1).set_index("id")
     assert table.index.tolist() == ["s", "p", "f", "d"]
@@ -135,7 +138,6 @@ def test_classify_specimens_fuses_photo_and_barcode_by_the_mean_similarity() -> 
     assert alone["image_file"].isna().all() and alone["nearest_id"].tolist()[:2] == ["K2", "K2"]
 
 
-
 def test_search_specimens_keeps_each_rows_nearest_keys_and_threshold() -> None:
     from clibd.index.classify_specimens import classify_specimens, search_specimens
     from clibd.index.faiss_index import ReferenceIndex
@@ -156,6 +158,7 @@ def test_search_specimens_keeps_each_rows_nearest_keys_and_threshold() -> None:
     assert np.isnan(found.scores[1]).all()
     assert found.thresholds[0] == pytest.approx(0.6) and np.isnan(found.thresholds[1])  # mean of 0.7 and 0.5
 
+
 # ---- `clibd index build` + `clibd classify` on real photos and barcodes --------------------
 
 import json  # noqa: E402
@@ -171,7 +174,11 @@ COLUMNS = [
     "dna_record",
     "evidence",
     "quality",
-    *[f"{rank}{suffix}" for rank in ("order", "family", "genus", "species") for suffix in ("", "_similarity", "_vote_share")],
+    *[
+        f"{rank}{suffix}"
+        for rank in ("order", "family", "genus", "species")
+        for suffix in ("", "_similarity", "_vote_share")
+    ],
     "nearest_id",
     "best_similarity",
     "possible_new_species",
@@ -186,8 +193,22 @@ def library(tmp_path_factory) -> tuple[Path, Path]:
         pytest.skip(f"real data folder {REAL_IMAGES} is absent")
     folder = tmp_path_factory.mktemp("library")
     checkpoint = real_run(folder)
-    assert main(["index", "build", "--checkpoint", str(checkpoint), "--modality", "dna",
-                 "--out", str(folder / "index"), "eval.batch_size=8"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--checkpoint",
+                str(checkpoint),
+                "--modality",
+                "dna",
+                "--out",
+                str(folder / "index"),
+                "eval.batch_size=8",
+            ]
+        )
+        == 0
+    )
     return checkpoint, folder / "index"
 
 
@@ -217,13 +238,29 @@ def test_index_build_leaves_out_barcodes_failing_the_quality_minimums_counted(li
     table = pd.read_csv(index.parent / "data" / "specimens.csv", dtype=str)
     strict = QualityConfig(min_valid_nt=500)  # BOLD BARCODE length
     fails = pd.Series([q != "" for q in barcode_quality(table["dna_barcode"].tolist(), strict)])
-    expected = {role: int(fails[table["split"].isin(splits)].sum())
-                for role, splits in (("keys", ["train", "key_unseen"]), ("val_seen", ["val"]),
-                                     ("val_unseen", ["val_unseen"]))}
+    expected = {
+        role: int(fails[table["split"].isin(splits)].sum())
+        for role, splits in (("keys", ["train", "key_unseen"]), ("val_seen", ["val"]), ("val_unseen", ["val_unseen"]))
+    }
     assert expected["keys"] > 0 and expected["keys"] < 30  # the oracle: some, not all, keys fail
     out = tmp_path / "strict"
-    assert main(["index", "build", "--checkpoint", str(checkpoint), "--modality", "dna", "--out", str(out),
-                 "eval.batch_size=8", "quality.min_valid_nt=500"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--checkpoint",
+                str(checkpoint),
+                "--modality",
+                "dna",
+                "--out",
+                str(out),
+                "eval.batch_size=8",
+                "quality.min_valid_nt=500",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out / "meta.json").read_text())
     assert meta["metadata"]["quality_skips"] == expected and meta["count"] == 30 - expected["keys"]
     printed = capsys.readouterr().out
@@ -236,8 +273,22 @@ def test_classify_real_photos_one_row_each_and_skip_unreadable(library, tmp_path
     empty = tmp_path / "broken.jpg"
     empty.write_bytes(b"")
     out = tmp_path / "pred.csv"
-    code = main(["classify", "--checkpoint", str(checkpoint), "--index", str(index),
-                 "--images", str(REAL_IMAGES), str(empty), "--k", "3", "--out", str(out)])
+    code = main(
+        [
+            "classify",
+            "--checkpoint",
+            str(checkpoint),
+            "--index",
+            str(index),
+            "--images",
+            str(REAL_IMAGES),
+            str(empty),
+            "--k",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert f"skipped {empty}" in err and "classified 32 of 40 specimens" in err and "withheld 8" in err
@@ -259,8 +310,25 @@ def test_classify_real_photos_one_row_each_and_skip_unreadable(library, tmp_path
     clear = (valid["best_similarity"] - threshold).abs() > 1e-4  # the CSV rounds to 4 decimals
     assert (valid.loc[clear, "possible_new_species"] == (valid.loc[clear, "best_similarity"] < threshold)).all()
     # --keep-flagged shows the flagged photos' predictions, still saying why they are doubtful.
-    assert main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--images", str(REAL_IMAGES),
-                 "--k", "3", "--out", str(out), "--keep-flagged"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                "--checkpoint",
+                str(checkpoint),
+                "--index",
+                str(index),
+                "--images",
+                str(REAL_IMAGES),
+                "--k",
+                "3",
+                "--out",
+                str(out),
+                "--keep-flagged",
+            ]
+        )
+        == 0
+    )
     kept = pd.read_csv(out)
     assert (kept["evidence"] == "image").all() and kept["species"].notna().all()
     assert kept.loc[flagged.to_numpy(), "quality"].isin(["empty_well", "blurry"]).all()
@@ -284,8 +352,10 @@ def test_classify_real_barcodes_quality_rows_in_table_and_json(library, tmp_path
     rows = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in rows] == subset["processid"].tolist()
     assert [r["dna_record"] for r in rows] == list(range(1, 26)) and {r["dna_file"] for r in rows} == {str(path)}
-    bad = {3: "too_short (0 valid nt < 200)",
-           7: "too_short (8 valid nt < 200); too_ambiguous (50.0% N or ambiguity codes > 5.0%)"}
+    bad = {
+        3: "too_short (0 valid nt < 200)",
+        7: "too_short (8 valid nt < 200); too_ambiguous (50.0% N or ambiguity codes > 5.0%)",
+    }
     for i, row in enumerate(rows):
         assert row["quality"] == bad.get(i, "")
         assert row["evidence"] == ("" if i in bad else "dna")
@@ -320,8 +390,24 @@ def test_classify_photo_and_barcode_together_by_id(library, tmp_path) -> None:
     seqs = bold["nucleotides"]
     fasta.write_text(f">B\n{seqs[0]}\n>C\nACGTACGT\n>D\n{seqs[1]}\n>E\n{seqs[2]}\n")
     out = tmp_path / "pred.csv"
-    assert main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--images", str(photos),
-                 "--dna", str(fasta), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                "--checkpoint",
+                str(checkpoint),
+                "--index",
+                str(index),
+                "--images",
+                str(photos),
+                "--dna",
+                str(fasta),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out, keep_default_na=False, na_values=[""]).set_index("id")
     assert table.index.tolist() == ["A", "B", "C", "E", "D"]  # photos' order, then barcodes without a photo
     assert table["evidence"].tolist() == ["image", "image+dna", "image", "dna", "dna"]
@@ -329,6 +415,8 @@ def test_classify_photo_and_barcode_together_by_id(library, tmp_path) -> None:
     assert table["dna_record"].fillna(0).astype(int).tolist() == [0, 1, 2, 4, 3]
     assert table["image_file"].fillna("").tolist() == [str(photos / f"{n}.jpg") for n in "ABCE"] + [""]
     assert table["species"].notna().all()
+
+
 @needs_shared_data
 def test_classify_refuses_an_index_of_another_checkpoint(library, tmp_path) -> None:
     from clibd.index.faiss_index import IndexMismatchError

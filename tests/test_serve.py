@@ -26,8 +26,22 @@ def library(tmp_path_factory) -> tuple[Path, Path]:
 
     folder = tmp_path_factory.mktemp("serve")
     checkpoint = real_run(folder)
-    assert main(["index", "build", "--checkpoint", str(checkpoint), "--modality", "dna",
-                 "--out", str(folder / "index"), "eval.batch_size=8"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--checkpoint",
+                str(checkpoint),
+                "--modality",
+                "dna",
+                "--out",
+                str(folder / "index"),
+                "eval.batch_size=8",
+            ]
+        )
+        == 0
+    )
     return checkpoint, folder / "index"
 
 
@@ -65,8 +79,23 @@ def _cli_csv(library, tmp_path: Path, folder: Path, *inputs: str) -> pd.DataFram
     out = tmp_path / "cli.csv"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
-        assert main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), *inputs,
-                     "--k", str(K), "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "classify",
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--index",
+                    str(index),
+                    *inputs,
+                    "--k",
+                    str(K),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     return pd.read_csv(out)
 
 
@@ -136,13 +165,20 @@ def test_photo_and_barcode_of_one_specimen_are_one_fused_row(client, library, tm
     fasta = f">{photo.stem}\n{record['nucleotides']}\n>other\n{record['nucleotides']}\n"
     (tmp_path / "b.fa").write_text(fasta)
     (tmp_path / photo.name).write_bytes(photo.read_bytes())
-    body = client.post("/api/classify", files=[("photos", (photo.name, photo.read_bytes(), "image/jpeg")),
-                                                ("barcodes", ("b.fa", fasta.encode(), "text/plain"))]).json()
+    body = client.post(
+        "/api/classify",
+        files=[
+            ("photos", (photo.name, photo.read_bytes(), "image/jpeg")),
+            ("barcodes", ("b.fa", fasta.encode(), "text/plain")),
+        ],
+    ).json()
     expected = _cli_csv(library, tmp_path, tmp_path, "--images", photo.name, "--dna", "b.fa")
     pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(body["csv"])), expected)
     assert expected["evidence"].tolist() == ["image+dna", "dna"]
     assert [(s["id"], [r["evidence"] for r in s["results"]]) for s in body["specimens"]] == [
-        (photo.stem, ["image+dna"]), ("other", ["dna"])]
+        (photo.stem, ["image+dna"]),
+        ("other", ["dna"]),
+    ]
     fused = body["specimens"][0]["results"][0]
     thresholds = json.loads((library[1] / "meta.json").read_text())["metadata"]["thresholds"]
     assert fused["threshold"] == thresholds["image+dna"]["threshold"]  # calibrated for fused queries
@@ -215,7 +251,8 @@ def test_oversized_upload_and_request(classifier) -> None:
     body = client.post("/api/classify", files=files).json()
     big = next(s for s in body["specimens"] if s["id"] == large.stem)
     assert big["errors"][0]["error"] == (
-        f"{large.name}: {len(large.read_bytes()):,} bytes exceeds the per-file limit of {limit:,} bytes")
+        f"{large.name}: {len(large.read_bytes()):,} bytes exceeds the per-file limit of {limit:,} bytes"
+    )
     assert pd.read_csv(io.StringIO(body["csv"]))["id"].tolist() == [small.stem]
     too_big = client.post("/api/classify", files=[("photos", ("x.jpg", b"\xff" * (10 * limit + 1), "image/jpeg"))])
     assert too_big.status_code == 413 and "exceeds the limit" in too_big.json()["error"]
@@ -224,8 +261,9 @@ def test_oversized_upload_and_request(classifier) -> None:
         for _ in range(11):
             yield b"\xff" * limit
 
-    streamed = client.post("/api/classify", content=chunks(),
-                           headers={"content-type": "multipart/form-data; boundary=x"})
+    streamed = client.post(
+        "/api/classify", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
     assert streamed.status_code == 413
 
 
@@ -233,8 +271,14 @@ def test_thumbnails_only_for_keys_of_the_index(client, library) -> None:
     keys = pd.read_parquet(library[1] / "keys.parquet")
     assert client.get(f"/api/thumbnail/{keys['id'].iloc[0]}").status_code == 200
     photo = str(_photos(1)[0])
-    for attempt in (photo, photo.lstrip("/"), "../../../../etc/passwd", "..%2F..%2Fetc%2Fpasswd",
-                    keys["image_ref"].iloc[0], "%2Fetc%2Fpasswd"):
+    for attempt in (
+        photo,
+        photo.lstrip("/"),
+        "../../../../etc/passwd",
+        "..%2F..%2Fetc%2Fpasswd",
+        keys["image_ref"].iloc[0],
+        "%2Fetc%2Fpasswd",
+    ):
         answer = client.get(f"/api/thumbnail/{attempt}")
         assert answer.status_code == 404 and not answer.headers["content-type"].startswith("image/"), attempt
     # a path that reaches the handler is looked up as a key id, and is none
@@ -268,8 +312,9 @@ def test_serve_command_binds_loopback_and_loads_once(library, monkeypatch) -> No
     started, loads = {}, []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
     real_init = service.Classifier.__init__
-    monkeypatch.setattr(service.Classifier, "__init__",
-                        lambda self, *a, **kw: (loads.append(a), real_init(self, *a, **kw))[1])
+    monkeypatch.setattr(
+        service.Classifier, "__init__", lambda self, *a, **kw: (loads.append(a), real_init(self, *a, **kw))[1]
+    )
     assert main(["serve", "--checkpoint", str(checkpoint), "--index", str(index), "--port", "8123"]) == 0
     assert (started["host"], started["port"]) == ("127.0.0.1", 8123)
     client = TestClient(started["app"])
@@ -281,11 +326,14 @@ def test_serve_command_binds_loopback_and_loads_once(library, monkeypatch) -> No
     assert client.get("/run").status_code == 404  # no --run: no report
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--checkpoint", "m"], "--checkpoint and --index go together"),
-    ([], "give --checkpoint and --index"),
-    (["--run", "/nonexistent/run"], "run folder not found: /nonexistent/run"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--checkpoint", "m"], "--checkpoint and --index go together"),
+        ([], "give --checkpoint and --index"),
+        (["--run", "/nonexistent/run"], "run folder not found: /nonexistent/run"),
+    ],
+)
 def test_serve_command_refuses_incomplete_arguments(argv, message, monkeypatch) -> None:
     import uvicorn
 

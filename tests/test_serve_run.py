@@ -29,11 +29,21 @@ SCREENSHOTS = REPO / "docs" / "images"
 
 def test_embedding_map_points_per_modality() -> None:
     rng = np.random.default_rng(0)
-    rows = pd.DataFrame({"processid": [f"p{i}" for i in range(12)], "order": ["A"] * 6 + ["B"] * 6,
-                         "family": "f", "genus": "g", "species": "s", "image_ref": [f"/x/{i}.jpg" for i in range(12)]})
+    rows = pd.DataFrame(
+        {
+            "processid": [f"p{i}" for i in range(12)],
+            "order": ["A"] * 6 + ["B"] * 6,
+            "family": "f",
+            "genus": "g",
+            "species": "s",
+            "image_ref": [f"/x/{i}.jpg" for i in range(12)],
+        }
+    )
     emb = np.concatenate([rng.normal(5, 0.1, (6, 8)), rng.normal(-5, 0.1, (6, 8))]).astype(np.float32)
-    queries = {"seen": {"image": (emb[:8], rows[:8]), "dna": (emb[:3], rows[:3])},
-               "unseen": {"image": (emb[8:], rows[8:])}}
+    queries = {
+        "seen": {"image": (emb[:8], rows[:8]), "dna": (emb[:3], rows[:3])},
+        "unseen": {"image": (emb[8:], rows[8:])},
+    }
     points = embedding_map(queries)
     assert points["modality"].tolist() == ["image"] * 12  # 3 dna points: too few for UMAP, left out
     assert points["id"].tolist() == rows["processid"].tolist()
@@ -46,8 +56,10 @@ def test_embedding_map_points_per_modality() -> None:
 
 def test_markdown_tables_escape_every_cell() -> None:
     html = markdown_tables("# t\n\n## Macro <b>\n\n| a | <script>x</script> |\n|---|---|\n| 1 | 2 & 3 |\n")
-    assert html == ("<h3>Macro &lt;b&gt;</h3><table><thead><tr><th>a</th><th>&lt;script&gt;x&lt;/script&gt;</th></tr>"
-                    "</thead><tbody><tr><td>1</td><td>2 &amp; 3</td></tr></tbody></table>")
+    assert html == (
+        "<h3>Macro &lt;b&gt;</h3><table><thead><tr><th>a</th><th>&lt;script&gt;x&lt;/script&gt;</th></tr>"
+        "</thead><tbody><tr><td>1</td><td>2 &amp; 3</td></tr></tbody></table>"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +104,7 @@ def test_run_report_page(run) -> None:
     assert client.get("/", follow_redirects=False).headers["location"] == "/run"
     page = client.get("/run").text
     assert "<th>query-&gt;key</th>" in page and "<td>dna-&gt;dna</td>" in page
-    assert page.count('<circle cx=') >= 30 and page.count("data-row=") == 30
+    assert page.count("<circle cx=") >= 30 and page.count("data-row=") == 30
     first = pd.read_csv(run.run / "eval-test" / "embeddings_map.csv").iloc[0]
     assert f"<title>{first['id']} | {first['order']} &gt; {first['family']}" in page
     steps = [json.loads(line)["step"] for line in (run.run / "train_log.jsonl").read_text().splitlines()]
@@ -131,8 +143,9 @@ def server(run, classifier):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(classifier, RunReport(run.run)), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(classifier, RunReport(run.run)), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -167,10 +180,13 @@ def test_browser_drops_a_photo_and_a_fasta(server, classifier) -> None:
     photo = sorted(REAL_IMAGES.glob("*.jpg"))[5]
     records = pd.read_csv(BOLD_4K, sep="\t", dtype=str).iloc[400:402]
     fasta = "".join(f">{p}\n{s}\n" for p, s in zip([photo.stem, records["processid"].iloc[1]], records["nucleotides"]))
-    expected = classifier.classify([Upload(photo.name, photo.read_bytes())], [Upload("b.fasta", fasta.encode())],
-                                   Limits())
-    files = [{"name": photo.name, "type": "image/jpeg", "b64": base64.b64encode(photo.read_bytes()).decode()},
-             {"name": "barcodes.fasta", "type": "", "b64": base64.b64encode(fasta.encode()).decode()}]
+    expected = classifier.classify(
+        [Upload(photo.name, photo.read_bytes())], [Upload("b.fasta", fasta.encode())], Limits()
+    )
+    files = [
+        {"name": photo.name, "type": "image/jpeg", "b64": base64.b64encode(photo.read_bytes()).decode()},
+        {"name": "barcodes.fasta", "type": "", "b64": base64.b64encode(fasta.encode()).decode()},
+    ]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
@@ -203,8 +219,14 @@ def test_browser_drops_a_photo_and_a_fasta(server, classifier) -> None:
         # A batch bigger than one chunk: progress, every photo once, and the CSV of all of them.
         page.click("#clear")
         real = sorted(REAL_IMAGES.glob("*.jpg"))
-        batch = [{"name": f"{i:02d}_{real[i % len(real)].name}", "type": "image/jpeg",
-                  "b64": base64.b64encode(real[i % len(real)].read_bytes()).decode()} for i in range(60)]
+        batch = [
+            {
+                "name": f"{i:02d}_{real[i % len(real)].name}",
+                "type": "image/jpeg",
+                "b64": base64.b64encode(real[i % len(real)].read_bytes()).decode(),
+            }
+            for i in range(60)
+        ]
         page.evaluate(DROP, batch)
         page.click("#go")
         page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=120_000)

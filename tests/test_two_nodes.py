@@ -17,7 +17,7 @@ import torch
 from clibd.config import save_config
 from clibd.models.clibd_model import CLIBDModel
 from clibd.train.loop import train
-from tests.test_training import data, logged, tiny_config  # noqa: F401  (data is a fixture)
+from tests.helpers.tiny_run import logged, tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -112,7 +112,7 @@ def _assert_same_parameters(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def one_process(data, tmp_path_factory) -> Path:  # noqa: F811
+def one_process(data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("one") / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.nn.Dropout, "forward", lambda self, x: x)
@@ -120,7 +120,7 @@ def one_process(data, tmp_path_factory) -> Path:  # noqa: F811
     return out
 
 
-def test_two_nodes_equal_one_process_and_resume_after_a_failure(data, one_process, tmp_path) -> None:  # noqa: F811
+def test_two_nodes_equal_one_process_and_resume_after_a_failure(data, one_process, tmp_path) -> None:
     config = tmp_path / "config.yaml"
     save_config(tiny_config(data, "train.batch_size=8", *OVERRIDES), config)  # 8 per process: global 16
     out = tmp_path / "two"

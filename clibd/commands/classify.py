@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise SystemExit(f"clibd classify: --k must be at least 1, got {args.k}")
-    embedder = Embedder(args.checkpoint, device=args.device, batch_size=args.batch_size,
-                        precision=args.precision, compile=args.compile)
+    embedder = Embedder(
+        args.checkpoint, device=args.device, batch_size=args.batch_size, precision=args.precision, compile=args.compile
+    )
     index = load_library(args.index, embedder)
     try:
         inputs = embed_inputs(embedder, args.images, args.dna, quality_rules(args))
@@ -63,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     withheld = int((table["evidence"] == "").sum())
-    print(f"classified {len(table) - withheld} of {len(table)} specimens (keys: {index.metadata.get('modality')}), "
-          f"withheld {withheld} (see the quality column), unreadable {skipped}", file=sys.stderr)
+    print(
+        f"classified {len(table) - withheld} of {len(table)} specimens (keys: {index.metadata.get('modality')}), "
+        f"withheld {withheld} (see the quality column), unreadable {skipped}",
+        file=sys.stderr,
+    )
     return 0

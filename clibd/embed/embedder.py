@@ -31,8 +31,12 @@ class _ImageFiles(Dataset):
     becomes ``(i, None, message)``, never an exception."""
 
     def __init__(
-        self, inputs: Sequence[str | Path | Image.Image], transform: Callable, min_side: int,
-        rules: Optional[QualityConfig], decode_side: Optional[int] = None,
+        self,
+        inputs: Sequence[str | Path | Image.Image],
+        transform: Callable,
+        min_side: int,
+        rules: Optional[QualityConfig],
+        decode_side: Optional[int] = None,
     ) -> None:
         """``min_side``: the model's input size (the quality check's minimum); ``decode_side``: the
         shorter side JPEGs keep when decoded (:meth:`Embedder.photo_decode_side`; default ``min_side``)."""
@@ -161,7 +165,8 @@ class Embedder:
                 quality += flags
         if skipped:
             warnings.warn(
-                f"skipped {len(skipped)} of {len(inputs)} images: " + "; ".join(f"{name}: {why}" for name, why in skipped),
+                f"skipped {len(skipped)} of {len(inputs)} images: "
+                + "; ".join(f"{name}: {why}" for name, why in skipped),
                 stacklevel=2,
             )
         return ImageEmbeddings(self._stack(parts), ids, skipped, quality)

@@ -151,8 +151,9 @@ def embed_photo_items(
 def embed_photos(embedder: Embedder, paths: Sequence[str | Path], rules: QualityConfig) -> EmbeddedInputs:
     """Photo files and folders; unreadable files are skips."""
     files = expand_image_paths(paths)
-    stems = pd.DataFrame({"id": [image_id(p, i) for i, p in enumerate(files)], "file": list(map(str, files)),
-                          "record": 1})
+    stems = pd.DataFrame(
+        {"id": [image_id(p, i) for i, p in enumerate(files)], "file": list(map(str, files)), "record": 1}
+    )
     return embed_photo_items(embedder, files, stems, rules)
 
 

@@ -111,9 +111,12 @@ def search_specimens(
     predicted = predict_taxonomy(scores, positions, index.taxonomy, index.ids, table["id"].iloc[rows], threshold)
     predicted["possible_new_species"] = predicted["possible_new_species"].astype("boolean")
     predicted.index = rows
-    every = SpecimenSearch(pd.concat([table, predicted.drop(columns="id")], axis=1),
-                           np.full((len(table), k), np.nan, np.float32), np.full((len(table), k), -1, np.int64),
-                           np.full(len(table), np.nan))
+    every = SpecimenSearch(
+        pd.concat([table, predicted.drop(columns="id")], axis=1),
+        np.full((len(table), k), np.nan, np.float32),
+        np.full((len(table), k), -1, np.int64),
+        np.full(len(table), np.nan),
+    )
     every.scores[rows], every.positions[rows], every.thresholds[rows] = scores, positions, threshold
     return every
 

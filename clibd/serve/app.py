@@ -30,20 +30,27 @@ STATIC = Path(__file__).with_name("static")
 PASTED_NAME = "pasted.fasta"
 
 
+DEFAULT_LIMITS = Limits()
+
+
 class _TooLarge(Exception):
     pass
 
 
-def build_app(classifier: Optional[Classifier] = None, report: Optional[RunReport] = None,
-              limits: Limits = Limits()) -> Starlette:
+def build_app(
+    classifier: Optional[Classifier] = None, report: Optional[RunReport] = None, limits: Limits = DEFAULT_LIMITS
+) -> Starlette:
     if classifier is None and report is None:
         raise ValueError("clibd serve needs a model and an index, a run folder, or both")
 
     async def page(request: Request) -> Response:
         if classifier is None:
             return RedirectResponse("/run")
-        html = (STATIC / "index.html").read_text().replace("{{RUN_LINK}}", "" if report is None else
-                                                          '<a href="/run">run report</a>')
+        html = (
+            (STATIC / "index.html")
+            .read_text()
+            .replace("{{RUN_LINK}}", "" if report is None else '<a href="/run">run report</a>')
+        )
         return HTMLResponse(html)
 
     async def health(request: Request) -> Response:
@@ -57,8 +64,9 @@ def build_app(classifier: Optional[Classifier] = None, report: Optional[RunRepor
         except MultiPartException as err:
             return JSONResponse({"error": f"bad multipart body: {err}"}, status_code=400)
         if not photos and not barcodes:
-            return JSONResponse({"error": "no photos or barcodes in the request (fields: photos, barcodes, fasta)"},
-                                status_code=400)
+            return JSONResponse(
+                {"error": "no photos or barcodes in the request (fields: photos, barcodes, fasta)"}, status_code=400
+            )
         try:
             return JSONResponse(await run_in_threadpool(classifier.classify, photos, barcodes, limits))
         except ValueError as err:  # duplicate ids within the photos or within the barcodes
@@ -120,8 +128,9 @@ async def _read_uploads(request: Request, limits: Limits) -> tuple[list[Upload],
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         form = await FormParser(request.headers, replay()).parse()  # pasted text only
     else:
-        parser = MultiPartParser(request.headers, replay(), max_files=limits.files, max_fields=16,
-                                 max_part_size=limits.file_bytes)
+        parser = MultiPartParser(
+            request.headers, replay(), max_files=limits.files, max_fields=16, max_part_size=limits.file_bytes
+        )
         parser.spool_max_size = limits.request_bytes + 1  # keep every file in memory, never in a temp file
         form = await parser.parse()
     photos, barcodes = [], []

@@ -68,27 +68,45 @@ class RunReport:
     def _results(self) -> str:
         results = self.eval_dir / "results.md" if self.eval_dir else None
         if results is None or not results.is_file():
-            return f"<section><h2>Results</h2><p class='note'>no eval-*/results.md in {escape(str(self.run_dir))}: " \
-                   "run <code>python eval.py --checkpoint RUN/model</code></p></section>"
+            return (
+                f"<section><h2>Results</h2><p class='note'>no eval-*/results.md in {escape(str(self.run_dir))}: "
+                "run <code>python eval.py --checkpoint RUN/model</code></p></section>"
+            )
         accuracy = '<img src="/run/picture/accuracy.png" alt="accuracy per rank">'
         accuracy = accuracy if self.picture("accuracy.png") else ""
-        return f"<section><h2>Results ({escape(self.eval_dir.name)})</h2>{markdown_tables(results.read_text())}" \
-               f"{accuracy}</section>"
+        return (
+            f"<section><h2>Results ({escape(self.eval_dir.name)})</h2>{markdown_tables(results.read_text())}"
+            f"{accuracy}</section>"
+        )
 
     def _map(self) -> str:
         if self._points is None or not len(self._points):
-            return f"<section><h2>Embedding map</h2><p class='note'>no {MAP_FILE} in the evaluation folder: " \
-                   "run <code>python eval.py --checkpoint RUN/model</code> to write it</p></section>"
+            return (
+                f"<section><h2>Embedding map</h2><p class='note'>no {MAP_FILE} in the evaluation folder: "
+                "run <code>python eval.py --checkpoint RUN/model</code> to write it</p></section>"
+            )
         maps = []
         for modality, points in self._points.groupby("modality", sort=False):
-            labels = [(row, f"{p.id} | {p.order} > {p.family} > {p.genus} > {p.species} ({p.role})")
-                      for row, p in zip(points.index, points.itertuples())]
+            labels = [
+                (row, f"{p.id} | {p.order} > {p.family} > {p.genus} > {p.species} ({p.role})")
+                for row, p in zip(points.index, points.itertuples())
+            ]
             groups = points["order"].astype("string").fillna("unknown").tolist()
-            maps.append(scatter(points["x"].to_numpy(), points["y"].to_numpy(), groups, labels,
-                                f"{modality} embeddings of the test queries, by order"))
-        return "<section><h2>Embedding map (UMAP)</h2><p class='note'>hover a point for the specimen; click it " \
-               "for its photo</p><div class='maps'>" + "".join(maps) + \
-               "</div><div id='specimen' class='specimen'></div></section>"
+            maps.append(
+                scatter(
+                    points["x"].to_numpy(),
+                    points["y"].to_numpy(),
+                    groups,
+                    labels,
+                    f"{modality} embeddings of the test queries, by order",
+                )
+            )
+        return (
+            "<section><h2>Embedding map (UMAP)</h2><p class='note'>hover a point for the specimen; click it "
+            "for its photo</p><div class='maps'>"
+            + "".join(maps)
+            + "</div><div id='specimen' class='specimen'></div></section>"
+        )
 
     def _curves(self) -> str:
         log = self.run_dir / "train_log.jsonl"
@@ -113,9 +131,13 @@ def markdown_tables(text: str) -> str:
     def flush() -> None:
         if rows:
             head, *body = rows
-            out.append("<table><thead><tr>" + "".join(f"<th>{escape(c)}</th>" for c in head) + "</tr></thead><tbody>"
-                       + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in body)
-                       + "</tbody></table>")
+            out.append(
+                "<table><thead><tr>"
+                + "".join(f"<th>{escape(c)}</th>" for c in head)
+                + "</tr></thead><tbody>"
+                + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in body)
+                + "</tbody></table>"
+            )
             rows.clear()
 
     for line in text.splitlines():

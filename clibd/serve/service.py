@@ -41,9 +41,17 @@ class Limits:
 class Classifier:
     """``Classifier(checkpoint, index_dir)``: load once, then ``classify(photos, barcodes)`` per request."""
 
-    def __init__(self, checkpoint: str | Path, index_dir: str | Path, k: int = 5, device: str = "auto",
-                 batch_size: int = 64, precision: str = "auto", rules: Optional[QualityConfig] = None,
-                 keep_flagged: bool = False) -> None:
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        index_dir: str | Path,
+        k: int = 5,
+        device: str = "auto",
+        batch_size: int = 64,
+        precision: str = "auto",
+        rules: Optional[QualityConfig] = None,
+        keep_flagged: bool = False,
+    ) -> None:
         """``rules`` / ``keep_flagged``: the quality checks, as ``clibd classify``'s options."""
         started = time.perf_counter()
         self.checkpoint, self.index_dir, self.k = Path(checkpoint), Path(index_dir), k
@@ -83,17 +91,22 @@ class Classifier:
         images, errors = decode_photos(photos, self.embedder.photo_decode_side(self.rules), limits.file_bytes)
         barcodes, barcode_errors = read_barcode_uploads(barcode_files, limits.file_bytes)
         with self._lock:
-            inputs = embed_decoded(self.embedder, images if photos else None, barcodes if barcode_files else None,
-                                   self.rules)
+            inputs = embed_decoded(
+                self.embedder, images if photos else None, barcodes if barcode_files else None, self.rules
+            )
             result = search_specimens(self.library, inputs, self.k, self.keep_flagged)
         photo_files = {specimen_id(upload.name): upload.name for upload in photos}
         specimens = self._specimens(result, errors + barcode_errors, photo_files)
         return {
             "specimens": specimens,
             "csv": result.table.to_csv(index=False, float_format="%.4f"),
-            "counts": {"photos": len(images), "barcodes": len(barcodes), "rows": len(result.table),
-                       "withheld": int((result.table["evidence"] == "").sum()),
-                       "errors": len(errors) + len(barcode_errors)},
+            "counts": {
+                "photos": len(images),
+                "barcodes": len(barcodes),
+                "rows": len(result.table),
+                "withheld": int((result.table["evidence"] == "").sum()),
+                "errors": len(errors) + len(barcode_errors),
+            },
             "seconds": round(time.perf_counter() - started, 4),
         }
 
@@ -107,10 +120,16 @@ class Classifier:
         for record, threshold, near in zip(_records(result.table), result.thresholds, neighbours):
             evidence, quality = record.pop("evidence"), record.pop("quality")
             files = {column: record.pop(column) for column in FILE_COLUMNS}
-            specimen(record.pop("id"))["results"].append({
-                "evidence": evidence, "quality": quality, "files": files, "prediction": record,
-                "threshold": None if np.isnan(threshold) else float(threshold), "neighbours": near,
-            })
+            specimen(record.pop("id"))["results"].append(
+                {
+                    "evidence": evidence,
+                    "quality": quality,
+                    "files": files,
+                    "prediction": record,
+                    "threshold": None if np.isnan(threshold) else float(threshold),
+                    "neighbours": near,
+                }
+            )
         for error in errors:
             specimen(error.id)["errors"].append({"file": error.file, "error": error.error})
         return list(by_id.values())
@@ -120,8 +139,12 @@ class Classifier:
         the row's prediction was withheld."""
         valid = result.positions >= 0
         positions = result.positions[valid]
-        keys = pd.DataFrame({"id": np.asarray(self.library.ids, dtype=object)[positions],
-                             "similarity": result.scores[valid].astype(np.float64)})
+        keys = pd.DataFrame(
+            {
+                "id": np.asarray(self.library.ids, dtype=object)[positions],
+                "similarity": result.scores[valid].astype(np.float64),
+            }
+        )
         taxonomy = self.library.taxonomy[list(EVAL_RANKS)].iloc[positions].reset_index(drop=True)
         flat = _records(pd.concat([keys, taxonomy], axis=1))
         for key in flat:

@@ -69,8 +69,11 @@ def read_barcode_uploads(uploads: list[Upload], max_bytes: int) -> tuple[pd.Data
             tables.append(_barcode_table(upload))
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
             errors.append(InputError(upload.name, upload.name, f"cannot read: {err}"))
-    records = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
-        {"id": [], "file": [], "record": [], "sequence": []}).astype({"record": int})
+    records = (
+        pd.concat(tables, ignore_index=True)
+        if tables
+        else pd.DataFrame({"id": [], "file": [], "record": [], "sequence": []}).astype({"record": int})
+    )
     if records.empty and not errors and uploads:
         errors.append(InputError(uploads[0].name, uploads[0].name, "no barcode records"))
     return records, errors
@@ -96,12 +99,14 @@ def _barcode_table(upload: Upload) -> pd.DataFrame:
     else:
         raise ValueError(f"{upload.name}: not a barcode file (FASTA {sorted(FASTA_SUFFIXES)}, .csv or .tsv)")
     fallback = pd.Series([f"{upload.name}:{i + 1}" for i in range(len(ids))], dtype="string", index=ids.index)
-    return pd.DataFrame({
-        "id": ids.astype("string").fillna(fallback).reset_index(drop=True),
-        "file": upload.name,
-        "record": range(1, len(ids) + 1),
-        "sequence": sequences.astype("string").fillna("").reset_index(drop=True),
-    })
+    return pd.DataFrame(
+        {
+            "id": ids.astype("string").fillna(fallback).reset_index(drop=True),
+            "file": upload.name,
+            "record": range(1, len(ids) + 1),
+            "sequence": sequences.astype("string").fillna("").reset_index(drop=True),
+        }
+    )
 
 
 def _too_large(upload: Upload, max_bytes: int) -> str:

@@ -26,8 +26,9 @@ def served_run(folder: Path) -> ServedRun:
     table = real_table()
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "specimens.csv", index=False)
-    text = write_text_model(folder / "text", taxonomy_text(table, "{order} {family} {genus} {species}",
-                                                           "not_classified").tolist())
+    text = write_text_model(
+        folder / "text", taxonomy_text(table, "{order} {family} {genus} {species}", "not_classified").tolist()
+    )
     cfg = load_config(None, [
         "data.format=tabular", f"data.root={folder / 'specimens.csv'}", f"data.cache_dir={folder / 'cache'}",
         "data.num_workers=0", "data.augment.enabled=false",
@@ -43,6 +44,8 @@ def served_run(folder: Path) -> ServedRun:
     train(cfg, run)
     checkpoint = run / "model"
     assert main(["eval", "--checkpoint", str(checkpoint)]) == 0
-    assert main(["index", "build", "--checkpoint", str(checkpoint), "--modality", "dna",
-                 "--out", str(folder / "index")]) == 0
+    assert (
+        main(["index", "build", "--checkpoint", str(checkpoint), "--modality", "dna", "--out", str(folder / "index")])
+        == 0
+    )
     return ServedRun(run, checkpoint, folder / "index")
