@@ -187,29 +187,12 @@ COLUMNS = [
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory) -> tuple[Path, Path]:
-    from tests.helpers.real_table import real_run
+    from tests.helpers.real_table import real_library
 
     if not REAL_IMAGES.is_dir():
         pytest.skip(f"real data folder {REAL_IMAGES} is absent")
     folder = tmp_path_factory.mktemp("library")
-    checkpoint = real_run(folder)
-    assert (
-        main(
-            [
-                "index",
-                "build",
-                "--checkpoint",
-                str(checkpoint),
-                "--modality",
-                "dna",
-                "--out",
-                str(folder / "index"),
-                "eval.batch_size=8",
-            ]
-        )
-        == 0
-    )
-    return checkpoint, folder / "index"
+    return real_library(folder)
 
 
 @needs_shared_data

@@ -41,6 +41,12 @@ def _their_yaml(path, text: bool, tokenizer_dir) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _convert(tmp_path, out, *extra: str) -> int:
+    """``clibd convert-clibd`` of ``tmp_path/best.pth`` with ``tmp_path/their.yaml`` into ``out``."""
+    command = ["convert-clibd", str(tmp_path / "best.pth"), "--config", str(tmp_path / "their.yaml")]
+    return main([*command, "--out", str(out), *extra])
+
+
 def _save(original: OriginalCLIBD, path, ddp: bool, old_names: bool) -> None:
     state = original.state_dict()
     if old_names:
@@ -68,24 +74,7 @@ def test_converted_model_embeds_like_the_original(tmp_path, text, lora, ddp, old
     flag = ["--text-tokenizer", str(tmp_path / "tok")] if lora else []
     _their_yaml(tmp_path / "their.yaml", text, "prajjwal1/bert-small" if lora else tmp_path / "tok")
 
-    assert (
-        main(
-            [
-                "convert-clibd",
-                str(tmp_path / "best.pth"),
-                "--config",
-                str(tmp_path / "their.yaml"),
-                "--out",
-                str(tmp_path / "converted"),
-                "--dna-heads",
-                "2",
-                "--text-heads",
-                "3",
-                *flag,
-            ]
-        )
-        == 0
-    )
+    assert _convert(tmp_path, tmp_path / "converted", "--dna-heads", "2", "--text-heads", "3", *flag) == 0
     model = CLIBDModel.from_pretrained(tmp_path / "converted").eval()
     assert model.modalities == (("image", "dna", "text") if text else ("image", "dna"))
     assert model.cfg.image.image_size == 32 and model.logit_scale.item() == 2.5
@@ -116,16 +105,7 @@ def test_tower_missing_from_the_checkpoint_is_named(tmp_path) -> None:
         match=r"best.pth: holds towers \['dna', 'image'\], the yaml "
         r"describes \['dna', 'image', 'text'\]",
     ):
-        main(
-            [
-                "convert-clibd",
-                str(tmp_path / "best.pth"),
-                "--config",
-                str(tmp_path / "their.yaml"),
-                "--out",
-                str(tmp_path / "out"),
-            ]
-        )
+        _convert(tmp_path, tmp_path / "out")
 
 
 def test_text_tokenizer_is_never_downloaded(tmp_path, monkeypatch) -> None:
@@ -137,13 +117,4 @@ def test_text_tokenizer_is_never_downloaded(tmp_path, monkeypatch) -> None:
         match="'prajjwal1/bert-small' is neither a local directory nor in the "
         "Hugging Face cache; pass --text-tokenizer DIR",
     ):
-        main(
-            [
-                "convert-clibd",
-                str(tmp_path / "best.pth"),
-                "--config",
-                str(tmp_path / "their.yaml"),
-                "--out",
-                str(tmp_path / "out"),
-            ]
-        )
+        _convert(tmp_path, tmp_path / "out")

@@ -22,27 +22,10 @@ K = 3
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory) -> tuple[Path, Path]:
-    from tests.helpers.real_table import real_run
+    from tests.helpers.real_table import real_library
 
     folder = tmp_path_factory.mktemp("serve")
-    checkpoint = real_run(folder)
-    assert (
-        main(
-            [
-                "index",
-                "build",
-                "--checkpoint",
-                str(checkpoint),
-                "--modality",
-                "dna",
-                "--out",
-                str(folder / "index"),
-                "eval.batch_size=8",
-            ]
-        )
-        == 0
-    )
-    return checkpoint, folder / "index"
+    return real_library(folder)
 
 
 @pytest.fixture(scope="module")

@@ -66,3 +66,15 @@ def real_run(folder: Path, seed: int = 0, table: pd.DataFrame | None = None) -> 
     cfg = real_config(folder / "data", table)
     corpus = taxonomy_text(table, cfg.model.text.template, cfg.model.text.missing_word).tolist()
     return save_run(folder / "run", tiny_model(corpus, seed=seed), cfg)
+
+
+def real_library(folder: Path) -> tuple[Path, Path]:
+    """``real_run`` plus a DNA reference library built from it by ``clibd index build``:
+    returns ``(checkpoint dir, index dir)``."""
+    from clibd.cli import main
+
+    checkpoint = real_run(folder)
+    index = folder / "index"
+    build = ["index", "build", "--checkpoint", str(checkpoint), "--modality", "dna", "--out", str(index)]
+    assert main([*build, "eval.batch_size=8"]) == 0
+    return checkpoint, index
