@@ -167,10 +167,11 @@ def recipe_overrides(path: Path = RECIPE) -> list[str]:
     return flatten(OmegaConf.to_container(OmegaConf.load(path)), "")
 
 
-def _mlm(tsv: Path, out_dir: Path, base: list[str], info: dict, name: str) -> Path:
-    """Unsupervised masked-token pretraining on every barcode of ``tsv`` (no labels)."""
+def _pretrain(tsv: Path, out_dir: Path, base: list[str], info: dict, name: str) -> Path:
+    """Unsupervised pretraining (``pretrain.objective``) on every barcode of ``tsv`` (no labels)."""
     summary = pretrain_dna(load_config(CONFIG, [f"data.root={tsv}", f"pretrain.out_dir={out_dir}", *base]))
-    info[name] = {"steps": summary["steps"], "final_loss": summary["history"][-1]["loss"], "dedup": summary["dedup"]}
+    history = summary.pop("history")
+    info[name] = summary | ({"final_loss": history[-1]["loss"]} if history else {})
     return out_dir
 
 
@@ -211,7 +212,7 @@ def run_benchmark(
 
     # Unsupervised: every barcode of the file (queries and unseen species included), no labels.
     start = time.perf_counter()
-    mlm_dir = _mlm(tsv, work / "dna_mlm", base, info, "mlm")
+    mlm_dir = _pretrain(tsv, work / "dna_mlm", base, info, "mlm")
     mlm_cfg = dataclasses.replace(cfg.model.dna, pretrained=str(mlm_dir))
     rows.append(
         tower_row(
@@ -223,7 +224,7 @@ def run_benchmark(
     # Supervised by taxonomy text: the seen species' key rows only.
     keys_tsv = _write_tabular(split.rows(ROLE_KEY), cfg, work / "seen_keys.tsv", split="train")
     start = time.perf_counter()
-    strict_dir = _mlm(keys_tsv, work / "dna_mlm_keys", base, info, "mlm (seen keys only)")
+    strict_dir = _pretrain(keys_tsv, work / "dna_mlm_keys", base, info, "mlm (seen keys only)")
     strict_mlm_s = time.perf_counter() - start
     recipe = recipe_overrides()
     for method, run, extra in (

@@ -47,6 +47,10 @@ class TowerConfig:
     finetune: Finetune = "full"
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
+    # Multiplies the training learning rate for this tower and its projection head, e.g. a DNA
+    # tower that starts from a fitted k-mer table (docs/dna_recipe.md) beside a text tower
+    # trained from scratch.
+    lr_scale: float = 1.0
 
 
 @dataclass
@@ -76,8 +80,9 @@ class DnaTowerConfig(TowerConfig):
     pooling: Literal["mean", "mean_all", "kmer_bag"] = "mean"
     # linear: pooled last hidden state -> projection head | mlm_softmax (the original): the BERT MLM
     # head's transform (dense + GELU + LayerNorm), Linear(hidden, embed_dim), softmax, then pooled;
-    # no projection head after it.
-    head: Literal["linear", "mlm_softmax"] = "linear"
+    # no projection head after it | identity: the pooled output is the embedding, no projection
+    # head (hidden_size must equal model.embed_dim; keeps a fitted k-mer bag's geometry).
+    head: Literal["linear", "mlm_softmax", "identity"] = "linear"
     attention_mask: bool = True  # False: attention sees the padding k-mers too (the original)
     # barcodebert_v1 only: id of the token prefixed to every sequence; None = <CLS> (1). The original used 0.
     prefix_token_id: Optional[int] = None
@@ -262,6 +267,10 @@ class PretrainConfig(OptimConfig):
     lr_reference_batch: int = 0  # no scaling with the global batch
     warmup_fraction: float = 0.1
     log_every_steps: int = 50
+    # mlm: masked-token pretraining (BarcodeBERT) | kmer_spectral: fit the k-mer embedding table
+    # in closed form, a truncated SVD of the barcodes' tf-idf weighted k-mer counts (no steps;
+    # for model.dna.pooling=kmer_bag, docs/dna_recipe.md)
+    objective: Literal["mlm", "kmer_spectral"] = "mlm"
     mask_ratio: float = 0.5  # of the maskable tokens (never UNK, padding or CLS)
     # HF BertForMaskedLM directory, rewritten at the end of every epoch; a training config
     # uses it as ``model.dna.pretrained``.

@@ -42,7 +42,7 @@ from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.models.pooling import pool
 from clibd.models.weights import CheckpointMismatchError, load_state_dict, mismatch_message
 
-DNA_HEADS = ("linear", "mlm_softmax")
+DNA_HEADS = ("linear", "mlm_softmax", "identity")
 DNA_POOLINGS = ("mean", "mean_all", "kmer_bag")
 # Weight files looked for in a DNA checkpoint directory, in order.
 _DIR_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -208,8 +208,9 @@ class DnaTower(nn.Module):
     """``forward(ids [B,L], mask [B,L]) -> [B, output_dim]``.
 
     ``head: linear``: the pooled last layer, ``output_dim`` = hidden size. ``head: mlm_softmax``:
-    the pooled softmax of the MLM head, ``output_dim`` = ``embed_dim``; ``projects`` is then True
-    and CLIBDModel adds no projection head.
+    the pooled softmax of the MLM head, ``output_dim`` = ``embed_dim``. ``head: identity``: the
+    pooled last layer is the embedding (hidden size = ``embed_dim``). With either of the last two
+    ``projects`` is True and CLIBDModel adds no projection head.
     """
 
     default_lora_targets = ["query", "value"]
@@ -220,8 +221,8 @@ class DnaTower(nn.Module):
             raise ValueError(f"dna.pooling={cfg.pooling!r}: choose one of {DNA_POOLINGS}")
         if cfg.head not in DNA_HEADS:
             raise ValueError(f"dna.head={cfg.head!r}: choose one of {DNA_HEADS}")
-        if cfg.pooling == "kmer_bag" and cfg.head != "linear":
-            raise ValueError(f"dna.pooling=kmer_bag adds hidden-size vectors: needs dna.head=linear, not {cfg.head!r}")
+        if cfg.pooling == "kmer_bag" and cfg.head == "mlm_softmax":
+            raise ValueError("dna.pooling=kmer_bag adds hidden-size vectors: needs dna.head=linear or identity")
         if arch is None:
             adopt_checkpoint_tokenizer(cfg)
         self.tokenizer = make_kmer_tokenizer(cfg)
@@ -234,9 +235,14 @@ class DnaTower(nn.Module):
         else:
             self.backbone = BertModel(dna_bert_config(cfg, self.tokenizer), add_pooling_layer=False)
         self.output_dim = self.backbone.config.hidden_size
-        self.projects = cfg.head == "mlm_softmax"
-        if self.projects:
+        self.projects = cfg.head in ("mlm_softmax", "identity")
+        if cfg.head == "mlm_softmax":
             self._add_mlm_softmax_head(cfg, transform_weights, embed_dim)
+        elif cfg.head == "identity" and embed_dim is not None and embed_dim != self.output_dim:
+            raise ValueError(
+                f"dna.head=identity makes the pooled output the embedding: hidden size {self.output_dim} "
+                f"must equal model.embed_dim {embed_dim}"
+            )
         self.arch = {"bert": self.backbone.config.to_dict()}
 
     def _add_mlm_softmax_head(self, cfg: DnaTowerConfig, transform_weights: dict, embed_dim: Optional[int]) -> None:

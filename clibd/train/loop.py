@@ -42,7 +42,7 @@ from clibd.train.checkpoint import (
     save_checkpoint,
 )
 from clibd.train.loss import ContrastiveLoss
-from clibd.train.optim import build_optimizer, build_scheduler, scaled_lr
+from clibd.train.optim import build_optimizer, build_scheduler, scaled_lr, tower_lr_scales
 from clibd.train.setup import TrainingData, build_training_data
 
 
@@ -200,7 +200,7 @@ def _set_up(cfg: Config, out_dir: Path, resume_from: Optional[Path]) -> _Run:
         for tower, (trainable, total) in data.trainable.items():
             accelerator.print(f"trainable parameters {tower}: {trainable:,} / {total:,}")
     lr = scaled_lr(tc, accelerator.num_processes)
-    optimizer = build_optimizer(data.model, tc, lr)
+    optimizer = build_optimizer(data.model, tc, lr, tower_lr_scales(cfg.model))
     model, optimizer, train_loader = accelerator.prepare(data.model, optimizer, data.train_loader)
     val_loader = accelerator.prepare(data.val_loader) if data.val_loader is not None else None
     steps_per_epoch = math.ceil(len(train_loader) / tc.grad_accum)

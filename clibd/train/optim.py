@@ -3,30 +3,54 @@ global batch: shared by contrastive training and DNA pretraining (``OptimConfig`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Optional
 
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from clibd.config import OptimConfig
+from clibd.config import MODALITIES, ModelConfig, OptimConfig
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict[str, Any]]:
+def param_groups(
+    model: torch.nn.Module,
+    weight_decay: float,
+    decay_all: bool = False,
+    lr_scales: Optional[Mapping[str, float]] = None,
+) -> list[dict[str, Any]]:
     """AdamW groups of the trainable parameters. ``decay_all``: one group, every parameter
     decayed (the published recipe); else no weight decay on norms, biases (every tensor under
-    2-D) and the logit scale."""
+    2-D) and the logit scale. ``lr_scales`` maps a parameter-name prefix (``towers.dna.``) to a
+    learning-rate multiplier: those parameters get groups of their own with ``lr_scale`` set
+    (every group carries it; ``build_optimizer`` applies it)."""
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    if decay_all:
-        return [{"params": [p for _, p in trainable], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    if not decay_all:  # both groups exist even when one is empty, in this order
+        groups[(weight_decay, 1.0)], groups[(0.0, 1.0)] = [], []
     for name, p in trainable:
-        (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = weight_decay if decay_all or not (p.ndim < 2 or "logit_scale" in name) else 0.0
+        scale = next((s for prefix, s in (lr_scales or {}).items() if name.startswith(prefix)), 1.0)
+        groups.setdefault((decay, scale), []).append(p)
+    return [{"params": ps, "weight_decay": wd, "lr_scale": scale} for (wd, scale), ps in groups.items()]
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.AdamW:
+def tower_lr_scales(cfg: ModelConfig) -> dict[str, float]:
+    """``model.<tower>.lr_scale`` as ``param_groups`` prefixes of CLIBDModel (the tower and its head)."""
+    scales = {}
+    for name in MODALITIES:
+        scale = getattr(cfg, name).lr_scale
+        if scale != 1.0:
+            scales |= {f"towers.{name}.": scale, f"heads.{name}.": scale}
+    return scales
+
+
+def build_optimizer(
+    model: torch.nn.Module, cfg: OptimConfig, lr: float, lr_scales: Optional[Mapping[str, float]] = None
+) -> torch.optim.AdamW:
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_all_params, lr_scales)
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
     # fused: one kernel for all tensors; the default is a per-tensor loop on the CPU (bench/train_step.py).
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.decay_all_params), lr=lr, fused=True)
+    return torch.optim.AdamW(groups, lr=lr, fused=True)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):

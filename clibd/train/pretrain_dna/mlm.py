@@ -17,12 +17,11 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import BertForMaskedLM
 
-from clibd.config import Config, DnaTowerConfig, PretrainConfig, save_config
+from clibd.config import DnaTowerConfig, PretrainConfig
 from clibd.data.dna_tokenizer import KmerTokenizer
-from clibd.data.sources import read_specimens
 from clibd.models.dna import TOKENIZER_FILE, dna_bert_config, make_kmer_tokenizer
 from clibd.train.optim import build_optimizer, build_scheduler, scaled_lr
-from clibd.train.pretrain_dna.barcodes import DedupReport, OffsetEncodings, unique_barcodes
+from clibd.train.pretrain_dna.barcodes import DedupReport, OffsetEncodings
 from clibd.train.pretrain_dna.masking import IGNORE_INDEX, mask_tokens
 
 SUMMARY_FILE = "pretrain_summary.json"
@@ -134,6 +133,13 @@ def pretrain_on_barcodes(
     return summary
 
 
+def save_checkpoint(mlm: BertForMaskedLM, tokenizer: KmerTokenizer, out_dir: Path, summary: dict[str, Any]) -> None:
+    """The HF checkpoint ``model.dna.pretrained`` reads, with the tokenizer settings and the run summary."""
+    mlm.save_pretrained(out_dir)
+    (out_dir / TOKENIZER_FILE).write_text(json.dumps(tokenizer.settings(), indent=2))
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+
+
 def _save(
     accelerator: Accelerator,
     model: torch.nn.Module,
@@ -144,6 +150,7 @@ def _save(
     total_steps: int,
 ) -> dict[str, Any]:
     summary = {
+        "objective": "mlm",
         "steps": history[-1]["step"],
         "total_steps": total_steps,
         "history": history,
@@ -151,27 +158,6 @@ def _save(
     }
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).mlm.save_pretrained(out_dir)
-        (out_dir / TOKENIZER_FILE).write_text(json.dumps(tokenizer.settings(), indent=2))
-        (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        save_checkpoint(accelerator.unwrap_model(model).mlm, tokenizer, out_dir, summary)
     accelerator.wait_for_everyone()
     return summary
-
-
-def pretrain_dna(cfg: Config) -> dict[str, Any]:
-    """Read ``cfg.data``, keep ``cfg.pretrain.splits``, de-duplicate and pretrain."""
-    table, skips = read_specimens(cfg.data, require_image=False)  # DNA only: images are not needed
-    print(f"pretrain-dna: {skips.summary()}")
-    if cfg.pretrain.splits:
-        present = sorted(table["split"].dropna().unique())
-        unknown = sorted(set(cfg.pretrain.splits) - set(present))
-        if unknown:
-            raise ValueError(
-                f"pretrain.splits names {unknown}, absent from the data (splits: {present}); [] = every row"
-            )
-        table = table[table["split"].isin(cfg.pretrain.splits)]
-    barcodes, report = unique_barcodes(table["dna_barcode"], cfg.model.dna.k)
-    print(f"pretrain-dna: {report}")
-    out_dir = Path(cfg.pretrain.out_dir)
-    save_config(cfg, out_dir / "config.yaml")
-    return pretrain_on_barcodes(barcodes, cfg.model.dna, cfg.pretrain, out_dir, cfg.data.cache_dir, report)

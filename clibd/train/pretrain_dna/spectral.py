@@ -1,0 +1,84 @@
+"""The k-mer embedding table fitted in closed form (``pretrain.objective: kmer_spectral``).
+
+A bag-of-k-mers tower (``model.dna.pooling: kmer_bag``, no layers) embeds a barcode as the mean
+of its k-mers' table rows, a linear map of its k-mer count vector. Among such maps of a given
+width, the one whose inner products best reproduce those of the tf-idf weighted count vectors
+(k-mer counting with rare k-mers weighted up) is their truncated SVD (Eckart-Young): row ``t``
+of the table is ``idf[t] * V[t]``, ``V`` the top right singular vectors. So the tower starts
+as a compressed k-mer-counting identifier, learned from the barcodes without labels, and
+contrastive training refines it. docs/dna_recipe.md has the figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from accelerate import PartialState
+from sklearn.preprocessing import normalize
+from sklearn.utils.extmath import randomized_svd
+
+from clibd.config import DnaTowerConfig, PretrainConfig
+from clibd.data.dna_tokenizer import KmerTokenizer
+from clibd.models.dna import make_kmer_tokenizer
+from clibd.train.pretrain_dna.barcodes import DedupReport
+from clibd.train.pretrain_dna.mlm import build_mlm, save_checkpoint
+
+
+def token_counts(barcodes: list[str], tokenizer: KmerTokenizer) -> sp.csr_matrix:
+    """``[n, vocab]`` counts of each barcode's real k-mer tokens (special and UNK tokens left out)."""
+    enc = tokenizer(barcodes)
+    valid = (enc.attention_mask == 1) & (enc.ids >= tokenizer.kmer_offset)
+    rows, cols = np.nonzero(valid)[0], enc.ids[valid].astype(np.int64)
+    ones = np.ones(len(rows), dtype=np.float32)
+    return sp.coo_matrix((ones, (rows, cols)), shape=(len(barcodes), tokenizer.vocab_size)).tocsr()
+
+
+def spectral_table(counts: sp.csr_matrix, width: int, seed: int) -> tuple[np.ndarray, dict[str, float]]:
+    """``[vocab, width]`` table whose bag embeddings are the rank-``width`` SVD of the tf-idf rows.
+
+    idf is scikit-learn's smoothed form, ``log((1 + n) / (1 + df)) + 1``. Fewer barcodes than
+    ``width`` give a table of that rank (the remaining columns zero). Token columns no barcode
+    holds get zero rows: the bag leaves out what it has never seen.
+    """
+    n = counts.shape[0]
+    df = np.asarray((counts > 0).sum(axis=0)).ravel()
+    idf = (np.log((1 + n) / (1 + df)) + 1).astype(np.float32) * (df > 0)
+    tfidf = normalize(counts @ sp.diags(idf))
+    rank = min(width, n, int((df > 0).sum()))
+    _, singular, vt = randomized_svd(tfidf, rank, n_iter=4, random_state=seed)
+    table = np.zeros((counts.shape[1], width), dtype=np.float32)
+    table[:, :rank] = idf[:, None] * vt.T
+    total = float(tfidf.multiply(tfidf).sum())
+    return table, {"rank": rank, "explained_variance": float((singular**2).sum() / total)}
+
+
+def fit_spectral(
+    barcodes: list[str],
+    dna_cfg: DnaTowerConfig,
+    cfg: PretrainConfig,
+    out_dir: str | Path,
+    dedup: Optional[DedupReport] = None,
+) -> dict[str, Any]:
+    """Fit the table on ``barcodes``; write a BertForMaskedLM checkpoint (``model.dna.pretrained``)
+    whose word embeddings are it, scaled to the config's initializer range. Every process
+    computes the same table; the main process writes it."""
+    tokenizer = make_kmer_tokenizer(dna_cfg)
+    torch.manual_seed(cfg.seed)  # the weights the table does not set (positions, norms) as a fresh model's
+    mlm = build_mlm(dna_cfg, tokenizer)
+    table, fit = spectral_table(token_counts(barcodes, tokenizer), mlm.config.hidden_size, cfg.seed)
+    # Cosine retrieval ignores the scale; the optimiser does not: keep the entries at the size
+    # a randomly initialised table has, so the training learning rates mean the same.
+    used = table[np.abs(table).sum(axis=1) > 0]
+    table *= mlm.config.initializer_range / max(float(used.std()), 1e-12)
+    with torch.no_grad():
+        mlm.get_input_embeddings().weight.copy_(torch.from_numpy(table))
+    summary = {"objective": "kmer_spectral", "barcodes": len(barcodes), **fit, "steps": 0, "history": []}
+    summary["dedup"] = dedup.as_dict() if dedup else None
+    if PartialState().is_main_process:
+        save_checkpoint(mlm, tokenizer, Path(out_dir), summary)
+    PartialState().wait_for_everyone()
+    return summary
