@@ -1,14 +1,26 @@
-"""The DNA recipe's pieces (configs/bench/dna_recipe.yaml): the bag-of-k-mers tower and its frame robustness."""
+"""The DNA recipe's pieces (configs/bench/dna_recipe.yaml): the bag-of-k-mers tower, its frame robustness,
+the k-mer table fitted without labels, and the identity head."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import torch
+import json
+from pathlib import Path
 
-from clibd.config import DnaTowerConfig
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.feature_extraction.text import TfidfTransformer
+
+from clibd.cli import main as cli_main
+from clibd.config import DnaTowerConfig, ImageTowerConfig, ModelConfig, TextTowerConfig, load_config
 from clibd.eval.dna_benchmark import kmer_count_vectors
+from clibd.models.clibd_model import CLIBDModel
 from clibd.models.dna import DnaTower
+from clibd.train.pretrain_dna.spectral import idf_weights, spectral_table
+
+REPO = Path(__file__).resolve().parents[1]
 
 BAG = DnaTowerConfig(
     k=3,
@@ -66,3 +78,78 @@ def test_bag_adds_the_transformer_mean_when_it_has_layers() -> None:
 def test_unknown_pooling_is_named() -> None:
     with pytest.raises(ValueError, match="dna.pooling='max'"):
         DnaTower(DnaTowerConfig(**{**BAG.__dict__, "pooling": "max"}))
+
+
+# ---- the k-mer table fitted without labels (pretrain.objective: kmer_spectral) ----------------
+
+
+def _tfidf_cosines(counts: np.ndarray) -> np.ndarray:
+    """Oracle: scikit-learn's tf-idf (smoothed idf, L2 rows), then cosine similarities."""
+    weighted = TfidfTransformer(smooth_idf=True, norm="l2").fit_transform(counts).toarray()
+    return weighted @ weighted.T
+
+
+def _cosines(x: np.ndarray) -> np.ndarray:
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return x @ x.T
+
+
+def test_idf_is_scikit_learns_smoothed_idf_and_zero_for_absent_columns() -> None:
+    counts = sp.csr_matrix(np.array([[2, 0, 1, 0], [0, 0, 3, 1], [1, 0, 0, 1]], dtype=np.float32))
+    held = np.array([True, False, True, True])
+    want = TfidfTransformer(smooth_idf=True).fit(counts[:, held]).idf_
+    np.testing.assert_allclose(idf_weights(counts)[held], want, rtol=1e-6)
+    assert idf_weights(counts)[1] == 0.0
+
+
+def test_full_rank_table_reproduces_tfidf_cosines_and_a_narrow_one_the_top_singular_space() -> None:
+    rng = np.random.default_rng(0)
+    counts = sp.csr_matrix(rng.poisson(0.3, size=(12, 40)).astype(np.float32))
+    table, fit = spectral_table(counts, width=16, seed=0)  # 12 rows: rank 12, 4 zero columns
+    assert table.shape == (40, 16) and fit["rank"] == 12 and not table[:, 12:].any()
+    assert fit["explained_variance"] == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(_cosines(counts @ table), _tfidf_cosines(counts), atol=1e-5)
+    # Width 3: the table's columns span the top 3 right singular vectors of the tf-idf rows.
+    narrow, fit = spectral_table(counts, width=3, seed=0)
+    weighted = TfidfTransformer(smooth_idf=True, norm="l2").fit_transform(counts).toarray()
+    top = np.linalg.svd(weighted)[2][:3].T  # [40, 3]
+    idf = idf_weights(counts)
+    unweighted = np.divide(narrow, idf[:, None], out=np.zeros_like(narrow), where=idf[:, None] > 0)
+    np.testing.assert_allclose(unweighted @ unweighted.T, top @ top.T, atol=1e-4)
+    assert 0 < fit["explained_variance"] < 1
+
+
+def test_pretrain_dna_kmer_spectral_writes_a_tower_that_embeds_as_tfidf(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    seqs = ["".join(rng.choice(list("ACGT"), 40)) for _ in range(6)]
+    tsv = tmp_path / "barcodes.tsv"
+    species = {"order_name": "Diptera", "family_name": "Muscidae", "genus_name": "Musca", "bin_uri": "BOLD:AAA0001"}
+    pd.DataFrame({"processid": [f"P{i}" for i in range(6)], **species, "species_name": "Musca domestica"}).assign(
+        nucleotides=seqs
+    ).to_csv(tsv, sep="\t", index=False)
+    out = tmp_path / "table"
+    bag = ["model.dna.k=3", "model.dna.stride=1", "model.dna.max_nucleotides=60", "model.dna.hidden_size=8"]
+    bag += ["model.dna.num_layers=0", "model.dna.num_heads=2", "model.dna.pooling=kmer_bag"]
+    config = str(REPO / "configs" / "pretrain_dna" / "bold_tsv.yaml")
+    args = [f"data.root={tsv}", f"pretrain.out_dir={out}", "pretrain.objective=kmer_spectral", *bag]
+    assert cli_main(["pretrain-dna", "--config", config, *args]) == 0
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    assert summary["objective"] == "kmer_spectral" and summary["rank"] == 6 and summary["steps"] == 0
+    tower = DnaTower(load_config(config, [*args, f"model.dna.pretrained={out}"]).model.dna)
+    assert tower.backbone.embeddings.word_embeddings.weight.std().item() == pytest.approx(0.02, rel=0.5)
+    embedded = _embed(tower, seqs).numpy()
+    np.testing.assert_allclose(_cosines(embedded), _tfidf_cosines(kmer_count_vectors(seqs, 3)), atol=1e-5)
+
+
+def test_identity_head_makes_the_bag_the_embedding_and_names_a_width_mismatch() -> None:
+    cfg = DnaTowerConfig(**{**BAG.__dict__, "head": "identity"})
+    off = {"image": ImageTowerConfig(enabled=False), "text": TextTowerConfig(enabled=False)}
+    with pytest.raises(ValueError, match="hidden size 8 must equal model.embed_dim 16"):
+        CLIBDModel(ModelConfig(embed_dim=16, dna=cfg, **off))
+    torch.manual_seed(0)
+    model = CLIBDModel(ModelConfig(embed_dim=8, dna=cfg, **off))
+    assert isinstance(model.heads["dna"], torch.nn.Identity)
+    ids, mask = (torch.as_tensor(a, dtype=torch.long) for a in model.dna_tokenizer(["ACGTACGTTGCA", "TTGACCA"]))
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(model.towers["dna"](ids, mask), dim=-1)
+        torch.testing.assert_close(model.encode_dna(ids, mask), want)

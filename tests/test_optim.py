@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from clibd.config import OptimConfig
-from clibd.train.optim import build_optimizer, build_scheduler, param_groups
+from clibd.config import DnaTowerConfig, ModelConfig, OptimConfig
+from clibd.train.optim import build_optimizer, build_scheduler, param_groups, tower_lr_scales
 
 
 def _onecycle_oracle(step: int, total: int, pct_start: float, peak: float) -> tuple[float, float]:
@@ -68,3 +68,26 @@ def test_decay_all_params_puts_every_parameter_in_one_decayed_group() -> None:
     assert ids(ours[0]["params"]) == ids([model.proj.weight])
     optimizer = build_optimizer(model, OptimConfig(weight_decay=0.05, decay_all_params=True), lr=1e-3)
     assert [(g["weight_decay"], len(g["params"])) for g in optimizer.param_groups] == [(0.05, 5)]
+
+
+def test_tower_lr_scale_gives_the_tower_and_its_head_their_own_learning_rate() -> None:
+    model = torch.nn.Module()
+    model.towers, model.heads = torch.nn.ModuleDict(), torch.nn.ModuleDict()
+    model.towers["dna"], model.towers["text"] = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
+    model.heads["dna"], model.heads["text"] = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+    cfg = ModelConfig(dna=DnaTowerConfig(lr_scale=0.1))
+    scales = tower_lr_scales(cfg)
+    assert scales == {"towers.dna.": 0.1, "heads.dna.": 0.1}
+    optimizer = build_optimizer(model, OptimConfig(weight_decay=0.05), lr=1e-3, lr_scales=scales)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        want = 1e-4 if "dna" in name else 1e-3
+        assert lr_of[id(p)] == pytest.approx(want), name
+    decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay_of[id(model.towers["dna"].weight)] == 0.05 and decay_of[id(model.towers["dna"].bias)] == 0.0
+    # OneCycle peaks each group at its own learning rate (step 1 of 4 with half the steps warming up).
+    scheduler = build_scheduler(optimizer, OptimConfig(warmup_fraction=0.5), total_steps=4)
+    optimizer.step()
+    scheduler.step()
+    peaks = sorted({round(g["lr"], 12) for g in optimizer.param_groups})
+    assert peaks == [pytest.approx(1e-4), pytest.approx(1e-3)]

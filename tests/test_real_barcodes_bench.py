@@ -9,7 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.real_barcodes import GOAL_ROW, RECIPE_ROW, main, recipe_overrides
+from bench.real_barcodes import (
+    GOAL_ROW,
+    RECIPE_ALL_ROW,
+    RECIPE_ALL_UNTRAINED,
+    RECIPE_ROW,
+    RECIPE_UNTRAINED,
+    TFIDF_ROW,
+    main,
+    recipe_overrides,
+)
 
 TINY = [  # every tower and schedule cut to a few seconds
     "model.embed_dim=8",
@@ -74,23 +83,30 @@ def test_any_bold_file_gets_every_row_and_the_verdict(tmp_path: Path, capsys: py
         "k-mer 1-NN k=4",
         "k-mer 1-NN k=6",
         GOAL_ROW,
+        TFIDF_ROW,
         "DNA tower untrained",
         "MLM-pretrained (all file barcodes, no labels)",
         "contrastive DNA+text (seen keys)",
         "MLM then contrastive DNA+text",
         "MLM (seen keys only) then contrastive",
-        "recipe untrained (bag of 8-mers)",
+        RECIPE_ALL_UNTRAINED,
+        RECIPE_ALL_ROW,
+        RECIPE_UNTRAINED,
         RECIPE_ROW,
     ]
     kmer8 = report["rows"][2]
     assert kmer8["seen_species"] == 1.0  # one substitution within a species, four between sister species
     assert report["recipe"] == recipe_overrides()
+    # The strict table is fitted on the 8 seen keys' barcodes, the other on all 32 (no labels either way).
+    assert report["protocol"]["k-mer table (seen_keys)"]["barcodes"] == 8
+    assert report["protocol"]["k-mer table (all)"]["barcodes"] == 32
     assert report["verdict"].startswith("verdict: best learned row")
     assert report["verdict"] in capsys.readouterr().out
 
 
 def test_recipe_file_becomes_overrides() -> None:
     assert "model.dna.pooling=kmer_bag" in recipe_overrides()
+    assert "pretrain.objective=kmer_spectral" in recipe_overrides()
     assert "train.rank_weights.genus=0.3" in recipe_overrides()
 
 

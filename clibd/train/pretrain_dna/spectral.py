@@ -37,18 +37,24 @@ def token_counts(barcodes: list[str], tokenizer: KmerTokenizer) -> sp.csr_matrix
     return sp.coo_matrix((ones, (rows, cols)), shape=(len(barcodes), tokenizer.vocab_size)).tocsr()
 
 
+def idf_weights(counts: sp.csr_matrix) -> np.ndarray:
+    """Per column, scikit-learn's smoothed idf ``log((1 + n) / (1 + df)) + 1`` over the ``n`` rows;
+    0 for a column no row holds."""
+    n = counts.shape[0]
+    df = np.asarray((counts > 0).sum(axis=0)).ravel()
+    return (np.log((1 + n) / (1 + df)) + 1).astype(np.float32) * (df > 0)
+
+
 def spectral_table(counts: sp.csr_matrix, width: int, seed: int) -> tuple[np.ndarray, dict[str, float]]:
     """``[vocab, width]`` table whose bag embeddings are the rank-``width`` SVD of the tf-idf rows.
 
-    idf is scikit-learn's smoothed form, ``log((1 + n) / (1 + df)) + 1``. Fewer barcodes than
-    ``width`` give a table of that rank (the remaining columns zero). Token columns no barcode
-    holds get zero rows: the bag leaves out what it has never seen.
+    Fewer barcodes (or distinct k-mers) than ``width`` give a table of that rank, the remaining
+    columns zero. Token columns no barcode holds get zero rows: the bag leaves out what it has
+    never seen.
     """
-    n = counts.shape[0]
-    df = np.asarray((counts > 0).sum(axis=0)).ravel()
-    idf = (np.log((1 + n) / (1 + df)) + 1).astype(np.float32) * (df > 0)
+    idf = idf_weights(counts)
     tfidf = normalize(counts @ sp.diags(idf))
-    rank = min(width, n, int((df > 0).sum()))
+    rank = min(width, counts.shape[0], int((idf > 0).sum()))
     _, singular, vt = randomized_svd(tfidf, rank, n_iter=4, random_state=seed)
     table = np.zeros((counts.shape[1], width), dtype=np.float32)
     table[:, :rank] = idf[:, None] * vt.T
