@@ -1,7 +1,7 @@
 """DNA representations on real BOLD barcodes: k-mer baselines vs our DNA tower, one table.
 
 ``make bench-real`` or ``python bench/real_barcodes.py [--data FILE.tsv] [--threads 2] [--out PATH]
-[--curve PNG] [key=value ...]`` (overrides apply to configs/bench/real_barcodes.yaml). Data: any TSV
+[--curve PNG] [--barcodebert] [key=value ...]`` (overrides apply to configs/bench/real_barcodes.yaml). Data: any TSV
 with a ``nucleotides`` column and ``*_name`` rank columns (a BOLD export); by default
 ../shared/data/dna/bold_insecta_4k.tsv. Protocol of ../shared/data/README.md
 (``clibd.eval.dna_benchmark.unseen_species_split``): one seeded unseen species per multi-species
@@ -10,12 +10,13 @@ Every row of the table is measured in this run:
 
 - k-mer count-vector cosine 1-NN, k = 4, 6, 8 (the README's reference), and 8-mer counts
   weighted by tf-idf (idf of the seen keys), which the recipe's table compresses;
-- the DNA tower untrained (random init);
-- MLM-pretrained (``clibd pretrain-dna``) on all the file's barcodes: unsupervised, it sees
-  the query and unseen barcodes but no label;
-- trained contrastively with taxonomy text (``clibd.train.loop.train``, DNA + text towers) on the
-  seen species' *key* rows only: never a query row or an unseen species;
-- MLM-pretrained, then contrastive; and the strict variant, MLM on the seen keys' barcodes only;
+- the bench config's BarcodeBERT-style DNA tower (non-overlapping 6-mers, 2 layers) untrained;
+- with ``--barcodebert`` (about 17 CPU-minutes more), that tower MLM-pretrained (``clibd
+  pretrain-dna``) on all the file's barcodes (unsupervised: it sees the query and unseen
+  barcodes but no label); trained contrastively with taxonomy text (``clibd.train.loop.train``,
+  DNA + text towers) on the seen species' *key* rows only (never a query row or an unseen
+  species); MLM-pretrained, then contrastive; and MLM on the seen keys' barcodes only, then
+  contrastive;
 - the DNA recipe (configs/bench/dna_recipe.yaml layered over the bench config: a bag of
   overlapping 8-mers whose table is fitted without labels, ``pretrain.objective: kmer_spectral``,
   then trained contrastively on the seen keys), with the table fitted on every barcode of the
@@ -212,35 +213,22 @@ def load_split(tsv: Path, base: list[str], seed: int) -> tuple[Config, Split, di
     return cfg, split, info
 
 
-def run_benchmark(
-    tsv: Path, work: Path, overrides: Sequence[str] = (), seed: int = 0, log=print
-) -> tuple[list[Row], dict, Split]:
-    """Every row of the table, measured now; plus the protocol's counts."""
-    base = [f"data.cache_dir={work / 'cache'}", *overrides]
-    cfg, split, info = load_split(tsv, base, seed)
-    log(f"protocol: {info}")
-    rows = kmer_rows(split)
-    torch.manual_seed(cfg.train.seed)
-    rows.append(tower_row("DNA tower untrained", DnaTower(cfg.model.dna), split, 0.0))
-    log(f"{rows[-1]}")
-
-    # Unsupervised: every barcode of the file (queries and unseen species included), no labels.
+def barcodebert_rows(
+    split: Split, tsv: Path, keys_tsv: Path, work: Path, base: list[str], info: dict, log
+) -> list[Row]:
+    """The BarcodeBERT-style tower of the bench config (non-overlapping 6-mers, 2 layers): MLM on
+    every barcode of the file (no labels), contrastive on the seen keys, both, and MLM on the seen
+    keys' barcodes only then contrastive. About 17 CPU-minutes on 2 cores."""
+    cfg = load_config(CONFIG, [f"data.root={tsv}", *base])
     start = time.perf_counter()
     mlm_dir = _pretrain(tsv, work / "dna_mlm", base, info, "mlm")
     mlm_cfg = dataclasses.replace(cfg.model.dna, pretrained=str(mlm_dir))
-    rows.append(
-        tower_row(
-            "MLM-pretrained (all file barcodes, no labels)", DnaTower(mlm_cfg), split, time.perf_counter() - start
-        )
-    )
+    method = "MLM-pretrained (all file barcodes, no labels)"
+    rows = [tower_row(method, DnaTower(mlm_cfg), split, time.perf_counter() - start)]
     log(f"{rows[-1]}")
-
-    # Supervised by taxonomy text: the seen species' key rows only.
-    keys_tsv = _write_tabular(split.rows(ROLE_KEY), cfg, work / "seen_keys.tsv", split="train")
     start = time.perf_counter()
     strict_dir = _pretrain(keys_tsv, work / "dna_mlm_keys", base, info, "mlm (seen keys only)")
     strict_mlm_s = time.perf_counter() - start
-    recipe = recipe_overrides()
     for method, run, extra in (
         ("contrastive DNA+text (seen keys)", "contrastive", []),
         ("MLM then contrastive DNA+text", "mlm_contrastive", [f"model.dna.pretrained={mlm_dir}"]),
@@ -249,10 +237,14 @@ def run_benchmark(
         rows.append(contrastive_row(method, split, keys_tsv, work / run, [*base, *extra], info))
         log(f"{rows[-1]}")
     rows[-1].seconds += strict_mlm_s
+    return rows
 
-    # The recipe: the k-mer table fitted without labels, then contrastive on the seen keys. The
-    # strict variant fits it on the seen keys' barcodes only, so it never sees a query or an unseen
-    # species at all; the other on every barcode of the file (queries and unseen species included).
+
+def recipe_rows(split: Split, tsv: Path, keys_tsv: Path, work: Path, base: list[str], info: dict, log) -> list[Row]:
+    """The recipe: the k-mer table fitted without labels, untrained and then contrastive on the seen
+    keys. The strict variant fits it on the seen keys' barcodes only, so it never sees a query or an
+    unseen species at all; the other on every barcode of the file (queries and unseen species)."""
+    recipe, rows = recipe_overrides(), []
     for tag, tsv_fit, untrained, trained in (
         ("all", tsv, RECIPE_ALL_UNTRAINED, RECIPE_ALL_ROW),
         ("seen_keys", keys_tsv, RECIPE_UNTRAINED, RECIPE_ROW),
@@ -266,6 +258,26 @@ def run_benchmark(
         rows.append(contrastive_row(trained, split, keys_tsv, work / f"recipe_{tag}", extra, info))
         rows[-1].seconds += fit_s
         log(f"{rows[-1]}")
+    return rows
+
+
+def run_benchmark(
+    tsv: Path, work: Path, overrides: Sequence[str] = (), seed: int = 0, log=print, barcodebert: bool = False
+) -> tuple[list[Row], dict, Split]:
+    """Every row of the table, measured now; plus the protocol's counts. ``barcodebert``: also the
+    BarcodeBERT-style rows (``barcodebert_rows``)."""
+    base = [f"data.cache_dir={work / 'cache'}", *overrides]
+    cfg, split, info = load_split(tsv, base, seed)
+    log(f"protocol: {info}")
+    rows = kmer_rows(split)
+    torch.manual_seed(cfg.train.seed)
+    rows.append(tower_row("DNA tower untrained", DnaTower(cfg.model.dna), split, 0.0))
+    log(f"{rows[-1]}")
+    # Supervised stages see the seen species' key rows only.
+    keys_tsv = _write_tabular(split.rows(ROLE_KEY), cfg, work / "seen_keys.tsv", split="train")
+    if barcodebert:
+        rows += barcodebert_rows(split, tsv, keys_tsv, work, base, info, log)
+    rows += recipe_rows(split, tsv, keys_tsv, work, base, info, log)
     return rows, info, split
 
 
@@ -384,6 +396,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         default=None,
         help=f"also run the learning curve, plot it here (make bench-real: {CURVE.name})",
     )
+    parser.add_argument(
+        "--barcodebert",
+        action="store_true",
+        help="also the BarcodeBERT-style rows (MLM, contrastive; ~17 CPU-minutes more)",
+    )
     parser.add_argument("overrides", nargs="*", help="overrides of configs/bench/real_barcodes.yaml")
     args = parser.parse_args(argv)
     if not args.data.is_file():
@@ -392,7 +409,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     start, cpu_start = time.perf_counter(), time.process_time()
     with TemporaryDirectory() as work:
-        rows, info, split = run_benchmark(args.data, Path(work), args.overrides, args.seed)
+        rows, info, split = run_benchmark(
+            args.data, Path(work), args.overrides, args.seed, barcodebert=args.barcodebert
+        )
         table_s, table_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
         line, goal = verdict(rows)
         print()

@@ -75,6 +75,10 @@ class DnaTowerConfig(TowerConfig):
     intermediate_size: int = 3072
     # Local HF-format directory or a state-dict file of a BertForMaskedLM; None = random init.
     pretrained: Optional[str] = None
+    # random | kmer_spectral: a model built for training (not resumed, no `pretrained`) first fits
+    # its k-mer table on the training rows' barcodes, without their labels, as `clibd pretrain-dna`
+    # with pretrain.objective=kmer_spectral does (docs/dna_recipe.md).
+    init: Literal["random", "kmer_spectral"] = "random"
     # mean: masked mean, padding never counted | mean_all: every position, padding included (the original)
     # | kmer_bag: mean k-mer embedding (+ the masked mean when num_layers > 0; docs/dna_recipe.md)
     pooling: Literal["mean", "mean_all", "kmer_bag"] = "mean"

@@ -82,7 +82,9 @@ CHOICES = {
     "model.text.finetune": "['full', 'lora', 'frozen']",
     "model.image.backbone": "['timm', 'open_clip']",
     "model.dna.pooling": "['mean', 'mean_all', 'kmer_bag']",
-    "model.dna.head": "['linear', 'mlm_softmax']",
+    "model.dna.head": "['linear', 'mlm_softmax', 'identity']",
+    "model.dna.init": "['random', 'kmer_spectral']",
+    "pretrain.objective": "['mlm', 'kmer_spectral']",
     "model.text.pooling": "['mean', 'mean_all', 'cls']",
 }
 
@@ -105,7 +107,7 @@ def test_choice_in_a_file_is_checked_too(tmp_path) -> None:
 
 def test_tower_configs_share_their_common_fields() -> None:
     shared = {f.name for f in dataclasses.fields(TowerConfig)}
-    assert shared == {"enabled", "finetune", "lora", "gradient_checkpointing"}
+    assert shared == {"enabled", "finetune", "lora", "gradient_checkpointing", "lr_scale"}
     for tower in (ImageTowerConfig, DnaTowerConfig, TextTowerConfig):
         assert issubclass(tower, TowerConfig)
     optim = {f.name for f in dataclasses.fields(OptimConfig)}

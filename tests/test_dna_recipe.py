@@ -153,3 +153,23 @@ def test_identity_head_makes_the_bag_the_embedding_and_names_a_width_mismatch() 
     with torch.no_grad():
         want = torch.nn.functional.normalize(model.towers["dna"](ids, mask), dim=-1)
         torch.testing.assert_close(model.encode_dna(ids, mask), want)
+
+
+def test_init_kmer_spectral_fits_the_table_on_the_training_barcodes_when_the_model_is_built() -> None:
+    from clibd.train.setup import build_model
+
+    rng = np.random.default_rng(2)
+    seqs = ["".join(rng.choice(list("ACGT"), 40)) for _ in range(5)]
+    bag = ["model.dna.k=3", "model.dna.stride=1", "model.dna.max_nucleotides=60", "model.dna.hidden_size=8"]
+    bag += ["model.dna.num_layers=0", "model.dna.num_heads=2", "model.dna.pooling=kmer_bag", "model.dna.head=identity"]
+    off = ["model.embed_dim=8", "model.image.enabled=false", "model.text.enabled=false"]
+    cfg = load_config(None, [*bag, *off, "model.dna.init=kmer_spectral"])
+    model = build_model(cfg, pd.DataFrame({"dna_barcode": seqs + [seqs[0]]}), None)  # a duplicate: fitted once
+    ids, mask = (torch.as_tensor(a, dtype=torch.long) for a in model.dna_tokenizer(seqs))
+    with torch.no_grad():
+        embedded = model.encode_dna(ids, mask).numpy()
+    np.testing.assert_allclose(embedded @ embedded.T, _tfidf_cosines(kmer_count_vectors(seqs, 3)), atol=1e-5)
+    with pytest.raises(ValueError, match="unset model.dna.pretrained"):
+        build_model(
+            load_config(None, [*bag, *off, "model.dna.init=kmer_spectral", "model.dna.pretrained=x"]), None, None
+        )

@@ -167,18 +167,24 @@ def _max_weight_difference(a, b) -> float:
 def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     """`make demo` as shipped (configs/demo.yaml: 4,000 specimens, 5 epochs), evaluated through
     train.py's entry (run_evaluation), against the untrained model that training started from
-    (same seed, same architecture and text vocabulary, rebuilt as train() builds it).
+    (same seed, same architecture and text vocabulary, rebuilt as train() builds it: its DNA
+    k-mer table fitted on the training barcodes, no labels) and against the same model with a
+    random DNA table (model.dna.init=random).
 
-    Paired, because a different random init moves an untrained tower by a lot on its own.
-    Seen macro top-1, DNA->DNA, trained vs untrained, demo seed 0, train seeds 0 / 1 / 2:
-      species 0.735 vs 0.715, 0.742 vs 0.723, 0.742 vs 0.717: +0.020, +0.019, +0.025;
-      genus   0.819 vs 0.787, 0.826 vs 0.791, 0.808 vs 0.796: +0.032, +0.035, +0.012.
-    Asserted: > +0.005 at each. The margin is small because the demo's barcodes are now as hard
-    as real ones (reads start at different offsets, so non-overlapping 5-mers of one species fall
-    in different frames): on the real BOLD file, too, this recipe barely beats its init (issue 12).
-    (Before it, on 1,000 specimens, the untrained tower already found 0.87-0.90 of seen species.)
-    Image->image, seen order macro top-1: 0.606 / 0.634 / 0.565 trained vs 0.168 / 0.227 / 0.196
-    untrained; asserted +0.05."""
+    The demo is as hard as real barcodes (bench/demo_kmer.py), and the demo's DNA tower is the
+    recipe of docs/dna_recipe.md, a bag of overlapping 8-mers. Counting k-mers already finds
+    nearly every seen species there, so DNA->DNA sits at the ceiling before any training. Seen
+    macro top-1, demo seed 0, train seed 0, species / genus: trained 0.983 / 1.000, fitted start
+    0.983 / 1.000, random 8-mer table 0.985 / 0.998. The 2-layer BERT over non-overlapping 5-mers
+    that the demo used before found 0.735 / 0.819 trained and 0.715 / 0.787 untrained.
+    A clear trained-over-untrained margin at DNA->DNA cannot exist at that ceiling. Asserted instead:
+    - the k-mer level (species >= 0.95, genus >= 0.98);
+    - training loses at most 0.01 of what either start finds. On the real BOLD file, training a
+      random 8-mer bag at the text tower's learning rate lost 0.015 seen species and 0.10
+      unseen genus.
+    - what the contrastive training does learn, DNA->text at seen species (0.876 trained; the
+      start is at chance): +0.5.
+    - image->image seen order: +0.05 (0.633 trained in the run above)."""
     from accelerate.utils import set_seed
 
     from clibd.config import load_config
@@ -189,14 +195,8 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     from clibd.train.loop import train
     from clibd.train.setup import build_model
 
-    cfg = load_config(
-        ROOT / "configs" / "demo.yaml",
-        [
-            f"data.root={tmp_path / 'demo'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "train.trackers=[]",
-        ],
-    )
+    overrides = [f"data.root={tmp_path / 'demo'}", f"data.cache_dir={tmp_path / 'cache'}", "train.trackers=[]"]
+    cfg = load_config(ROOT / "configs" / "demo.yaml", overrides)
     result = train(cfg, tmp_path / "run")
     model = CLIBDModel.from_pretrained(result.model_dir)
     trained = run_evaluation(cfg, model, tmp_path / "eval", "test", state=PartialState(), checkpoint=result.model_dir)
@@ -209,6 +209,10 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     # Guard on the pairing: training moved no weight by more than 0.07; another init differs by 0.27.
     assert _max_weight_difference(model, start) < 0.5 * _max_weight_difference(model, other_init)
     untrained = run_evaluation(cfg, start, tmp_path / "eval-untrained", "test", state=PartialState())
+    random_cfg = load_config(ROOT / "configs" / "demo.yaml", [*overrides, "model.dna.init=random"])
+    set_seed(cfg.train.seed)
+    random_start = build_model(random_cfg, train_rows, None).eval()
+    random = run_evaluation(random_cfg, random_start, tmp_path / "eval-random", "test", state=PartialState())
 
     pairs = [f"{q}->{k}" for k in MODALITIES for q in MODALITIES]
     assert_results_schema(trained, pairs, ("seen", "unseen", "harmonic_mean"))
@@ -216,6 +220,8 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     assert written["meta"]["split"] == "test" and written["meta"]["counts"]["queries"]["unseen"]["dna"] > 0
     image = [_macro_top1(r, "image->image", "order", "seen") for r in (trained, untrained)]
     assert image[0] > image[1] + 0.05, image
-    for rank in ("species", "genus"):
-        dna = [_macro_top1(r, "dna->dna", rank, "seen") for r in (trained, untrained)]
-        assert dna[0] > dna[1] + 0.005, (rank, dna)
+    for rank, level in (("species", 0.95), ("genus", 0.98)):
+        dna = [_macro_top1(r, "dna->dna", rank, "seen") for r in (trained, untrained, random)]
+        assert dna[0] >= level and dna[0] >= max(dna[1:]) - 0.01, (rank, dna)
+    text = [_macro_top1(r, "dna->text", "species", "seen") for r in (trained, untrained)]
+    assert text[0] > text[1] + 0.5, text

@@ -165,7 +165,8 @@ def test_real_barcodes_trained_rows_beat_an_untrained_tower(tmp_path: Path) -> N
     tsv = tmp_path / "bold_subset.tsv"
     subset.to_csv(tsv, sep="\t", index=False)
     torch.set_num_threads(2)
-    rows, info, _ = run_benchmark(tsv, tmp_path / "work", ["pretrain.epochs=1", "train.epochs=20"], log=lambda _: None)
+    overrides = ["pretrain.epochs=1", "train.epochs=20"]
+    rows, info, _ = run_benchmark(tsv, tmp_path / "work", overrides, log=lambda _: None, barcodebert=True)
     by = {r.method.split(" ")[0]: r for r in rows}
     assert info["key"] + info["query_seen"] + info["query_unseen"] == len(subset)
     untrained, contrastive = by["DNA"], by["contrastive"]

@@ -73,7 +73,21 @@ def _bold_tsv(path: Path) -> Path:
 @pytest.mark.slow
 def test_any_bold_file_gets_every_row_and_the_verdict(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "report.json"
-    assert main(["--data", str(_bold_tsv(tmp_path / "mine.tsv")), "--threads", "1", "--out", str(out), *TINY]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(_bold_tsv(tmp_path / "mine.tsv")),
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+                "--barcodebert",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     # 4 genera of two species: one unseen species each (16 rows); the other 16 halved into keys and queries.
     counts = {"records": 32, "skipped": 0, "key": 8, "query_seen": 8, "query_unseen": 16, "unseen_species": 4}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
@@ -21,6 +22,8 @@ from clibd.models.clibd_model import CLIBDModel
 from clibd.models.finetune import trainable_parameters
 from clibd.models.text import build_text_tokenizer
 from clibd.taxonomy import taxonomy_text
+from clibd.train.pretrain_dna.barcodes import unique_barcodes
+from clibd.train.pretrain_dna.spectral import fit_table
 
 
 @dataclass
@@ -44,16 +47,34 @@ class TrainingData:
         return [str(p) for p in self.train.processid[index.cpu().numpy()]]
 
 
+def fit_dna_table(model: CLIBDModel, cfg: Config, train_rows: pd.DataFrame) -> None:
+    """``model.dna.init: kmer_spectral``: the DNA tower's k-mer table fitted on the training rows'
+    unique barcodes, their labels unused (``clibd.train.pretrain_dna.spectral``)."""
+    tower = model.towers["dna"]
+    barcodes, _ = unique_barcodes(train_rows["dna_barcode"], cfg.model.dna.k)
+    embeddings = tower.backbone.get_input_embeddings()
+    fit = fit_table(embeddings, barcodes, tower.tokenizer, cfg.train.seed, tower.backbone.config.initializer_range)
+    print(f"model.dna: k-mer table of rank {fit['rank']} fitted on {len(barcodes)} training barcodes (no labels)")
+
+
 def build_model(cfg: Config, train_rows, model_dir: Optional[Path]) -> CLIBDModel:
     """A fresh model, or the one saved in a checkpoint (its text vocabulary included)."""
     if model_dir is not None:
         return CLIBDModel.from_pretrained(model_dir, expected=cfg.model)
+    dna = cfg.model.dna
+    if dna.enabled and dna.init == "kmer_spectral" and dna.pretrained:
+        raise ValueError(
+            f"model.dna.init=kmer_spectral fits the k-mer table itself: unset model.dna.pretrained "
+            f"({dna.pretrained}) or set model.dna.init=random"
+        )
     text = cfg.model.text
     tokenizer = None
     if text.enabled and text.name is None:
         # Trained on the training rows only: held-out species names must not shape the vocabulary.
         tokenizer = build_text_tokenizer(text, taxonomy_text(train_rows, text.template, text.missing_word).tolist())
     model = CLIBDModel(cfg.model, tokenizer)
+    if dna.enabled and dna.init == "kmer_spectral":
+        fit_dna_table(model, cfg, train_rows)
     if cfg.model.image.enabled:  # saved in config.json, so the Embedder normalises as training did
         model.image_normalization = {"mean": list(cfg.data.mean), "std": list(cfg.data.std)}
     return model

@@ -62,6 +62,21 @@ def spectral_table(counts: sp.csr_matrix, width: int, seed: int) -> tuple[np.nda
     return table, {"rank": rank, "explained_variance": float((singular**2).sum() / total)}
 
 
+def fit_table(
+    embeddings: torch.nn.Embedding, barcodes: list[str], tokenizer: KmerTokenizer, seed: int, initializer_range: float
+) -> dict[str, float]:
+    """Overwrite ``embeddings`` (the tower's word embeddings) with the fitted table, scaled so its
+    used rows have the entry spread of a fresh random table: cosine retrieval ignores the scale,
+    the optimiser does not, and the training learning rates then mean what they mean for a
+    randomly initialised tower."""
+    table, fit = spectral_table(token_counts(barcodes, tokenizer), embeddings.embedding_dim, seed)
+    used = table[np.abs(table).sum(axis=1) > 0]
+    table *= initializer_range / max(float(used.std()), 1e-12)
+    with torch.no_grad():
+        embeddings.weight.copy_(torch.from_numpy(table))
+    return fit
+
+
 def fit_spectral(
     barcodes: list[str],
     dna_cfg: DnaTowerConfig,
@@ -70,18 +85,11 @@ def fit_spectral(
     dedup: Optional[DedupReport] = None,
 ) -> dict[str, Any]:
     """Fit the table on ``barcodes``; write a BertForMaskedLM checkpoint (``model.dna.pretrained``)
-    whose word embeddings are it, scaled to the config's initializer range. Every process
-    computes the same table; the main process writes it."""
+    whose word embeddings are it. Every process computes the same table; the main one writes it."""
     tokenizer = make_kmer_tokenizer(dna_cfg)
     torch.manual_seed(cfg.seed)  # the weights the table does not set (positions, norms) as a fresh model's
     mlm = build_mlm(dna_cfg, tokenizer)
-    table, fit = spectral_table(token_counts(barcodes, tokenizer), mlm.config.hidden_size, cfg.seed)
-    # Cosine retrieval ignores the scale; the optimiser does not: keep the entries at the size
-    # a randomly initialised table has, so the training learning rates mean the same.
-    used = table[np.abs(table).sum(axis=1) > 0]
-    table *= mlm.config.initializer_range / max(float(used.std()), 1e-12)
-    with torch.no_grad():
-        mlm.get_input_embeddings().weight.copy_(torch.from_numpy(table))
+    fit = fit_table(mlm.get_input_embeddings(), barcodes, tokenizer, cfg.seed, mlm.config.initializer_range)
     summary = {"objective": "kmer_spectral", "barcodes": len(barcodes), **fit, "steps": 0, "history": []}
     summary["dedup"] = dedup.as_dict() if dedup else None
     if PartialState().is_main_process:
