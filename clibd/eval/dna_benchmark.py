@@ -20,7 +20,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 
-from clibd.data.dna_tokenizer import KmerTokenizer
+from clibd.data.dna_tokenizer import KmerTokenizer, token_counts
 from clibd.eval.metrics import topk_accuracy
 from clibd.taxonomy import label_codes
 
@@ -94,12 +94,7 @@ def kmer_count_vectors(sequences: Sequence[str], k: int) -> sp.csr_matrix:
     """
     longest = max(len(s) for s in sequences)
     tokenizer = KmerTokenizer(k=k, max_nucleotides=max(longest, k), stride=1)
-    ids, mask = tokenizer(sequences)
-    valid = (mask == 1) & (ids >= tokenizer.kmer_offset)
-    rows = np.nonzero(valid)[0]
-    cols = ids[valid].astype(np.int64) - tokenizer.kmer_offset
-    counts = sp.coo_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(sequences), 4**k))
-    return counts.tocsr()  # duplicates (repeated k-mers) are summed here
+    return token_counts(sequences, tokenizer)[:, tokenizer.kmer_offset :]
 
 
 @torch.no_grad()

@@ -22,19 +22,10 @@ from sklearn.preprocessing import normalize
 from sklearn.utils.extmath import randomized_svd
 
 from clibd.config import DnaTowerConfig, PretrainConfig
-from clibd.data.dna_tokenizer import KmerTokenizer
+from clibd.data.dna_tokenizer import KmerTokenizer, token_counts
 from clibd.models.dna import make_kmer_tokenizer
 from clibd.train.pretrain_dna.barcodes import DedupReport
 from clibd.train.pretrain_dna.mlm import build_mlm, save_checkpoint
-
-
-def token_counts(barcodes: list[str], tokenizer: KmerTokenizer) -> sp.csr_matrix:
-    """``[n, vocab]`` counts of each barcode's real k-mer tokens (special and UNK tokens left out)."""
-    enc = tokenizer(barcodes)
-    valid = (enc.attention_mask == 1) & (enc.ids >= tokenizer.kmer_offset)
-    rows, cols = np.nonzero(valid)[0], enc.ids[valid].astype(np.int64)
-    ones = np.ones(len(rows), dtype=np.float32)
-    return sp.coo_matrix((ones, (rows, cols)), shape=(len(barcodes), tokenizer.vocab_size)).tocsr()
 
 
 def idf_weights(counts: sp.csr_matrix) -> np.ndarray:
