@@ -266,6 +266,7 @@ def run_benchmark(
 ) -> tuple[list[Row], dict, Split]:
     """Every row of the table, measured now; plus the protocol's counts. ``barcodebert``: also the
     BarcodeBERT-style rows (``barcodebert_rows``)."""
+    work.mkdir(parents=True, exist_ok=True)
     base = [f"data.cache_dir={work / 'cache'}", *overrides]
     cfg, split, info = load_split(tsv, base, seed)
     log(f"protocol: {info}")
