@@ -5,18 +5,23 @@ inner product is cosine similarity. Kinds:
 
 - ``flat``: exact ``IndexFlatIP`` (the default, and what the published evaluation used);
 - ``ivf``: ``IVF{nlist},Flat``, trained on the first ``add`` batch; ``nlist`` defaults to
-  ``4*sqrt(N)`` (at most ``N/39``, FAISS's minimum of training points per list);
+  ``2*sqrt(N)`` (at most ``N/39``, FAISS's minimum of training points per list);
   ``nprobe`` lists are visited per query;
-- ``ivfpq``: ``IVF{nlist},PQ{pq_m}x{pq_nbits}``, for libraries of millions of keys: each key
-  is stored as ``pq_m`` codes of ``pq_nbits`` bits (``pq_m`` bytes at 8 bits) instead of
-  ``4*dim`` bytes; ``pq_m`` defaults to ``dim/4`` (192 bytes for 768-d keys: a 5 M-key
-  library in ~1 GB, docs/scale.md), ``pq_nbits`` to 8, or fewer when the first batch is too
-  small to train 2**8 centroids per sub-quantizer (39 points each);
+- ``ivfpq``: for libraries of millions of keys (CPU only), two stages, all FAISS
+  (``IndexRefineFlat``): ``IVF{nlist},PQ{pq_m}x4fs`` (fast-scan product quantizer: ``pq_m``
+  codes of 4 bits, ``pq_m/2`` bytes per key; ``pq_m`` defaults to ``dim/2``, 192 bytes for
+  768-d keys) finds ``k_factor * k`` candidates in RAM, and the exact inner product with the
+  full vectors re-ranks them. ``load`` memory-maps the full vectors from ``index.faiss``
+  (``IO_FLAG_MMAP_IFC``), so RAM holds the codes, ids and lists (~216 bytes per 768-d key:
+  a 5 M-key library in ~1.1 GB) and the re-rank reads ``k_factor * k`` rows from disk or the
+  page cache per query. At 768-d no code that fits 2 GB for 5 M keys (<= ~380 bytes) reached
+  recall@1 0.95 alone on the benchmark's keys (4-bit scalar codes 0.69, 6-bit 0.91, 8-bit
+  0.97; docs/scale.md); the re-rank restores the exact order of the candidates;
 - ``hnsw``: ``HNSW32,Flat`` with ``ef_search`` (CPU only: FAISS has no GPU HNSW).
 
-IVF kinds train their k-means on at most ``TRAIN_PER_LIST * nlist`` keys of the first
-batch, drawn with a fixed seed: FAISS would otherwise use up to 256 per list, four times the
-time for the same lists at millions of keys.
+IVF kinds train on at most ``TRAIN_PER_LIST * nlist`` keys of the first batch, drawn with a
+fixed seed, for ``KMEANS_ITERATIONS`` k-means iterations: FAISS's defaults (256 per list, 25
+iterations) cost 6x the time at millions of keys for no measurable recall (docs/scale.md).
 
 ``device="auto"`` uses every GPU FAISS sees (``index_cpu_to_all_gpus``, sharded) and the
 CPU otherwise; ``device="cuda"`` without a GPU build of FAISS is an error.
@@ -31,10 +36,12 @@ columns), ``meta.json`` (dim, kind, parameters, ``checkpoint_hash`` and the free
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import faiss
 import numpy as np
@@ -42,9 +49,12 @@ import pandas as pd
 
 KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 IVF_KINDS = ("ivf", "ivfpq")
+CPU_KINDS = ("ivfpq", "hnsw")  # FAISS has no GPU HNSW, fast-scan PQ or refine stage
 TRAIN_PER_LIST = 64
+KMEANS_ITERATIONS = 10
+K_FACTOR = 32  # ivfpq re-ranks k_factor * k candidates: recall@32 of the codes alone was 1.000 (docs/scale.md)
 MIN_TRAIN_PER_CENTROID = 39  # FAISS warns below this many training points per centroid
-GPU_PQ_MAX_BYTES = 96  # the largest code FAISS's GPU IVFPQ takes (8-bit codes)
+PQ_NBITS = 4  # fast-scan PQ codes are 4 bits
 FORMAT_VERSION = 1
 INDEX_FILE, KEYS_FILE, META_FILE = "index.faiss", "keys.parquet", "meta.json"
 
@@ -69,35 +79,41 @@ def normalized_float32(x: np.ndarray, what: str) -> np.ndarray:
 
 
 def default_nlist(count: int) -> int:
-    """Inverted lists for ``count`` keys: ``4*sqrt(N)``, at most ``N/39`` (enough points to train each)."""
-    return max(1, min(round(4 * math.sqrt(count)), count // MIN_TRAIN_PER_CENTROID))
+    """Inverted lists for ``count`` keys: ``2*sqrt(N)``, at most ``N/39`` (enough points to train each)."""
+    return max(1, min(round(2 * math.sqrt(count)), count // MIN_TRAIN_PER_CENTROID))
 
 
-def default_pq_nbits(count: int) -> int:
-    """8 bits per PQ code, fewer (at least 1) when ``count`` cannot train 2**8 centroids per sub-quantizer."""
-    return max(1, min(8, int(math.log2(max(2, count // MIN_TRAIN_PER_CENTROID)))))
-
-
-def _use_gpu(device: str, kind: str, pq_bytes: int = 0) -> bool:
+def _use_gpu(device: str, kind: str) -> bool:
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     if device == "cuda" and gpus == 0:
         raise RuntimeError("device='cuda' but FAISS sees no GPU (install faiss-gpu instead of faiss-cpu)")
-    if device == "cuda" and kind == "hnsw":
-        raise ValueError("FAISS has no GPU HNSW; use kind='flat' or 'ivf' on the GPU, or device='cpu'")
-    if device == "cuda" and pq_bytes > GPU_PQ_MAX_BYTES:
-        raise ValueError(f"FAISS's GPU IVFPQ takes codes of at most {GPU_PQ_MAX_BYTES} bytes, pq_m={pq_bytes}: "
-                         "lower pq_m or use device='cpu'")  # fmt: skip
-    return gpus > 0 and device != "cpu" and kind != "hnsw" and pq_bytes <= GPU_PQ_MAX_BYTES
+    if device == "cuda" and kind in CPU_KINDS:
+        raise ValueError(f"FAISS has no GPU version of kind {kind!r}; use kind='flat' or 'ivf' on the GPU, "
+                         "or device='cpu'")  # fmt: skip
+    return gpus > 0 and device != "cpu" and kind not in CPU_KINDS
+
+
+@contextlib.contextmanager
+def _one_openmp_thread() -> Iterator[None]:
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 def _to_all_gpus(index: faiss.Index) -> faiss.Index:
     options = faiss.GpuMultipleClonerOptions()
     options.shard = True  # split the keys across GPUs instead of replicating them
-    # IVFPQ codes over 48 bytes need float16 lookup tables on the GPU (shared memory); only PQ uses the flag so.
-    options.useFloat16 = isinstance(index, faiss.IndexIVFPQ)
     return faiss.index_cpu_to_all_gpus(index, co=options)
+
+
+def _strings(values: Sequence[str] | pd.Series) -> np.ndarray:
+    """Ids as a numpy ``StringDType`` array (``str`` on indexing; short ids stored inline, 16 bytes each)."""
+    return np.asarray(values, dtype=object).astype(np.dtypes.StringDType())  # str() of non-strings
 
 
 def _read_part(directory: Path, name: str, read: Callable[[Path], Any]) -> Any:
@@ -126,7 +142,7 @@ class ReferenceIndex:
         ef_search: int = 128,
         hnsw_m: int = 32,
         pq_m: Optional[int] = None,
-        pq_nbits: Optional[int] = None,
+        k_factor: int = K_FACTOR,
         checkpoint_hash: Optional[str] = None,
         metadata: Optional[dict[str, Any]] = None,
     ) -> None:
@@ -136,26 +152,27 @@ class ReferenceIndex:
             raise ValueError(f"dim must be positive, got {dim}")
         self.dim, self.kind, self.device = dim, kind, device
         self.nlist, self.nprobe, self.ef_search, self.hnsw_m = nlist, nprobe, ef_search, hnsw_m
-        self.pq_m, self.pq_nbits = (pq_m or max(1, dim // 4), pq_nbits) if kind == "ivfpq" else (None, None)
+        self.pq_m, self.k_factor = (pq_m or max(1, dim // 2), k_factor) if kind == "ivfpq" else (None, None)
         if self.pq_m is not None and dim % self.pq_m:
             raise ValueError(f"pq_m={self.pq_m} must divide the dimension {dim}")
         self.checkpoint_hash = checkpoint_hash
         self.metadata: dict[str, Any] = dict(metadata or {})
-        # Chunks per add(), joined on first access, so adding N keys in chunks stays O(N).
+        # Chunks per add(), joined on first access. Ids are numpy variable-width strings: 16 bytes per
+        # id of <= 15 UTF-8 bytes (a BOLD process id), not a Python str object (~60 B) plus a set entry.
         self._id_chunks: list[np.ndarray] = []
-        self._id_set: set[str] = set()
+        self._count = 0
         self._taxonomy_chunks: list[pd.DataFrame] = []
-        self._gpu = _use_gpu(device, kind, (self.pq_m or 0) * (self.pq_nbits or 8) // 8)
+        self._gpu = _use_gpu(device, kind)
         self._index: Optional[faiss.Index] = None  # built on the first add (IVF needs the keys to train)
 
     def __len__(self) -> int:
-        return len(self._id_set)
+        return self._count
 
     @property
     def ids(self) -> np.ndarray:
-        """Key ids (object array) in position order."""
+        """Key ids in position order (numpy ``StringDType``: indexing gives ``str``; ``.astype(object)``)."""
         if len(self._id_chunks) != 1:
-            self._id_chunks = [np.concatenate(self._id_chunks) if self._id_chunks else np.empty(0, dtype=object)]
+            self._id_chunks = [np.concatenate(self._id_chunks) if self._id_chunks else _strings([])]
         return self._id_chunks[0]
 
     @property
@@ -175,27 +192,40 @@ class ReferenceIndex:
         elif self.kind == "hnsw":
             index = faiss.index_factory(self.dim, f"HNSW{self.hnsw_m},Flat", faiss.METRIC_INNER_PRODUCT)
         else:
-            if self.nlist is None:
-                self.nlist = default_nlist(len(first))
-            codes = "Flat"
-            if self.kind == "ivfpq":
-                self.pq_nbits = self.pq_nbits or default_pq_nbits(len(first))
-                codes = f"PQ{self.pq_m}x{self.pq_nbits}"
-            index = faiss.index_factory(self.dim, f"IVF{self.nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
-            if self.kind == "ivfpq":
-                # dim/4 k-means of 2**nbits centroids each: FAISS's 25 iterations on 256 points per
-                # centroid take minutes at 768-d; 10 on 64 lose little (docs/scale.md).
-                index.pq.cp.niter, index.pq.cp.max_points_per_centroid = 10, TRAIN_PER_LIST
-            if len(first) > TRAIN_PER_LIST * self.nlist:
-                rows = np.random.default_rng(0).choice(len(first), TRAIN_PER_LIST * self.nlist, replace=False)
-                first = first[np.sort(rows)]
-            index.train(first)
+            index = self._build_ivf(first)
         return _to_all_gpus(index) if self._gpu else index
+
+    def _build_ivf(self, sample: np.ndarray) -> faiss.Index:
+        """IVF lists trained on a seeded sample of the first batch; ivfpq adds the codes and the re-rank."""
+        if self.nlist is None:
+            self.nlist = default_nlist(len(sample))
+        if len(sample) > TRAIN_PER_LIST * self.nlist:
+            rows = np.random.default_rng(0).choice(len(sample), TRAIN_PER_LIST * self.nlist, replace=False)
+            sample = sample[np.sort(rows)]
+        params = faiss.ClusteringParameters()
+        params.niter = KMEANS_ITERATIONS
+        quantizer = faiss.IndexFlatIP(self.dim)
+        faiss.Clustering(self.dim, self.nlist, params).train(sample, quantizer)  # one GEMM-bound k-means
+        if self.kind == "ivf":
+            return faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQFastScan(
+            quantizer, self.dim, self.nlist, self.pq_m, PQ_NBITS, faiss.METRIC_INNER_PRODUCT
+        )
+        index.pq.cp.niter = KMEANS_ITERATIONS
+        # pq_m tiny k-means (16 centroids each) are all OpenMP synchronisation: 20.6 s with 2 threads,
+        # 0.17 s with 1, for 32 sub-quantizers on 2 000 keys on a loaded 2-core machine.
+        with _one_openmp_thread():
+            index.train(sample)
+        refined = faiss.IndexRefineFlat(index)  # the exact re-rank; it keeps the full vectors
+        refined.k_factor = self.k_factor
+        return refined
 
     def _apply_search_params(self) -> None:
         if self.kind in IVF_KINDS:
             space = faiss.GpuParameterSpace() if self._gpu else faiss.ParameterSpace()
             space.set_index_parameter(self._index, "nprobe", self.nprobe)
+            if isinstance(self._index, faiss.IndexRefine):  # absent from ivfpq indexes saved before the re-rank
+                self._index.k_factor = self.k_factor
         elif self.kind == "hnsw":
             self._index.hnsw.efSearch = self.ef_search
 
@@ -204,7 +234,7 @@ class ReferenceIndex:
         x = normalized_float32(embeddings, "key embeddings")
         if x.shape[1] != self.dim:
             raise ValueError(f"key embeddings have dim {x.shape[1]}, the index {self.dim}")
-        ids = np.asarray(ids).astype(str).astype(object)  # ids are strings on disk too
+        ids = _strings(ids)  # ids are strings on disk too
         if len(ids) != len(x):
             raise ValueError(f"{len(ids)} ids for {len(x)} key embeddings")
         if (taxonomy is None) != (not self._taxonomy_chunks) and len(self):
@@ -212,14 +242,17 @@ class ReferenceIndex:
         if taxonomy is not None and len(taxonomy) != len(x):
             raise ValueError(f"taxonomy has {len(taxonomy)} rows for {len(x)} key embeddings")
         new = pd.Index(ids)
-        dup = new[new.duplicated()].tolist() + sorted(self._id_set.intersection(new))
+        dup = new[new.duplicated()].tolist()
+        for chunk in self._id_chunks:  # a hash look-up of the new ids per chunk, no set of every id kept
+            old = pd.Index(chunk)
+            dup += sorted(old[old.isin(new)].tolist())
         if dup:
             raise ValueError(f"duplicate key ids, e.g. {dup[:5]}")
         if self._index is None:
             self._index = self._build(x)
         self._index.add(x)
         self._id_chunks.append(ids)
-        self._id_set.update(new)
+        self._count += len(ids)
         if taxonomy is not None:
             self._taxonomy_chunks.append(taxonomy.reset_index(drop=True))
 
@@ -251,8 +284,11 @@ class ReferenceIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         cpu_index = faiss.index_gpu_to_cpu(self._index) if self._gpu else self._index
-        faiss.write_index(cpu_index, str(directory / INDEX_FILE))
-        keys = pd.DataFrame({"id": pd.array(self.ids.tolist(), dtype="string")})
+        # Written beside and renamed into place: a loaded ivfpq index maps the old file, which must not
+        # be truncated under it (saving over the folder it was loaded from).
+        faiss.write_index(cpu_index, str(directory / f"{INDEX_FILE}.tmp"))
+        os.replace(directory / f"{INDEX_FILE}.tmp", directory / INDEX_FILE)
+        keys = pd.DataFrame({"id": pd.array(self.ids, dtype="string")})
         if self.taxonomy is not None:
             keys = pd.concat([keys, self.taxonomy], axis=1)
         keys.to_parquet(directory / KEYS_FILE, index=False)
@@ -266,7 +302,7 @@ class ReferenceIndex:
             "ef_search": self.ef_search,
             "hnsw_m": self.hnsw_m,
             "pq_m": self.pq_m,
-            "pq_nbits": self.pq_nbits,
+            "k_factor": self.k_factor,
             "checkpoint_hash": self.checkpoint_hash,
             "metadata": self.metadata,
         }
@@ -307,11 +343,13 @@ class ReferenceIndex:
             ef_search=meta["ef_search"],
             hnsw_m=meta["hnsw_m"],
             pq_m=meta.get("pq_m"),  # absent from indexes saved before ivfpq existed
-            pq_nbits=meta.get("pq_nbits"),
+            k_factor=meta.get("k_factor") or K_FACTOR,  # absent from indexes saved before the re-rank
             checkpoint_hash=meta["checkpoint_hash"],
             metadata=meta["metadata"],
         )
-        index = _read_part(directory, INDEX_FILE, lambda path: faiss.read_index(str(path)))
+        # ivfpq: the re-rank's full vectors stay on disk, mapped (IO_FLAG_MMAP_IFC maps IndexFlat storage only).
+        flags = faiss.IO_FLAG_MMAP_IFC if meta["kind"] == "ivfpq" else 0
+        index = _read_part(directory, INDEX_FILE, lambda path: faiss.read_index(str(path), flags))
         keys = _read_part(directory, KEYS_FILE, pd.read_parquet)
         if index.ntotal != len(keys) or index.d != meta["dim"]:
             raise IndexMismatchError(
@@ -319,8 +357,7 @@ class ReferenceIndex:
                 f"{len(keys)} key rows, meta dim {meta['dim']}"
             )
         self._index = _to_all_gpus(index) if self._gpu else index
-        ids = keys["id"].to_numpy(dtype=object)
-        self._id_chunks, self._id_set = [ids], set(ids.tolist())
+        self._id_chunks, self._count = [_strings(keys["id"])], len(keys)
         taxonomy = keys.drop(columns="id")
         self._taxonomy_chunks = [taxonomy] if len(taxonomy.columns) else []
         return self

@@ -141,7 +141,7 @@ class Classifier:
         positions = result.positions[valid]
         keys = pd.DataFrame(
             {
-                "id": np.asarray(self.library.ids, dtype=object)[positions],
+                "id": self.library.ids[positions].astype(object),  # only the k rows: ids are a StringDType array
                 "similarity": result.scores[valid].astype(np.float64),
             }
         )
