@@ -16,6 +16,10 @@ only real vectors at hand; ~2 per species) give a relative margin of 0.52 and a 
 dimension of 3: the synthetic keys are the harder case, not an easy one. Each run prints its own
 margins (``margins`` row note) so that a change of the generator shows.
 
+Latency is one query per call, on FAISS's default OpenMP threads and on one thread: on a shared,
+oversubscribed machine a single query's parallel region can wait milliseconds for a second
+thread (ivfpq at 20 000 x 768: 14.3 ms on 2 threads, 0.55 ms on 1, load ~5).
+
 Memory is what a loaded library holds in RAM: the FAISS index as serialized (for ``ivfpq``
 less the full vectors, which ``ReferenceIndex.load`` maps from disk), plus the string ids as
 ``ReferenceIndex`` keeps them (BOLD-like 13-character process ids). For ``ivfpq`` the run
@@ -89,6 +93,14 @@ def _load_growth(index: ReferenceIndex) -> int:
         return _anon_rss() - before
 
 
+def _latency(index: ReferenceIndex, queries: np.ndarray) -> float:
+    """Seconds per single-query search (k=1), over LATENCY_QUERIES calls."""
+    start = time.perf_counter()
+    for q in queries[:LATENCY_QUERIES]:
+        index.search(q[None], 1)
+    return (time.perf_counter() - start) / LATENCY_QUERIES
+
+
 def measure(kind: str, keys: np.ndarray, queries: np.ndarray, truth: np.ndarray | None) -> dict:
     ids = np.char.add("BSCAN", np.char.zfill(np.arange(len(keys)).astype(str), 8))  # 13 characters
     start, cpu = time.perf_counter(), time.process_time()
@@ -98,10 +110,13 @@ def measure(kind: str, keys: np.ndarray, queries: np.ndarray, truth: np.ndarray 
     start = time.perf_counter()
     scores, got = index.search(queries, 2)
     batch_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for q in queries[:LATENCY_QUERIES]:
-        index.search(q[None], 1)
-    latency = (time.perf_counter() - start) / LATENCY_QUERIES
+    latency = _latency(index, queries)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        latency_one_thread = _latency(index, queries)
+    finally:
+        faiss.omp_set_num_threads(threads)
     params = {
         "ivf": f"nlist={index.nlist} nprobe={index.nprobe}",
         "hnsw": f"M={index.hnsw_m} ef={index.ef_search}",
@@ -114,6 +129,7 @@ def measure(kind: str, keys: np.ndarray, queries: np.ndarray, truth: np.ndarray 
         "build_cpu_s": build_cpu,
         "qps": len(queries) / batch_s,
         "latency_ms": latency * 1e3,
+        "latency_1t_ms": latency_one_thread * 1e3,
         "scores": scores,
         "positions": got[:, 0],
         "recall": 1.0 if truth is None else float((got[:, 0] == truth).mean()),
@@ -142,7 +158,9 @@ def run(device: str, quick: bool, keys: int = 0, dim: int = 0, kinds: tuple[str,
         workload = f"{keys:,} keys x {dim}, {QUERIES} queries, {m['params']}"
         growth = "" if m["load_growth"] is None else f"; RSS (anon) growth on load {m['load_growth'] / keys:.0f} B/key"
         note = (f"recall@1 {m['recall']:.3f}; build {m['build_s']:.1f} s wall, {m['build_cpu_s']:.1f} s CPU "
-                f"(flat {flat['build_s']:.1f}); latency {m['latency_ms']:.2f} ms/query (flat {flat['latency_ms']:.2f})"
+                f"(flat {flat['build_s']:.1f}); latency {m['latency_ms']:.2f} ms/query "
+                f"(flat {flat['latency_ms']:.2f}), on 1 thread {m['latency_1t_ms']:.2f} "
+                f"(flat {flat['latency_1t_ms']:.2f})"
                 f"{growth}; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
         print(f"{kind}: {m['bytes'] / keys:.1f} B/key, {m['qps']:.0f} q/s, {note}", flush=True)
         results.append(Result(f"library {kind}: memory", workload, m["bytes"] / keys, flat["bytes"] / keys,
