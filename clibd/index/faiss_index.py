@@ -53,6 +53,7 @@ CPU_KINDS = ("ivfpq", "hnsw")  # FAISS has no GPU HNSW, fast-scan PQ or refine s
 TRAIN_PER_LIST = 64
 KMEANS_ITERATIONS = 10
 K_FACTOR = 32  # ivfpq re-ranks k_factor * k candidates: recall@32 of the codes alone was 1.000 (docs/scale.md)
+ONE_THREAD_BELOW = 16  # ivfpq searches of fewer queries run on one OpenMP thread
 MIN_TRAIN_PER_CENTROID = 39  # FAISS warns below this many training points per centroid
 PQ_NBITS = 4  # fast-scan PQ codes are 4 bits
 FORMAT_VERSION = 1
@@ -270,7 +271,11 @@ class ReferenceIndex:
         if q.shape[1] != self.dim:
             raise ValueError(f"queries have dim {q.shape[1]}, the index {self.dim}")
         self._apply_search_params()  # nprobe / ef_search may have been changed since the last search
-        scores, positions = self._index.search(q, k)
+        # A few ivfpq queries on one thread: the re-rank's parallel region made one query wait 10-15 ms for a
+        # second thread on a busy 2-core machine, against 0.12-0.14 ms on one (docs/scale.md).
+        few = self.kind == "ivfpq" and len(q) < ONE_THREAD_BELOW
+        with _one_openmp_thread() if few else contextlib.nullcontext():
+            scores, positions = self._index.search(q, k)
         scores = np.where(positions < 0, -np.inf, scores).astype(np.float32)
         # Re-sort: similarity descending, then key position ascending (missing last).
         tiebreak = np.where(positions < 0, np.iinfo(np.int64).max, positions)
