@@ -195,6 +195,12 @@ def library(tmp_path_factory) -> tuple[Path, Path]:
     return real_library(folder)
 
 
+def _classify(library: tuple[Path, Path], *args: str) -> int:
+    """``clibd classify`` with the library's checkpoint and index, then ``args``."""
+    checkpoint, index = library
+    return main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), *args])
+
+
 @needs_shared_data
 def test_index_metadata(library: tuple[Path, Path]) -> None:
     from clibd.embed.run_dir import checkpoint_hash
@@ -252,26 +258,11 @@ def test_index_build_leaves_out_barcodes_failing_the_quality_minimums_counted(li
 
 @needs_shared_data
 def test_classify_real_photos_one_row_each_and_skip_unreadable(library, tmp_path, capsys) -> None:
-    checkpoint, index = library
+    index = library[1]
     empty = tmp_path / "broken.jpg"
     empty.write_bytes(b"")
     out = tmp_path / "pred.csv"
-    code = main(
-        [
-            "classify",
-            "--checkpoint",
-            str(checkpoint),
-            "--index",
-            str(index),
-            "--images",
-            str(REAL_IMAGES),
-            str(empty),
-            "--k",
-            "3",
-            "--out",
-            str(out),
-        ]
-    )
+    code = _classify(library, "--images", str(REAL_IMAGES), str(empty), "--k", "3", "--out", str(out))
     assert code == 0
     err = capsys.readouterr().err
     assert f"skipped {empty}" in err and "classified 32 of 40 specimens" in err and "withheld 8" in err
@@ -293,25 +284,7 @@ def test_classify_real_photos_one_row_each_and_skip_unreadable(library, tmp_path
     clear = (valid["best_similarity"] - threshold).abs() > 1e-4  # the CSV rounds to 4 decimals
     assert (valid.loc[clear, "possible_new_species"] == (valid.loc[clear, "best_similarity"] < threshold)).all()
     # --keep-flagged shows the flagged photos' predictions, still saying why they are doubtful.
-    assert (
-        main(
-            [
-                "classify",
-                "--checkpoint",
-                str(checkpoint),
-                "--index",
-                str(index),
-                "--images",
-                str(REAL_IMAGES),
-                "--k",
-                "3",
-                "--out",
-                str(out),
-                "--keep-flagged",
-            ]
-        )
-        == 0
-    )
+    assert _classify(library, "--images", str(REAL_IMAGES), "--k", "3", "--out", str(out), "--keep-flagged") == 0
     kept = pd.read_csv(out)
     assert (kept["evidence"] == "image").all() and kept["species"].notna().all()
     assert kept.loc[flagged.to_numpy(), "quality"].isin(["empty_well", "blurry"]).all()
@@ -319,19 +292,18 @@ def test_classify_real_photos_one_row_each_and_skip_unreadable(library, tmp_path
 
 @needs_shared_data
 def test_classify_real_barcodes_quality_rows_in_table_and_json(library, tmp_path, capsys) -> None:
-    checkpoint, index = library
     subset = pd.read_csv(BOLD_4K, sep="\t", dtype=str).iloc[100:125]
     subset.loc[subset.index[3], "nucleotides"] = "NNNN---"
     subset.loc[subset.index[7], "nucleotides"] = "acgtNNNN----RYKM   acgt"
     path = tmp_path / "barcodes.tsv"
     subset.to_csv(path, sep="\t", index=False)
-    args = ["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--dna", str(path)]
-    assert main([*args, "--format", "table"]) == 0
+    args = ["--dna", str(path)]
+    assert _classify(library, *args, "--format", "table") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split() == COLUMNS and len(lines) == 1 + 25
     assert "too_short (0 valid nt < 200)" in lines[1 + 3]
     assert "too_short (8 valid nt < 200); too_ambiguous (50.0% N or ambiguity codes > 5.0%)" in lines[1 + 7]
-    assert main([*args, "--format", "json"]) == 0
+    assert _classify(library, *args, "--format", "json") == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in rows] == subset["processid"].tolist()
     assert [r["dna_record"] for r in rows] == list(range(1, 26)) and {r["dna_file"] for r in rows} == {str(path)}
@@ -344,25 +316,23 @@ def test_classify_real_barcodes_quality_rows_in_table_and_json(library, tmp_path
         assert row["evidence"] == ("" if i in bad else "dna")
         assert (row["species"] is None) == (i in bad) and (row["possible_new_species"] is None) == (i in bad)
     # Looser minimums let the 8-base record through (its ambiguity share alone still refuses it).
-    assert main([*args, "--format", "json", "--min-valid-nt", "4"]) == 0
+    assert _classify(library, *args, "--format", "json", "--min-valid-nt", "4") == 0
     assert json.loads(capsys.readouterr().out)[7]["quality"] == "too_ambiguous (50.0% N or ambiguity codes > 5.0%)"
 
 
 @needs_shared_data
 def test_classify_duplicate_ids_are_an_error_naming_them(library, tmp_path) -> None:
-    checkpoint, index = library
     fasta = tmp_path / "dup.fasta"
     fasta.write_text(">a\nACGT\n>b\nACGT\n>a\nACGT\n")
     message = r"1 duplicate barcode ids, each must name one specimen: 'a' \(.*dup.fasta:1, .*dup.fasta:3\)"
     with pytest.raises(SystemExit, match=message):
-        main(["classify", "--checkpoint", str(checkpoint), "--index", str(index), "--dna", str(fasta)])
+        _classify(library, "--dna", str(fasta))
 
 
 @needs_shared_data
 def test_classify_photo_and_barcode_together_by_id(library, tmp_path) -> None:
     import shutil
 
-    checkpoint, index = library
     bold = pd.read_csv(BOLD_4K, sep="\t", dtype=str)
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -373,24 +343,7 @@ def test_classify_photo_and_barcode_together_by_id(library, tmp_path) -> None:
     seqs = bold["nucleotides"]
     fasta.write_text(f">B\n{seqs[0]}\n>C\nACGTACGT\n>D\n{seqs[1]}\n>E\n{seqs[2]}\n")
     out = tmp_path / "pred.csv"
-    assert (
-        main(
-            [
-                "classify",
-                "--checkpoint",
-                str(checkpoint),
-                "--index",
-                str(index),
-                "--images",
-                str(photos),
-                "--dna",
-                str(fasta),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert _classify(library, "--images", str(photos), "--dna", str(fasta), "--out", str(out)) == 0
     table = pd.read_csv(out, keep_default_na=False, na_values=[""]).set_index("id")
     assert table.index.tolist() == ["A", "B", "C", "E", "D"]  # photos' order, then barcodes without a photo
     assert table["evidence"].tolist() == ["image", "image+dna", "image", "dna", "dna"]
@@ -405,7 +358,6 @@ def test_classify_refuses_an_index_of_another_checkpoint(library, tmp_path) -> N
     from clibd.index.faiss_index import IndexMismatchError
     from tests.helpers.real_table import real_run
 
-    _, index = library
     other = real_run(tmp_path, seed=1)
     with pytest.raises(IndexMismatchError, match="rebuild the index"):
-        main(["classify", "--checkpoint", str(other), "--index", str(index), "--dna", str(BOLD_4K)])
+        _classify((other, library[1]), "--dna", str(BOLD_4K))

@@ -31,44 +31,28 @@ def add_input_arguments(parser: argparse.ArgumentParser, together: bool = False)
     add_speed_arguments(parser)
 
 
+# The QualityConfig minimums a command line can set, each as --field-name, with its help.
+QUALITY_OPTIONS = {
+    "min_valid_nt": "fewest A/C/G/T in a barcode (default {}; BOLD BARCODE standard: 500)",
+    "max_ambiguous": "largest share of N and other IUPAC codes (default {}; BARCODE: 0.01)",
+    "min_object_contrast": "photo: grey levels the specimen stands out (default {})",
+    "min_focus_ratio": "photo: specimen edge over well-highlight sharpness (default {})",
+}
+
+
 def add_quality_arguments(parser: argparse.ArgumentParser, keep_help: str) -> None:
     """The minimums of ``clibd.config.QualityConfig`` (docs/quality.md), and ``--keep-flagged``."""
     rules = QualityConfig()
     group = parser.add_argument_group("quality checks (docs/quality.md)")
-    group.add_argument(
-        "--min-valid-nt",
-        type=int,
-        default=rules.min_valid_nt,
-        help=f"fewest A/C/G/T in a barcode (default {rules.min_valid_nt}; BOLD BARCODE standard: 500)",
-    )
-    group.add_argument(
-        "--max-ambiguous",
-        type=float,
-        default=rules.max_ambiguous,
-        help=f"largest share of N and other IUPAC codes (default {rules.max_ambiguous}; BARCODE: 0.01)",
-    )
-    group.add_argument(
-        "--min-object-contrast",
-        type=float,
-        default=rules.min_object_contrast,
-        help=f"photo: grey levels the specimen stands out (default {rules.min_object_contrast})",
-    )
-    group.add_argument(
-        "--min-focus-ratio",
-        type=float,
-        default=rules.min_focus_ratio,
-        help=f"photo: specimen edge over well-highlight sharpness (default {rules.min_focus_ratio})",
-    )
+    for field, text in QUALITY_OPTIONS.items():
+        default = getattr(rules, field)
+        option = f"--{field.replace('_', '-')}"
+        group.add_argument(option, type=type(default), default=default, help=text.format(default))
     group.add_argument("--keep-flagged", action="store_true", help=keep_help)
 
 
 def quality_rules(args: argparse.Namespace) -> QualityConfig:
-    return QualityConfig(
-        min_valid_nt=args.min_valid_nt,
-        max_ambiguous=args.max_ambiguous,
-        min_object_contrast=args.min_object_contrast,
-        min_focus_ratio=args.min_focus_ratio,
-    )
+    return QualityConfig(**{field: getattr(args, field) for field in QUALITY_OPTIONS})
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
