@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from transformers import BertConfig, BertForMaskedLM
 
 from clibd.config import DnaTowerConfig, ModelConfig
 from clibd.data.dna_tokenizer import KmerTokenizer
@@ -19,24 +18,12 @@ from clibd.models.clibd_model import CLIBDModel
 from clibd.models.dna import DnaTower
 from clibd.models.pooling import pool
 from clibd.models.weights import CheckpointMismatchError
+from tests.helpers.tiny_checkpoint import tiny_mlm
 
 EMBED = 6
 PAPER = dict(vocab="barcodebert_v1", head="mlm_softmax", pooling="mean_all", attention_mask=False, prefix_token_id=0)
 DNA = DnaTowerConfig(k=3, max_nucleotides=15, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32)
 SEQS = ["ACGTACGTTTGACCA", "ACGGTT", "TTTNGG"]
-
-
-def _mlm(vocab_size: int, seed: int = 0) -> BertForMaskedLM:
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
-    return BertForMaskedLM(config).eval()
 
 
 def _inputs(tokenizer: KmerTokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +53,7 @@ def test_prefix_token_id_zero_gives_the_original_tokens() -> None:
 def test_mlm_softmax_mean_all_matches_the_original_forward(tmp_path) -> None:
     cfg = dataclasses.replace(DNA, **PAPER)
     tokenizer = KmerTokenizer(k=3, vocab="barcodebert_v1", max_nucleotides=15, prefix_id=0)
-    mlm = _mlm(tokenizer.vocab_size)
+    mlm = tiny_mlm(tokenizer.vocab_size)
     torch.save({"model": {f"module.{k}": v for k, v in mlm.state_dict().items()}}, tmp_path / "bb.pth")
     tower = DnaTower(dataclasses.replace(cfg, pretrained=str(tmp_path / "bb.pth")), embed_dim=EMBED).eval()
     # The original: decoder replaced by a fresh Linear(hidden, embed_dim); copy ours into it.
@@ -115,7 +102,7 @@ def test_model_with_mlm_softmax_head_has_no_projection_and_round_trips(tmp_path)
 
 def test_mlm_softmax_needs_the_checkpoint_mlm_head(tmp_path) -> None:
     tokenizer = KmerTokenizer(k=3, max_nucleotides=15)
-    state = {k: v for k, v in _mlm(tokenizer.vocab_size).state_dict().items() if not k.startswith("cls.")}
+    state = {k: v for k, v in tiny_mlm(tokenizer.vocab_size).state_dict().items() if not k.startswith("cls.")}
     torch.save(state, tmp_path / "encoder_only.pt")
     cfg = dataclasses.replace(DNA, head="mlm_softmax", pretrained=str(tmp_path / "encoder_only.pt"))
     with pytest.raises(CheckpointMismatchError, match=r"encoder_only.pt: dna.head=mlm_softmax needs the MLM head"):
@@ -142,7 +129,7 @@ def test_token_ids_of_the_original_pipeline_on_a_real_length_barcode() -> None:
 
 def test_our_pretrain_output_sets_the_tokenizer(tmp_path) -> None:
     settings = {"k": 3, "stride": 3, "vocab": "barcodebert_v1", "max_nucleotides": 15, "prefix_id": 0}
-    _mlm(KmerTokenizer(**settings).vocab_size).save_pretrained(tmp_path / "mlm")
+    tiny_mlm(KmerTokenizer(**settings).vocab_size).save_pretrained(tmp_path / "mlm")
     (tmp_path / "mlm" / "dna_tokenizer.json").write_text(json.dumps(settings))
     cfg = dataclasses.replace(DNA, k=4, pretrained=str(tmp_path / "mlm"))
     with pytest.warns(UserWarning, match=r"model.dna.vocab: 'barcodebert' -> 'barcodebert_v1'"):

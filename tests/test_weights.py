@@ -6,12 +6,12 @@ import pickle
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import BertConfig, BertForMaskedLM
 
 from clibd.config import DnaTowerConfig, ModelConfig
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.dna import DnaTower
 from clibd.models.weights import UnsafeCheckpointError, load_state_dict
+from tests.helpers.tiny_checkpoint import tiny_mlm
 
 
 class _Payload:
@@ -90,25 +90,11 @@ def test_the_payload_really_runs_code_when_unpickled_naively(tmp_path) -> None:
 # ---- BarcodeBERT as released ---------------------------------------------------------------
 
 
-def _tiny_mlm(vocab_size: int) -> BertForMaskedLM:
-    torch.manual_seed(0)
-    return BertForMaskedLM(
-        BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=512,
-        )
-    )
-
-
 @pytest.mark.parametrize("prefixes", ["module.", "module.bert_only", "bert."])
 def test_barcodebert_v1_state_dict_with_ddp_prefix_loads(tmp_path, prefixes) -> None:
     """BarcodeBERT v1 was saved from a DDP-wrapped BertForMaskedLM: keys ``module.bert.*``, ``module.cls.*``,
     sometimes with the old ``position_ids`` buffer, sometimes inside {"model": ..., "bert_config": ...}."""
-    mlm = _tiny_mlm(3 + 4**3)
+    mlm = tiny_mlm(3 + 4**3)
     state = mlm.state_dict()
     state["bert.embeddings.position_ids"] = torch.arange(512)[None]
     if prefixes == "module.bert_only":
@@ -136,7 +122,7 @@ def test_barcodebert_v1_state_dict_with_ddp_prefix_loads(tmp_path, prefixes) -> 
 def test_hub_layout_selects_its_tokenizer(tmp_path) -> None:
     """bioscan-ml/BarcodeBERT on the hub: config.json + weights + tokenizer_config.json with the
     KmerTokenizer arguments (k=4, stride=4, max_len=660), vocabulary [MASK], [UNK], k-mers, no prefix."""
-    mlm = _tiny_mlm(2 + 4**4)
+    mlm = tiny_mlm(2 + 4**4)
     hub = tmp_path / "BarcodeBERT"
     mlm.save_pretrained(hub)
     (hub / "tokenizer_config.json").write_text(

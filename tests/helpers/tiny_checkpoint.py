@@ -1,5 +1,5 @@
 """A tiny CLIBD model (all three towers) saved in the real checkpoint layout, for the
-embed / classify / eval tests."""
+embed / classify / eval tests, and a tiny BarcodeBERT-shaped BertForMaskedLM."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from transformers import BertConfig, BertForMaskedLM
 
 from clibd.config import Config, DnaTowerConfig, ImageTowerConfig, ModelConfig, TextTowerConfig, save_config
 from clibd.models.clibd_model import CLIBDModel
@@ -17,6 +18,20 @@ CORPUS = [
     "Diptera Sciaridae Bradysia Bradysia_impatiens",
     "Hymenoptera Braconidae Aleiodes not_classified",
 ]
+
+
+def tiny_mlm(vocab_size: int, seed: int = 0) -> BertForMaskedLM:
+    """A seeded 2-layer, 16-wide BertForMaskedLM: a BarcodeBERT-shaped DNA checkpoint (512 positions)."""
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=512,
+    )
+    return BertForMaskedLM(config).eval()
 
 
 def tiny_model_cfg(image_size: int = 32) -> ModelConfig:
