@@ -165,7 +165,9 @@ class SpecimenDataset(Dataset):
             # The row's own stream: the same crop and flips whatever was drawn before it.
             row_seed = np.random.SeedSequence([self.seed, int(self._epoch[0]), int(row)]).generate_state(1)[0]
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(row_seed))
+                # The CPU generator only (the transforms' RNG): torch.manual_seed also seeds every
+                # accelerator's, ~100x the cost, and fork_rng(devices=[]) would not restore those.
+                torch.default_generator.manual_seed(int(row_seed))
                 return self.transform(img)
         if self.policy == "error":
             raise RecordError(f"record {self.processid[row]} (row {row}): {error}") from None
