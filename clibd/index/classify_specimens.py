@@ -78,6 +78,18 @@ def _specimens(inputs: dict[str, EmbeddedInputs], keep_flagged: bool) -> tuple[p
     return table[["id", *FILE_COLUMNS, "evidence", "quality"]], used, embeddings
 
 
+def search_mean(
+    index: ReferenceIndex, embeddings: np.ndarray, used: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest keys of each row by the mean of its used modalities' cosine similarities
+    (module docstring): ``embeddings [n, m, D]`` unit rows, ``used [n, m]`` with one True per row
+    at least. One exact search with the normalised mean query; its scores rescaled by the mean's norm."""
+    query = (embeddings * used[:, :, None]).sum(axis=1) / used.sum(axis=1, keepdims=True)
+    norm = np.linalg.norm(query, axis=1)
+    scores, positions = index.search(query / np.maximum(norm, 1e-12)[:, None], k)
+    return scores * norm[:, None], positions  # norm 1 for a single modality
+
+
 @dataclass
 class SpecimenSearch:
     """:func:`search_specimens`' answer: the table ``clibd classify`` writes, and per row the k
@@ -97,15 +109,12 @@ def search_specimens(
         raise ValueError(f"k must be at least 1, got {k}")
     table, used, embeddings = _specimens(inputs, keep_flagged)
     rows = np.flatnonzero(used.any(axis=1))
-    query = (embeddings[rows] * used[rows, :, None]).sum(axis=1) / used[rows].sum(axis=1, keepdims=True)
-    norm = np.linalg.norm(query, axis=1)
     thresholds = index.metadata["thresholds"]
     evidence = table["evidence"].to_numpy(str)[rows]
     threshold = pd.Series(evidence).map({e: fused_threshold(thresholds, e) for e in set(evidence)}).to_numpy(float)
     k = min(k, len(index))
     if len(rows):
-        scores, positions = index.search(query / np.maximum(norm, 1e-12)[:, None], k)
-        scores = scores * norm[:, None]  # mean of the modalities' similarities (1 for one modality)
+        scores, positions = search_mean(index, embeddings[rows], used[rows], k)
     else:
         scores, positions = np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     predicted = predict_taxonomy(scores, positions, index.taxonomy, index.ids, table["id"].iloc[rows], threshold)

@@ -33,7 +33,7 @@ from clibd.data.sources import read_specimens
 from clibd.embed.datasets import embed_roles, lazy_encoder, role_tables
 from clibd.embed.embedder import Embedder
 from clibd.embed.run_dir import checkpoint_hash
-from clibd.index.classify_specimens import FUSED, MODALITIES
+from clibd.index.classify_specimens import FUSED, MODALITIES, search_mean
 from clibd.index.faiss_index import ReferenceIndex
 from clibd.index.vote import calibrate_threshold
 from clibd.taxonomy import ALL_RANKS
@@ -112,9 +112,8 @@ def _best_similarity(
         return keys.search(queries[query][0], 1)[0][:, 0]
     (image, image_rows), (dna, dna_rows) = queries["image"], queries["dna"]
     both = pd.Index(image_rows["processid"]).get_indexer(dna_rows["processid"])
-    mean = (image[both[both >= 0]] + dna[both >= 0]) / 2
-    norm = np.linalg.norm(mean, axis=1)
-    return keys.search(mean / norm[:, None], 1)[0][:, 0] * norm
+    pairs = np.stack([image[both[both >= 0]], dna[both >= 0]], axis=1)
+    return search_mean(keys, pairs, np.ones(pairs.shape[:2], dtype=bool), 1)[0][:, 0]
 
 
 def _fails(cfg: Config, rows: pd.DataFrame) -> np.ndarray:
