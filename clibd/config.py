@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -21,13 +22,28 @@ from clibd.taxonomy import EVAL_RANKS
 # the allowed values in its error.
 Finetune = Literal["full", "lora", "frozen"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
+# Embedding precision: auto (bf16 on a CUDA GPU, fp32 on a CPU) | fp32 | bf16 (clibd/embed/encoder.py).
+Precision = Literal["auto", "fp32", "bf16"]
+# Contrastive targets (clibd/train/loss.py): each sample itself | samples sharing train.label_rank
+# | every shared rank weighted by train.rank_weights.
+LossTargets = Literal["identity", "label", "hierarchical"]
 Rank = Literal[EVAL_RANKS]  # type: ignore[valid-type]
+DnaPooling = Literal["mean", "mean_all", "kmer_bag"]
+DnaHead = Literal["linear", "mlm_softmax", "identity"]
+EvalSplit = Literal["test", "val"]  # the query splits of the retrieval protocol (docs/datasets.md)
+
+# The three towers, in the order every table, loss pair and results file lists them.
 MODALITIES = ("image", "dna", "text")
+# What a specimen itself brings (a photo, a barcode); text is one per taxon, not per specimen.
+SPECIMEN_MODALITIES = ("image", "dna")
+# Retrieval: the two query roles (seen / unseen species) and their harmonic mean.
+QUERY_ROLES = ("seen", "unseen")
+HARMONIC_MEAN = "harmonic_mean"
+RETRIEVAL_ROLES = (*QUERY_ROLES, HARMONIC_MEAN)
+RETRIEVAL_AVERAGES = ("macro", "micro")
 # train.best_metric: these, or a retrieval key "<query>-><key>/<avg>/<rank>/top<k>/<role>".
 LOSS_METRIC = "val_loss"
 MEAN_TOP1 = "mean_top1"  # micro and macro top-1 averaged over every pair, query role and rank (docs/training.md)
-RETRIEVAL_AVERAGES = ("macro", "micro")
-RETRIEVAL_ROLES = ("seen", "unseen", "harmonic_mean")
 
 
 @dataclass
@@ -81,12 +97,12 @@ class DnaTowerConfig(TowerConfig):
     init: Literal["random", "kmer_spectral"] = "random"
     # mean: masked mean, padding never counted | mean_all: every position, padding included (the original)
     # | kmer_bag: mean k-mer embedding (+ the masked mean when num_layers > 0; docs/dna_recipe.md)
-    pooling: Literal["mean", "mean_all", "kmer_bag"] = "mean"
+    pooling: DnaPooling = "mean"
     # linear: pooled last hidden state -> projection head | mlm_softmax (the original): the BERT MLM
     # head's transform (dense + GELU + LayerNorm), Linear(hidden, embed_dim), softmax, then pooled;
     # no projection head after it | identity: the pooled output is the embedding, no projection
     # head (hidden_size must equal model.embed_dim; keeps a fitted k-mer bag's geometry).
-    head: Literal["linear", "mlm_softmax", "identity"] = "linear"
+    head: DnaHead = "linear"
     attention_mask: bool = True  # False: attention sees the padding k-mers too (the original)
     # barcodebert_v1 only: id of the token prefixed to every sequence; None = <CLS> (1). The original used 0.
     prefix_token_id: Optional[int] = None
@@ -207,7 +223,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig(OptimConfig):
-    loss_targets: Literal["identity", "label", "hierarchical"] = "identity"
+    loss_targets: LossTargets = "identity"
     label_rank: Rank = "species"  # rank whose shared labels are positives (label targets)
     # hierarchical targets: weight of each shared rank (ranks left out weigh 0)
     rank_weights: dict[str, float] = field(default_factory=lambda: {"species": 1.0, "genus": 0.3, "family": 0.1})
@@ -218,7 +234,9 @@ class TrainConfig(OptimConfig):
     # val_loss (lower is better), a retrieval metric key such as
     # "image->dna/macro/species/top1/harmonic_mean", or mean_top1 (both need val_retrieval).
     best_metric: str = "val_loss"
-    best_after_epoch: int = 0  # no best checkpoint is taken before this epoch (paper: 10)
+    # A validation after epoch E (counted from 1) can take the best checkpoint only when
+    # E > best_after_epoch (paper: 11 on BIOSCAN-5M, 24 on BIOSCAN-1M; docs/fidelity.md).
+    best_after_epoch: int = 0
     # Which weights OUT/model holds at the end: best (the best checkpoint's, else the last
     # with a printed line) | last.
     final_model: Literal["best", "last"] = "best"
@@ -236,13 +254,12 @@ class TrainConfig(OptimConfig):
 
 @dataclass
 class EvalConfig:
-    split: Literal["test", "val"] = "test"
+    split: EvalSplit = "test"
     modalities: list[str] = field(default_factory=lambda: ["image", "dna", "text"])
     ks: list[int] = field(default_factory=lambda: [1, 3, 5])
     batch_size: int = 256
     index: Literal["flat", "ivf", "ivfpq", "hnsw"] = "flat"  # clibd/index/faiss_index.py
-    # Embedding precision: auto (bf16 on a CUDA GPU, fp32 on a CPU) | fp32 | bf16 (clibd/embed/encoder.py).
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Precision = "auto"
     compile: bool = False  # torch.compile with frozen weights: ~15-30 s per tower, pays for large splits
     max_per_split: Optional[int] = None
     # Also score the fused image+DNA features as the published system does: their mean ("image_dna_mean")
@@ -308,14 +325,45 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise ConfigError(f"{source}: bad value for '{key}': {str(err.msg).splitlines()[0]}") from None
 
 
+# A config file may start from others: ``extends: base.yaml`` or a list, paths relative to the
+# file, merged in order before the file's own keys (configs/bioscan1m/paper.yaml is the 5M
+# preset plus the 1M data block). What a run used is always written out whole (save_config).
+EXTENDS = "extends"
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    try:
+        data = OmegaConf.load(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{path}: not a readable YAML config ({first})") from None
+    if not isinstance(data, DictConfig):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys, found a list")
+    return data
+
+
+def config_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
+    """The files a config is built from, bases first, each with its own keys (``extends`` removed)."""
+    path = path.resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (extended by {seen[-1]})" if seen else ""))
+    if path in seen:
+        raise ConfigError(f"{seen[-1]}: '{EXTENDS}' loops back to {path}")
+    data = _read_yaml(path)
+    bases = data.pop(EXTENDS, None) or []
+    chain: list[tuple[Path, DictConfig]] = []
+    for base in [bases] if isinstance(bases, str) else list(bases):
+        chain += config_chain(path.parent / str(base), (*seen, path))
+    return chain + [(path, data)]
+
+
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
-    """Defaults <- YAML file <- ``key.sub=value`` overrides, checked against the schema."""
+    """Defaults <- YAML file (after the files it extends) <- ``key.sub=value`` overrides, checked
+    against the schema."""
     cfg = OmegaConf.structured(Config)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        cfg = _merge(cfg, OmegaConf.load(path), str(path))
+        for source, data in config_chain(Path(path)):
+            cfg = _merge(cfg, data, str(source))
     if overrides:
         bad = [o for o in overrides if "=" not in o]
         if bad:
@@ -323,8 +371,27 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[li
         cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command line")
     OmegaConf.resolve(cfg)
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    check_dna_tower(config.model)
     check_best_metric(config)
     return config
+
+
+def check_dna_tower(model: ModelConfig) -> None:
+    """Refuse DNA tower settings that cannot work together, naming both keys (the Literals check
+    each key alone). Called at load and when a tower is built from a ModelConfig directly."""
+    dna = model.dna
+    if not dna.enabled:
+        return
+    if dna.pooling == "kmer_bag" and dna.head == "mlm_softmax":
+        raise ConfigError(
+            "model.dna.pooling=kmer_bag and model.dna.head=mlm_softmax do not go together: the bag is "
+            "hidden-size vectors, the MLM softmax head ends in embed_dim probabilities; use head linear or identity"
+        )
+    if dna.head == "identity" and dna.hidden_size != model.embed_dim:
+        raise ConfigError(
+            f"model.dna.head=identity makes the pooled output the embedding: model.dna.hidden_size "
+            f"({dna.hidden_size}) must equal model.embed_dim ({model.embed_dim})"
+        )
 
 
 def retrieval_metric_names(cfg: Config) -> list[str]:

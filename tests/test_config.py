@@ -54,6 +54,60 @@ def test_unknown_override_and_bad_type_are_errors() -> None:
         load_config("nope.yaml")
 
 
+def test_a_config_extends_its_bases_in_order_and_errors_name_the_file(tmp_path) -> None:
+    (tmp_path / "base.yaml").write_text("name: base\ntrain:\n  lr: 0.1\n  epochs: 3\n")
+    (tmp_path / "data.yaml").write_text("data:\n  root: /somewhere\ntrain:\n  epochs: 7\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "run.yaml").write_text("extends: [../base.yaml, ../data.yaml]\nname: run\n")
+    cfg = load_config(tmp_path / "sub" / "run.yaml", ["train.lr=0.5"])
+    assert (cfg.name, cfg.train.lr, cfg.train.epochs, cfg.data.root) == ("run", 0.5, 7, "/somewhere")
+    (tmp_path / "typo.yaml").write_text("extends: base.yaml\ntrain:\n  learnin_rate: 1\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: unknown config key 'train\.learnin_rate'"):
+        load_config(tmp_path / "typo.yaml")
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"b\.yaml: 'extends' loops back to .*a\.yaml"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: gone.yaml\n")
+    with pytest.raises(ConfigError, match=r"config file not found: .*gone\.yaml \(extended by .*orphan\.yaml\)"):
+        load_config(tmp_path / "orphan.yaml")
+
+
+@pytest.mark.parametrize(
+    "text,error",
+    [
+        ("a: !!python/object:os.system ls\n", r"not a readable YAML config \(could not determine a constructor"),
+        ("train: [1, 2\n", r"not a readable YAML config \(while parsing a flow sequence"),
+        ("- 1\n- 2\n", r"a config file must be a mapping of keys"),
+    ],
+)
+def test_unreadable_yaml_is_one_line_naming_the_file(tmp_path, text: str, error: str) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"bad\.yaml: " + error):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_variant_presets_are_the_base_recipe_plus_their_difference() -> None:
+    """The presets are base recipes and small variants: each variant resolves to its base with
+    only what it says changed (a tower off, the 1M data and epochs)."""
+    base = dataclasses.asdict(load_config(CONFIGS / "bioscan5m" / "image_dna_text.yaml"))
+    for variant, changed in (("image_dna", "text"), ("image_text", "dna")):
+        cfg = dataclasses.asdict(load_config(CONFIGS / "bioscan5m" / f"{variant}.yaml"))
+        assert cfg["model"][changed]["enabled"] is False
+        cfg["model"][changed]["enabled"] = True
+        for named in ("name", "out_dir"):  # the run's name and the folders named after it
+            cfg[named] = base[named]
+        cfg["pretrain"]["out_dir"] = base["pretrain"]["out_dir"]
+        assert cfg == base, variant
+    for preset in ("image_dna_text", "paper"):
+        five = dataclasses.asdict(load_config(CONFIGS / "bioscan5m" / f"{preset}.yaml"))
+        one = dataclasses.asdict(load_config(CONFIGS / "bioscan1m" / f"{preset}.yaml"))
+        assert (one["data"]["format"], one["train"]["epochs"]) == ("hdf5", 50)
+        blocks = [part for part in five if isinstance(five[part], dict) and part != "pretrain"]  # pretrain: named
+        differing = {f"{part}.{key}" for part in blocks for key in five[part] if five[part][key] != one[part][key]}
+        assert differing <= {"data.format", "data.root", "data.splits", "train.epochs", "train.best_after_epoch"}
+
+
 def test_saved_config_loads_back_identically(tmp_path) -> None:
     cfg = load_config(None, ["train.epochs=3", "model.text.name=null"])
     save_config(cfg, tmp_path / "config.yaml")
