@@ -6,13 +6,14 @@ prefix token id 0."""
 import dataclasses
 import itertools
 import json
+from typing import get_args
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from clibd.config import DnaTowerConfig, ModelConfig
+from clibd.config import ConfigError, DnaHead, DnaPooling, DnaTowerConfig, ModelConfig, load_config
 from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.dna import DnaTower
@@ -109,10 +110,40 @@ def test_mlm_softmax_needs_the_checkpoint_mlm_head(tmp_path) -> None:
         DnaTower(cfg, embed_dim=EMBED)
 
 
-@pytest.mark.parametrize("key", ["head", "pooling"])
-def test_unknown_head_or_pooling_is_named(key) -> None:
-    with pytest.raises(ValueError, match=rf"dna.{key}='nope'"):
-        DnaTower(dataclasses.replace(DNA, **{key: "nope"}), embed_dim=EMBED)
+GRID = list(itertools.product(get_args(DnaHead), get_args(DnaPooling), (0, 1), (EMBED, 8)))
+
+
+@pytest.mark.parametrize("head,pooling,layers,hidden", GRID)
+def test_every_tower_setting_either_embeds_or_is_refused_at_load_naming_both_keys(
+    tmp_path, head, pooling, layers, hidden
+) -> None:
+    """The whole grid of head x pooling x transformer layers x hidden size: a combination that cannot
+    work is refused by the config check naming both keys; every other one embeds (unit vectors of
+    embed_dim, finite) and saves and loads to the same embeddings."""
+    overrides = [f"model.embed_dim={EMBED}", f"model.dna.hidden_size={hidden}", f"model.dna.num_layers={layers}"]
+    overrides += [f"model.dna.head={head}", f"model.dna.pooling={pooling}", "model.dna.k=3"]
+    overrides += ["model.dna.max_nucleotides=15", "model.dna.num_heads=2", "model.dna.intermediate_size=32"]
+    overrides += ["model.image.enabled=false", "model.text.enabled=false"]
+    impossible = {
+        ("model.dna.pooling", "model.dna.head"): pooling == "kmer_bag" and head == "mlm_softmax",
+        ("model.dna.hidden_size", "model.embed_dim"): head == "identity" and hidden != EMBED,
+    }
+    refused = [keys for keys, bad in impossible.items() if bad]
+    if refused:
+        with pytest.raises(ConfigError) as err:
+            load_config(None, overrides)
+        assert all(key in str(err.value) for key in refused[0]), str(err.value)
+        return
+    model = CLIBDModel(load_config(None, overrides).model).eval()
+    assert isinstance(model.heads["dna"], nn.Identity) == (head in ("mlm_softmax", "identity"))
+    ids, mask = _inputs(model.dna_tokenizer)
+    with torch.no_grad():
+        emb = model.encode_dna(ids, mask)
+    assert emb.shape == (len(SEQS), EMBED) and torch.isfinite(emb).all()
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(len(SEQS)))
+    model.save_pretrained(tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(CLIBDModel.from_pretrained(tmp_path / "m").eval().encode_dna(ids, mask), emb)
 
 
 def test_token_ids_of_the_original_pipeline_on_a_real_length_barcode() -> None:

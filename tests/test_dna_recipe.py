@@ -75,11 +75,6 @@ def test_bag_adds_the_transformer_mean_when_it_has_layers() -> None:
         torch.testing.assert_close(tower(ids, mask)[0], expected)
 
 
-def test_unknown_pooling_is_named() -> None:
-    with pytest.raises(ValueError, match="dna.pooling='max'"):
-        DnaTower(DnaTowerConfig(**{**BAG.__dict__, "pooling": "max"}))
-
-
 # ---- the k-mer table fitted without labels (pretrain.objective: kmer_spectral) ----------------
 
 
@@ -144,7 +139,7 @@ def test_pretrain_dna_kmer_spectral_writes_a_tower_that_embeds_as_tfidf(tmp_path
 def test_identity_head_makes_the_bag_the_embedding_and_names_a_width_mismatch() -> None:
     cfg = DnaTowerConfig(**{**BAG.__dict__, "head": "identity"})
     off = {"image": ImageTowerConfig(enabled=False), "text": TextTowerConfig(enabled=False)}
-    with pytest.raises(ValueError, match="hidden size 8 must equal model.embed_dim 16"):
+    with pytest.raises(ValueError, match=r"model.dna.hidden_size \(8\) must equal model.embed_dim \(16\)"):
         CLIBDModel(ModelConfig(embed_dim=16, dna=cfg, **off))
     torch.manual_seed(0)
     model = CLIBDModel(ModelConfig(embed_dim=8, dna=cfg, **off))
@@ -156,7 +151,7 @@ def test_identity_head_makes_the_bag_the_embedding_and_names_a_width_mismatch() 
 
 
 def test_init_kmer_spectral_fits_the_table_on_the_training_barcodes_when_the_model_is_built() -> None:
-    from clibd.train.setup import build_model
+    from clibd.train.build import build_model
 
     rng = np.random.default_rng(2)
     seqs = ["".join(rng.choice(list("ACGT"), 40)) for _ in range(5)]

@@ -16,8 +16,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,14 +27,14 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from clibd.config import ModelConfig
+from clibd.atomic import atomic_directory
+from clibd.config import MODALITIES, ModelConfig, check_dna_tower
 from clibd.models.dna import DnaTower
 from clibd.models.finetune import apply_finetune
 from clibd.models.image import ImageTower
 from clibd.models.text import TextTower, build_text_tokenizer
 from clibd.models.weights import CheckpointMismatchError, mismatch_message
 
-MODALITIES = ("image", "dna", "text")
 FORMAT_VERSION = 1
 # Batch keys each modality reads (docs/architecture.md, "Batch").
 BATCH_KEYS = {"image": ("image",), "dna": ("dna_ids", "dna_mask"), "text": ("text_ids", "text_mask")}
@@ -54,6 +52,7 @@ class CLIBDModel(nn.Module):
         """``architectures`` (from a saved model) rebuilds the towers with random init and
         loads none of their pretrained weights; ``from_pretrained`` then fills them in."""
         super().__init__()
+        check_dna_tower(cfg)
         self.cfg = cfg
         self.modalities = tuple(m for m in MODALITIES if getattr(cfg, m).enabled)
         if not self.modalities:
@@ -74,10 +73,13 @@ class CLIBDModel(nn.Module):
             if tower_cfg.gradient_checkpointing:
                 tower.enable_gradient_checkpointing()
         self.towers = nn.ModuleDict(towers)
-        # A tower that already ends in the embedding space (the original's DNA head) gets no projection.
+        # A tower that already ends in the embedding space (the original's DNA head, or a k-mer
+        # bag kept as it is) gets no projection.
         self.heads = nn.ModuleDict(
             {
-                name: nn.Identity() if getattr(t, "projects", False) else nn.Linear(t.output_dim, cfg.embed_dim)
+                name: nn.Identity()
+                if getattr(t, "ends_in_embedding_space", False)
+                else nn.Linear(t.output_dim, cfg.embed_dim)
                 for name, t in towers.items()
             }
         )
@@ -103,7 +105,8 @@ class CLIBDModel(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The embedding of every enabled modality whose inputs are in ``batch``, and the
-        logit scale (its log, the parameter itself), as open_clip's forward returns it."""
+        ``logit_scale`` parameter itself, i.e. the log of the scale (open_clip's forward returns
+        ``logit_scale.exp()``; ``clibd.train.loss.ContrastiveLoss`` exponentiates it)."""
         features = {
             m: self._embed(m, *(batch[k] for k in BATCH_KEYS[m]))
             for m in self.modalities
@@ -127,12 +130,8 @@ class CLIBDModel(nn.Module):
 
     # ---- persistence ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write the model atomically: into a temporary sibling, then renamed into place."""
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        """Write the model whole or not at all (``clibd.atomic.atomic_directory``)."""
+        with atomic_directory(directory) as tmp:
             save_model(self, str(tmp / "model.safetensors"))
             meta = {
                 "format": FORMAT_VERSION,
@@ -144,12 +143,7 @@ class CLIBDModel(nn.Module):
             (tmp / "config.json").write_text(json.dumps(meta, indent=2))
             if self.text_tokenizer is not None:
                 self.text_tokenizer.save_pretrained(tmp / "text_tokenizer")
-            _fsync_tree(tmp)
-            _replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+        return Path(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, expected: Optional[ModelConfig] = None) -> "CLIBDModel":
@@ -203,21 +197,3 @@ def architecture_differences(found: ModelConfig, expected: ModelConfig) -> dict[
     """Dotted config fields (towers, sizes, vocabulary, embed_dim, ...) whose values differ."""
     a, b = _flatten(dataclasses.asdict(found)), _flatten(dataclasses.asdict(expected))
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an old ``target`` is moved aside first, then deleted."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old)

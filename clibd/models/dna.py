@@ -40,12 +40,8 @@ from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 from clibd.config import DnaTowerConfig
 from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.models.pooling import pool
-from clibd.models.weights import CheckpointMismatchError, load_state_dict, mismatch_message
+from clibd.models.weights import CheckpointMismatchError, find_weights_file, load_state_dict, mismatch_message
 
-DNA_HEADS = ("linear", "mlm_softmax", "identity")
-DNA_POOLINGS = ("mean", "mean_all", "kmer_bag")
-# Weight files looked for in a DNA checkpoint directory, in order.
-_DIR_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # Our pretrain-dna output records its tokenizer here (KmerTokenizer.settings()).
 TOKENIZER_FILE = "dna_tokenizer.json"
 _MLM_TRANSFORM = "cls.predictions.transform."
@@ -175,13 +171,6 @@ def _config_from_state_dict(source: str, weights: dict[str, torch.Tensor], num_h
     )
 
 
-def _dir_weights(path: Path) -> Path:
-    for name in _DIR_WEIGHTS:
-        if (path / name).is_file():
-            return path / name
-    raise FileNotFoundError(f"{path}: no DNA weights file ({', '.join(_DIR_WEIGHTS)}) in this directory")
-
-
 def load_barcodebert(
     path: str | Path, cfg: DnaTowerConfig, tokenizer: KmerTokenizer
 ) -> tuple[BertModel, dict[str, torch.Tensor]]:
@@ -189,7 +178,7 @@ def load_barcodebert(
     path = Path(path)
     if path.is_dir():
         config = BertConfig.from_pretrained(path, local_files_only=True)
-        encoder, transform = _split_weights(load_state_dict(_dir_weights(path)))
+        encoder, transform = _split_weights(load_state_dict(find_weights_file(path, "DNA")))
     else:
         encoder, transform = _split_weights(load_state_dict(path))
         config = _config_from_state_dict(str(path), encoder, cfg.num_heads)
@@ -209,20 +198,16 @@ class DnaTower(nn.Module):
 
     ``head: linear``: the pooled last layer, ``output_dim`` = hidden size. ``head: mlm_softmax``:
     the pooled softmax of the MLM head, ``output_dim`` = ``embed_dim``. ``head: identity``: the
-    pooled last layer is the embedding (hidden size = ``embed_dim``). With either of the last two
-    ``projects`` is True and CLIBDModel adds no projection head.
+    pooled last layer is the embedding (hidden size = ``embed_dim``). Two flags say which:
+    ``ends_in_embedding_space`` (mlm_softmax, identity: CLIBDModel adds no projection head) and
+    ``has_mlm_softmax_head`` (mlm_softmax: the forward runs that head). Settings that cannot work
+    together are refused by ``clibd.config.check_dna_tower``.
     """
 
     default_lora_targets = ["query", "value"]
 
     def __init__(self, cfg: DnaTowerConfig, arch: Optional[dict] = None, embed_dim: Optional[int] = None) -> None:
         super().__init__()
-        if cfg.pooling not in DNA_POOLINGS:
-            raise ValueError(f"dna.pooling={cfg.pooling!r}: choose one of {DNA_POOLINGS}")
-        if cfg.head not in DNA_HEADS:
-            raise ValueError(f"dna.head={cfg.head!r}: choose one of {DNA_HEADS}")
-        if cfg.pooling == "kmer_bag" and cfg.head == "mlm_softmax":
-            raise ValueError("dna.pooling=kmer_bag adds hidden-size vectors: needs dna.head=linear or identity")
         if arch is None:
             adopt_checkpoint_tokenizer(cfg)
         self.tokenizer = make_kmer_tokenizer(cfg)
@@ -235,14 +220,9 @@ class DnaTower(nn.Module):
         else:
             self.backbone = BertModel(dna_bert_config(cfg, self.tokenizer), add_pooling_layer=False)
         self.output_dim = self.backbone.config.hidden_size
-        self.projects = cfg.head in ("mlm_softmax", "identity")
+        self.head = cfg.head
         if cfg.head == "mlm_softmax":
             self._add_mlm_softmax_head(cfg, transform_weights, embed_dim)
-        elif cfg.head == "identity" and embed_dim is not None and embed_dim != self.output_dim:
-            raise ValueError(
-                f"dna.head=identity makes the pooled output the embedding: hidden size {self.output_dim} "
-                f"must equal model.embed_dim {embed_dim}"
-            )
         self.arch = {"bert": self.backbone.config.to_dict()}
 
     def _add_mlm_softmax_head(self, cfg: DnaTowerConfig, transform_weights: dict, embed_dim: Optional[int]) -> None:
@@ -260,6 +240,16 @@ class DnaTower(nn.Module):
         self.decoder = nn.Linear(self.backbone.config.hidden_size, embed_dim)
         self.output_dim = embed_dim
 
+    @property
+    def ends_in_embedding_space(self) -> bool:
+        """The tower's output is the embedding already: no projection head after it."""
+        return self.head in ("mlm_softmax", "identity")
+
+    @property
+    def has_mlm_softmax_head(self) -> bool:
+        """The forward pass runs the original's MLM softmax head over the last hidden state."""
+        return self.head == "mlm_softmax"
+
     def enable_gradient_checkpointing(self) -> None:
         self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
@@ -270,7 +260,7 @@ class DnaTower(nn.Module):
                 return bag
         attention = mask if self.use_attention_mask else None  # None: BERT attends to every position
         hidden = self.backbone(input_ids=ids, attention_mask=attention).last_hidden_state
-        if self.projects:
+        if self.has_mlm_softmax_head:
             hidden = self.decoder(self.transform(hidden)).softmax(dim=-1)
         if self.pooling == "kmer_bag":
             return pool(hidden, mask, "mean") + bag

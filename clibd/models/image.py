@@ -25,19 +25,7 @@ from open_clip.model import _build_vision_tower
 from torch import nn
 
 from clibd.config import ImageTowerConfig
-from clibd.models.weights import load_state_dict, refuse_unsafe_pickle
-
-# Weight files looked for in a local timm / HF directory, in order.
-_DIR_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
-
-
-def _local_weights_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    for name in _DIR_WEIGHTS:
-        if (path / name).is_file():
-            return path / name
-    raise FileNotFoundError(f"{path}: no weights file ({', '.join(_DIR_WEIGHTS)}) in this directory")
+from clibd.models.weights import find_weights_file, load_state_dict, refuse_unsafe_pickle
 
 
 def _check_timm_dir_architecture(path: Path, name: str) -> None:
@@ -61,7 +49,7 @@ def build_timm(cfg: ImageTowerConfig, load_weights: bool) -> nn.Module:
     path = Path(source)
     if path.exists():
         _check_timm_dir_architecture(path, cfg.name)
-        state_dict = load_state_dict(_local_weights_file(path))
+        state_dict = load_state_dict(find_weights_file(path, "image"))
         for classifier in _as_tuple(timm.models.get_pretrained_cfg(cfg.name.split(".")[0]).classifier):
             state_dict.pop(f"{classifier}.weight", None)
             state_dict.pop(f"{classifier}.bias", None)

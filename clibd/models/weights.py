@@ -18,6 +18,8 @@ from safetensors.torch import load_file
 
 # Keys under which training scripts commonly nest the weights.
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+# Weight files looked for in a checkpoint directory (timm / HF / BarcodeBERT layouts), in order.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
 
 
 class UnsafeCheckpointError(ValueError):
@@ -45,6 +47,17 @@ def refuse_unsafe_pickle(path: str | os.PathLike) -> Iterator[None]:
             f"(it could run code when unpickled). Convert it to safetensors from a trusted "
             f"source. Loader said: {str(err).splitlines()[0]}"
         ) from None
+
+
+def find_weights_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` itself when it is a file, else the first of ``WEIGHT_FILES`` in that directory."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for name in WEIGHT_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(f"{path}: no {what} weights file ({', '.join(WEIGHT_FILES)}) in this directory")
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
