@@ -70,7 +70,7 @@ def test_eval_writes_results_files(checkpoint: Path, capsys) -> None:
 def test_second_evaluation_reads_the_cache(checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
     from clibd.config import load_config
     from clibd.embed.run_dir import find_run_config
-    from clibd.eval.run import run_evaluation
+    from clibd.eval.evaluator import RetrievalEvaluator
     from clibd.models.clibd_model import CLIBDModel
 
     towers = ("dna", "text")  # images are covered above; decoding the photos again costs seconds
@@ -89,25 +89,28 @@ def test_second_evaluation_reads_the_cache(checkpoint: Path, tmp_path: Path, mon
         monkeypatch.setattr(model, f"encode_{modality}", counting)
     import clibd.embed.datasets
 
-    # One encoder per evaluation (its bf16 copy / compiled towers made once), none on a full cache hit.
+    # One encoder per evaluation (its bf16 copy / compiled towers made once), none prepared on a full cache hit.
     encoders: list = []
     make = clibd.embed.datasets.InferenceEncoder
 
-    def counting_encoder(*args):
-        encoders.append(make(*args))
+    def counting_encoder(*args, **kwargs):
+        encoders.append(make(*args, **kwargs))
         return encoders[-1]
 
     monkeypatch.setattr(clibd.embed.datasets, "InferenceEncoder", counting_encoder)
-    first = run_evaluation(cfg, model, tmp_path / "a", "val", state=PartialState(), checkpoint=checkpoint)
-    assert all(n > 0 for n in calls.values()) and len(encoders) == 1
+    evaluator = RetrievalEvaluator(cfg, "val", state=PartialState())
+    first = evaluator.run(model, tmp_path / "a", checkpoint=checkpoint)
+    first_document = evaluator.document
+    assert all(n > 0 for n in calls.values()) and [e.prepared for e in encoders] == [True]
     assert len(list((tmp_path / "cache" / "embeddings").glob("*.npy"))) == 6  # 3 roles x 2 modalities
     calls.update({m: 0 for m in towers})
-    second = run_evaluation(cfg, model, tmp_path / "b", "val", state=PartialState(), checkpoint=checkpoint)
-    assert calls == {m: 0 for m in towers} and len(encoders) == 1
-    assert json.dumps(first, sort_keys=True, default=str) == json.dumps(second, sort_keys=True, default=str)
-    assert first["meta"]["counts"]["queries"]["seen"]["dna"] == 10  # the val split: val / val_unseen
+    second = evaluator.run(model, tmp_path / "b", checkpoint=checkpoint)
+    assert calls == {m: 0 for m in towers} and [e.prepared for e in encoders] == [True, False]
+    assert first == second and first["dna->dna/macro/species/top1/seen"] >= 0
+    assert json.dumps(first_document, sort_keys=True) == json.dumps(evaluator.document, sort_keys=True)
+    assert evaluator.document["meta"]["counts"]["queries"]["seen"]["dna"] == 10  # the val split: val / val_unseen
     # Without a checkpoint to name the weights nothing is cached or reused.
-    run_evaluation(cfg, model, tmp_path / "c", "val", state=PartialState())
+    evaluator.run(model, tmp_path / "c")
     assert all(n > 0 for n in calls.values())
 
 
@@ -121,7 +124,9 @@ def test_index_build_embeds_keys_and_queries_with_one_encoder(checkpoint: Path, 
 
     encoders: list = []
     make = clibd.embed.datasets.InferenceEncoder
-    monkeypatch.setattr(clibd.embed.datasets, "InferenceEncoder", lambda *a: encoders.append(make(*a)) or encoders[-1])
+    monkeypatch.setattr(
+        clibd.embed.datasets, "InferenceEncoder", lambda *a, **k: encoders.append(make(*a, **k)) or encoders[-1]
+    )
     cfg = load_config(find_run_config(checkpoint), [f"data.cache_dir={tmp_path / 'cache'}"])
     index = build_library(cfg, CLIBDModel.from_pretrained(checkpoint), "dna", checkpoint, PartialState())
     assert len(index) > 0 and len(encoders) == 1  # keys (dna) and queries (image, dna): one copy, one compile
@@ -166,7 +171,7 @@ def _max_weight_difference(a, b) -> float:
 @pytest.mark.slow
 def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     """`make demo` as shipped (configs/demo.yaml: 4,000 specimens, 5 epochs), evaluated through
-    train.py's entry (run_evaluation), against the untrained model that training started from
+    train.py's entry (RetrievalEvaluator), against the untrained model that training started from
     (same seed, same architecture and text vocabulary, rebuilt as train() builds it: its DNA
     k-mer table fitted on the training barcodes, no labels) and against the same model with a
     random DNA table (model.dna.init=random).
@@ -190,16 +195,15 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     from clibd.config import load_config
     from clibd.data.roles import select_role
     from clibd.data.sources import read_specimens
-    from clibd.eval.run import run_evaluation
     from clibd.models.clibd_model import CLIBDModel
+    from clibd.train.build import build_model
     from clibd.train.loop import train
-    from clibd.train.setup import build_model
 
     overrides = [f"data.root={tmp_path / 'demo'}", f"data.cache_dir={tmp_path / 'cache'}", "train.trackers=[]"]
     cfg = load_config(ROOT / "configs" / "demo.yaml", overrides)
     result = train(cfg, tmp_path / "run")
     model = CLIBDModel.from_pretrained(result.model_dir)
-    trained = run_evaluation(cfg, model, tmp_path / "eval", "test", state=PartialState(), checkpoint=result.model_dir)
+    trained = _evaluate(cfg, model, tmp_path / "eval", checkpoint=result.model_dir)
     # The start of training, rebuilt as train() builds it: seeded, then built from the training rows.
     train_rows = select_role(read_specimens(cfg.data)[0], cfg.data.splits, "train")
     set_seed(cfg.train.seed)
@@ -208,11 +212,11 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     other_init = build_model(cfg, train_rows, None)
     # Guard on the pairing: training moved no weight by more than 0.07; another init differs by 0.27.
     assert _max_weight_difference(model, start) < 0.5 * _max_weight_difference(model, other_init)
-    untrained = run_evaluation(cfg, start, tmp_path / "eval-untrained", "test", state=PartialState())
+    untrained = _evaluate(cfg, start, tmp_path / "eval-untrained")
     random_cfg = load_config(ROOT / "configs" / "demo.yaml", [*overrides, "model.dna.init=random"])
     set_seed(cfg.train.seed)
     random_start = build_model(random_cfg, train_rows, None).eval()
-    random = run_evaluation(random_cfg, random_start, tmp_path / "eval-random", "test", state=PartialState())
+    random = _evaluate(random_cfg, random_start, tmp_path / "eval-random")
 
     pairs = [f"{q}->{k}" for k in MODALITIES for q in MODALITIES]
     assert_results_schema(trained, pairs, ("seen", "unseen", "harmonic_mean"))
@@ -225,3 +229,12 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
         assert dna[0] >= level and dna[0] >= max(dna[1:]) - 0.01, (rank, dna)
     text = [_macro_top1(r, "dna->text", "species", "seen") for r in (trained, untrained)]
     assert text[0] > text[1] + 0.5, text
+
+
+def _evaluate(cfg, model, out: Path, checkpoint=None) -> dict:
+    """The test split's results (results.json's content) as train.py's evaluation writes them."""
+    from clibd.eval.evaluator import RetrievalEvaluator
+
+    evaluator = RetrievalEvaluator(cfg, "test", state=PartialState())
+    evaluator.run(model, out, checkpoint=checkpoint)
+    return evaluator.document

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clibd.eval.retrieval import evaluate_retrieval, validation_metrics, write_results
+from clibd.config import MEAN_TOP1
+from clibd.eval.retrieval import evaluate_retrieval, flat_metrics, write_results
 from clibd.taxonomy import EVAL_RANKS
 
 N_SPECIES = 8  # species 0..5 seen, 6..7 unseen; genus = species // 2, family = species // 4
@@ -95,10 +96,12 @@ def test_schema_and_known_accuracies(setup) -> None:
         "queries": {"seen": {"image": 20, "dna": 20, "text": 20}, "unseen": {"image": 6, "dna": 6, "text": 6}},
         "keys": {"image": 48, "dna": 48, "text": 48},
     }
-    flat = validation_metrics(ev.results)
+    flat = flat_metrics(ev.results)
     assert flat["dna->dna/macro/species/top1/harmonic_mean"] == 1.0
     assert flat["image->dna/micro/species/top1/seen"] == pytest.approx(0.5)
-    assert len(flat) == 9 * 3 * 2 * 4 * 3
+    assert len(flat) == 9 * 3 * 2 * 4 * 3 + 1  # every pair, role, average, rank and k, and mean_top1
+    top1 = [v for k, v in flat.items() if k.endswith(("/top1/seen", "/top1/unseen"))]
+    assert flat[MEAN_TOP1] == pytest.approx(sum(top1) / len(top1))
 
 
 def test_unseen_queries_need_the_unseen_keys(setup) -> None:

@@ -97,8 +97,9 @@ def test_fused_pairs_need_image_and_dna():
 
 
 def test_evaluation_reports_an_empty_query_role_and_scores_the_other(tmp_path):
+
     from clibd.config import Config, DataConfig, EvalConfig
-    from clibd.eval.run import run_evaluation
+    from clibd.eval.evaluator import RetrievalEvaluator
     from clibd.taxonomy import taxonomy_text
     from tests.helpers.bioscan_root import bioscan5m_metadata, make_bioscan5m_root
     from tests.helpers.tiny_checkpoint import tiny_model
@@ -111,7 +112,9 @@ def test_evaluation_reports_an_empty_query_role_and_scores_the_other(tmp_path):
     )
     model = tiny_model(taxonomy_text(meta, cfg.model.text.template, cfg.model.text.missing_word).tolist())
     with pytest.warns(UserWarning, match=r"role val_unseen \(splits \['val_unseen'\]\) has no rows"):
-        results = run_evaluation(cfg, model, tmp_path / "out", "val", state=PartialState())
+        evaluator = RetrievalEvaluator(cfg, "val", state=PartialState())
+        evaluator.run(model, tmp_path / "out")
+    results = evaluator.document
     assert results["meta"]["empty_roles"] == {"val_unseen": ["val_unseen"]}
     assert list(results["dna->dna"]) == ["seen"]  # no unseen column, no harmonic mean
     assert "image_dna_concat->image_dna_concat" in results
@@ -124,4 +127,4 @@ def test_evaluation_reports_an_empty_query_role_and_scores_the_other(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match=r"nothing to evaluate on val: no rows in roles .*'nowhere'"):
-            run_evaluation(cfg, model, tmp_path / "out2", "val", state=PartialState())
+            RetrievalEvaluator(cfg, "val", state=PartialState())

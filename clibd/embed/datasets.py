@@ -4,7 +4,6 @@ gathered in table order, cached on disk by checkpoint, table, role and modality.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -18,13 +17,13 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from clibd.config import Config
 from clibd.data.dataset import SpecimenDataset
 from clibd.data.roles import select_role
 from clibd.data.text import encode_taxonomy
 from clibd.embed.encoder import InferenceEncoder, resolve_dtype
+from clibd.progress import progress as progress_bar
 
 CACHE_VERSION = 1
 # The source column each modality's input comes from; rows without it are left out of that modality.
@@ -77,7 +76,7 @@ def embed_dataset(
     was_training = model.training
     model.eval()
     encode = encoder or InferenceEncoder(model, device)
-    for batch in tqdm(loader, desc=f"embed {modality}", disable=not progress or rank != 0, leave=False):
+    for batch in progress_bar(loader, desc=f"embed {modality}", disable=not progress or rank != 0, leave=False):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         if len(batch["index"]):
             local[batch["index"] - rows.start] = encode(batch, modality)
@@ -158,13 +157,11 @@ def _dataset(
     return SpecimenDataset(rows, cfg.data, image_size=model.cfg.image.image_size), None
 
 
-def lazy_encoder(cfg: Config, model: torch.nn.Module) -> Callable[[], InferenceEncoder]:
-    """The ``eval.precision`` / ``eval.compile`` encoder of ``model``, built on the first call
-    only (nothing is copied or compiled when every embedding comes from the cache)."""
+def eval_encoder(cfg: Config, model: torch.nn.Module, freeze: Optional[bool] = None) -> InferenceEncoder:
+    """The ``eval.precision`` / ``eval.compile`` encoder of ``model`` (it copies and compiles at
+    its first batch only: nothing is done when every embedding comes from the cache)."""
     device = next(model.parameters()).device
-    return functools.cache(
-        lambda: InferenceEncoder(model, device, cfg.eval.precision, cfg.eval.compile, cfg.eval.batch_size)
-    )
+    return InferenceEncoder(model, device, cfg.eval.precision, cfg.eval.compile, cfg.eval.batch_size, freeze=freeze)
 
 
 def embed_role(
@@ -173,13 +170,12 @@ def embed_role(
     role: str,
     rows: pd.DataFrame,
     modality: str,
-    encoder: Callable[[], InferenceEncoder],
+    encoder: InferenceEncoder,
     state: PartialState,
     model_hash: Optional[str] = None,
 ) -> np.ndarray:
     """Embeddings of ``rows`` (all of which must have the modality's input) with one tower,
-    through ``encoder()`` (called only when something is embedded); cached under
-    ``cfg.data.cache_dir`` when ``model_hash`` names the weights."""
+    through ``encoder``; cached under ``cfg.data.cache_dir`` when ``model_hash`` names the weights."""
 
     def compute() -> np.ndarray:
         dataset, inverse = _dataset(cfg, model, rows, modality)
@@ -190,7 +186,7 @@ def embed_role(
             cfg.eval.batch_size,
             state,
             num_workers=cfg.data.num_workers if modality == "image" else 0,
-            encoder=encoder(),
+            encoder=encoder,
         )
         return emb if inverse is None else emb[inverse]
 
@@ -219,17 +215,17 @@ def embed_roles(
     modalities: Sequence[str],
     state: PartialState,
     model_hash: Optional[str] = None,
-    encoder: Optional[Callable[[], InferenceEncoder]] = None,
+    encoder: Optional[InferenceEncoder] = None,
 ) -> tuple[dict[str, dict[str, tuple[np.ndarray, pd.DataFrame]]], dict[str, dict[str, dict[str, int]]]]:
     """``{role: {modality: (embeddings, rows)}}`` (``rows``: the embedded specimens' table
     rows, whose rank columns are the labels), and the specimens left out of a modality,
     counted ``{role: {modality: {reason: n}}}`` and warned: no input for it (e.g. no
     barcode), or a bad record the dataset skipped (``data.bad_records=skip``). ``encoder``
-    (default: :func:`lazy_encoder`) serves every role, so its copy and compiled towers are made
+    (default: :func:`eval_encoder`) serves every role, so its copy and compiled towers are made
     once, and only if something is not in the embedding cache."""
     out: dict[str, dict[str, tuple[np.ndarray, pd.DataFrame]]] = {}
     left_out: dict[str, dict[str, dict[str, int]]] = {}
-    encoder = encoder or lazy_encoder(cfg, model)
+    encoder = encoder or eval_encoder(cfg, model)
     for role, rows in tables.items():
         for modality in modalities:
             has_input = _has_input(rows, modality)

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from clibd.config import QualityConfig
 from clibd.data.quality import ANALYSIS_SIDE, photo_quality
@@ -18,6 +17,7 @@ from clibd.data.transforms import ImageDecodeError, build_normalize, build_pil_t
 from clibd.embed.encoder import InferenceEncoder
 from clibd.embed.run_dir import checkpoint_hash, run_eval_resize, run_normalisation
 from clibd.models.clibd_model import CLIBDModel
+from clibd.progress import progress
 
 
 def resolve_device(device: str) -> torch.device:
@@ -156,7 +156,7 @@ class Embedder:
         files = _ImageFiles(inputs, self.transform, self.image_size, rules, self.photo_decode_side(rules))
         loader = DataLoader(files, batch_size=self.batch_size, collate_fn=_collate_images, num_workers=self.num_workers)
         parts, ids, skipped, quality = [], [], [], []
-        batches = tqdm(loader, desc="embed images", leave=False, disable=len(loader) < 2)
+        batches = progress(loader, desc="embed images", leave=False, disable=len(loader) < 2)
         for positions, images, flags, failed in batches:
             skipped += [(input_name(inputs[i], i), msg) for i, msg in failed]
             if images is not None:

@@ -8,8 +8,10 @@ and ``clibd classify`` call for every batch.
   CUDA GPU that supports it, fp32 on a CPU (:func:`cpu_computes_bf16` says whether bf16 pays).
 - ``compile``: ``torch.compile`` once per tower, the batch padded to ``batch_size`` so a short
   last batch does not compile again; ``freeze`` folds the weights in as constants (they
-  must then not change: an encoder reused across validations runs unfrozen and takes the
-  new weights with :meth:`InferenceEncoder.refresh`).
+  must then not change: the evaluator reused across validations builds its encoder unfrozen
+  and gives it the new weights with :meth:`InferenceEncoder.refresh`).
+- Nothing is copied, cast or compiled until the first batch: an evaluation whose embeddings
+  all come from the cache pays for none of it.
 
 Why these choices, and what they were measured to gain: docs/evaluation.md, "Embedding speed".
 """
@@ -20,13 +22,14 @@ import contextlib
 import copy
 import functools
 import warnings
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, get_args
 
 import torch
 
-from clibd.models.clibd_model import BATCH_KEYS, MODALITIES
+from clibd.config import MODALITIES, Precision
+from clibd.models.clibd_model import BATCH_KEYS
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = get_args(Precision)
 
 
 @functools.cache
@@ -86,8 +89,8 @@ class InferenceEncoder:
 
     With fp32 and no compile it calls the model as it is (any object with ``encode_<modality>``).
     Otherwise it works on a copy (the caller's model, e.g. the one being trained, is left
-    untouched) unless ``in_place``. ``freeze`` (default: ``compile``) compiles with the weights
-    as constants.
+    untouched) unless ``in_place``, made at the first batch. ``freeze`` (default: ``compile``)
+    compiles with the weights as constants.
     """
 
     def __init__(
@@ -101,24 +104,44 @@ class InferenceEncoder:
         freeze: bool | None = None,
     ) -> None:
         self.dtype = resolve_dtype(precision, device)
+        self.device = device
         self.batch_size = batch_size if compile else 0
-        if self.dtype != torch.float32 or compile:
-            model = model if in_place else copy.deepcopy(model)
-            model.to(device=device, dtype=self.dtype).eval()
-        if compile:
-            _compilable_attention(model)
-        self.model = model
-        self._compiled: dict[str, Callable[..., torch.Tensor]] = {}
         self.compile = compile
         self.freeze = compile if freeze is None else freeze and compile
+        self._source = model  # the caller's model until the first batch prepares the encoder's own
+        self._copy = not in_place and (self.dtype != torch.float32 or compile)
+        self._model: Any = None
+        self._compiled: dict[str, Callable[..., torch.Tensor]] = {}
+
+    @property
+    def model(self) -> Any:
+        """The model the batches run through: the caller's, or the encoder's cast / compilable copy."""
+        if self._model is None:
+            # Made at the first batch, often inside an inference-mode embedding loop: the copy's
+            # weights must stay normal tensors, or ``refresh`` could not load new ones into them.
+            with torch.inference_mode(False):
+                model = copy.deepcopy(self._source) if self._copy else self._source
+                if self.dtype != torch.float32 or self.compile:
+                    model.to(device=self.device, dtype=self.dtype).eval()
+            if self.compile:
+                _compilable_attention(model)
+            self._model = model
+        return self._model
+
+    @property
+    def prepared(self) -> bool:
+        """Whether a batch went through, i.e. the model was copied / cast / compiled if it needed to be."""
+        return self._model is not None
 
     def refresh(self, model: torch.nn.Module) -> None:
         """Take ``model``'s current weights into the encoder's copy (cast to its dtype), keeping
         the compiled towers. Not for a frozen encoder, whose compiled code holds the old weights."""
         if self.freeze:
             raise RuntimeError("a frozen compiled encoder cannot take new weights; build it with freeze=False")
-        if self.model is not model:
-            self.model.load_state_dict(model.state_dict())
+        if self._copy and self._model is not None:
+            self._model.load_state_dict(model.state_dict())
+        else:
+            self._source, self._model = model, None
 
     def _function(self, modality: str) -> Callable[..., torch.Tensor]:
         encode = getattr(self.model, f"encode_{modality}")
@@ -129,6 +152,9 @@ class InferenceEncoder:
         return self._compiled[modality]
 
     def __call__(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
+        encode = self._function(
+            modality
+        )  # the copy is made here, outside inference mode: its weights stay normal tensors
         inputs = [x.to(self.dtype) if x.is_floating_point() else x for x in batch_inputs(batch, modality)]
         rows = len(inputs[0])
         if rows < self.batch_size:  # repeat the last row: same shapes, no recompile
@@ -136,7 +162,7 @@ class InferenceEncoder:
         # Freezing is read when the first call compiles; torch.compile(options={"freezing": True})
         # was measured not to apply it (aten::addmm, not the pre-packed oneDNN linear, in the profile).
         with torch.inference_mode(), _private_torch()[1](self.freeze):
-            return self._function(modality)(*inputs)[:rows].float()
+            return encode(*inputs)[:rows].float()
 
 
 def encode_batch(model: torch.nn.Module, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:

@@ -14,18 +14,18 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from clibd.config import SPECIMEN_MODALITIES
 from clibd.eval.clustering import reduce_umap
 from clibd.taxonomy import EVAL_RANKS
 
 MAP_FILE, PICTURE_FILE = "embeddings_map.csv", "embeddings.png"
-MODALITIES = ("image", "dna")  # the specimen towers; text embeddings are one per taxon, not per specimen
 MAX_LEGEND = 12
 
 
 def embedding_map(queries: Mapping[str, Mapping[str, tuple[np.ndarray, pd.DataFrame]]], seed: int = 0) -> pd.DataFrame:
-    """``queries`` ``{role: {modality: (emb, rows)}}`` (what ``run_evaluation`` embeds) -> the map's points."""
+    """``queries`` ``{role: {modality: (emb, rows)}}`` (what ``RetrievalEvaluator`` embeds) -> the map's points."""
     frames = []
-    for modality in MODALITIES:
+    for modality in SPECIMEN_MODALITIES:  # text embeddings are one per taxon, not per specimen
         parts = [(role, *by_modality[modality]) for role, by_modality in queries.items() if modality in by_modality]
         if sum(len(emb) for _, emb, _ in parts) < 4:  # UMAP's spectral start needs a few points
             continue

@@ -21,10 +21,11 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from clibd.config import MODALITIES
+
 AVG = "image_dna_mean"
 CONCAT = "image_dna_concat"
 ALL_KEYS = "all"
-SINGLE = ("image", "dna", "text")
 
 Labelled = tuple[np.ndarray, pd.DataFrame]
 
@@ -46,8 +47,8 @@ def fuse(by_modality: Mapping[str, Labelled], keys: bool) -> dict[str, Labelled]
         AVG: ((image + dna) / 2, rows),
         CONCAT: (np.concatenate([image, dna], axis=1), rows),
     }
-    if keys and all(m in by_modality for m in SINGLE):
-        stacked = [by_modality[m] for m in SINGLE]
+    if keys and all(m in by_modality for m in MODALITIES):
+        stacked = [by_modality[m] for m in MODALITIES]
         fused[ALL_KEYS] = (
             np.concatenate([emb for emb, _ in stacked]),
             pd.concat([rows for _, rows in stacked], ignore_index=True),

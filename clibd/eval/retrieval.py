@@ -27,12 +27,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from clibd.config import HARMONIC_MEAN, MEAN_TOP1, QUERY_ROLES, RETRIEVAL_ROLES
 from clibd.eval.metrics import harmonic_mean, per_class_accuracy, topk_accuracy
 from clibd.index.faiss_index import ReferenceIndex
 from clibd.taxonomy import EVAL_RANKS
 
-ROLES = ("seen", "unseen")
-HM = "harmonic_mean"
 # (embeddings [n, d], labels DataFrame with one column per rank, names or <NA>)
 Labelled = tuple[np.ndarray, pd.DataFrame]
 
@@ -43,16 +42,22 @@ class RetrievalResults(NamedTuple):
     counts: dict  # {"queries": {role: {modality: n}}, "keys": {modality: n}}, for the meta entry
 
 
-def code_labels(frames: Sequence[pd.DataFrame], ranks: Sequence[str]) -> tuple[list[np.ndarray], dict[str, list[str]]]:
-    """Integer codes ``[n, R]`` per frame (``-1`` unknown), shared across frames, and the names per code."""
-    table = pd.concat([frame[list(ranks)] for frame in frames], ignore_index=True)
-    codes = np.empty((len(table), len(ranks)), dtype=np.int64)
-    names = {}
-    for j, rank in enumerate(ranks):
-        codes[:, j], uniques = pd.factorize(table[rank], sort=True)
-        names[rank] = [str(u) for u in uniques]
-    bounds = np.cumsum([0] + [len(frame) for frame in frames])
-    return [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:])], names
+def label_vocabulary(frames: Sequence[pd.DataFrame], ranks: Sequence[str]) -> dict[str, list[str]]:
+    """The sorted distinct names of each rank over ``frames``: code ``i`` of a rank is name ``i``."""
+    return {rank: sorted(pd.concat([frame[rank] for frame in frames]).dropna().astype(str).unique()) for rank in ranks}
+
+
+def code_labels(
+    frames: Sequence[pd.DataFrame], ranks: Sequence[str], vocabulary: Mapping[str, list[str]] | None = None
+) -> tuple[list[np.ndarray], dict[str, list[str]]]:
+    """Integer codes ``[n, R]`` per frame (``-1`` unknown) in one shared ``vocabulary`` (default: the
+    frames' own, :func:`label_vocabulary`), and that vocabulary."""
+    vocabulary = dict(vocabulary) if vocabulary is not None else label_vocabulary(frames, ranks)
+    codes = []
+    for frame in frames:
+        columns = [pd.Categorical(frame[rank].astype("string"), categories=vocabulary[rank]).codes for rank in ranks]
+        codes.append(np.stack(columns, axis=1).astype(np.int64) if columns else np.empty((len(frame), 0), np.int64))
+    return codes, vocabulary
 
 
 def _check(name: str, item: Labelled, ranks: Sequence[str]) -> None:
@@ -64,6 +69,13 @@ def _check(name: str, item: Labelled, ranks: Sequence[str]) -> None:
         raise ValueError(f"{name}: labels lack rank columns {missing}")
 
 
+class _Coded(NamedTuple):
+    """One query or key set: its embeddings and its label codes ``[n, R]`` (shared names)."""
+
+    emb: np.ndarray
+    codes: np.ndarray
+
+
 def evaluate_retrieval(
     queries: Mapping[str, Mapping[str, Labelled]],
     keys: Mapping[str, Labelled],
@@ -72,65 +84,99 @@ def evaluate_retrieval(
     index_kind: str = "flat",
     device: str = "auto",
     pairs: Sequence[tuple[str, str]] | None = None,
+    vocabulary: Mapping[str, list[str]] | None = None,
 ) -> RetrievalResults:
     """Score every query modality of every role (``"seen"``, ``"unseen"``) against every key modality.
 
     ``queries[role][modality] = (embeddings, labels)``; ``keys[modality] = (embeddings, labels)``
     holding seen and unseen keys together. Query and key embeddings of a pair must share a dim.
-    ``pairs``: only these (query, key) modality pairs (``clibd.eval.fused``); None = all of them.
+    ``pairs``: the (query, key) modality pairs to score, in the order the results list them
+    (``clibd.eval.fused``); None = every query modality against every key modality, query-major
+    (image->image, image->dna, ...), as the paper's table reads. ``vocabulary``: the label names
+    per rank (``RetrievalEvaluator`` holds its run's); None = those of these labels.
     """
-    unknown_roles = sorted(set(queries) - set(ROLES))
+    unknown_roles = sorted(set(queries) - set(QUERY_ROLES))
     if unknown_roles:
-        raise ValueError(f"query roles must be among {ROLES}, got {unknown_roles}")
+        raise ValueError(f"query roles must be among {QUERY_ROLES}, got {unknown_roles}")
     for role, by_modality in queries.items():
         for modality, item in by_modality.items():
             _check(f"{role} {modality} queries", item, ranks)
     for modality, item in keys.items():
         _check(f"{modality} keys", item, ranks)
 
-    query_items = [(role, modality, item) for role, by_mod in queries.items() for modality, item in by_mod.items()]
-    frames = [labels for _, (_, labels) in keys.items()] + [labels for _, _, (_, labels) in query_items]
-    codes, names = code_labels(frames, ranks)
-    key_codes = dict(zip(keys, codes[: len(keys)]))
-    query_codes = codes[len(keys) :]
+    # Labels coded by name across every query and key set, so a class means the same name everywhere.
+    sets = [("keys", modality, item) for modality, item in keys.items()]
+    sets += [(role, modality, item) for role, by_modality in queries.items() for modality, item in by_modality.items()]
+    codes, names = code_labels([labels for _, _, (_, labels) in sets], ranks, vocabulary)
+    coded: dict[str, dict[str, _Coded]] = {}
+    for (role, modality, (emb, _)), set_codes in zip(sets, codes):
+        coded.setdefault(role, {})[modality] = _Coded(emb, set_codes)
+    key_sets = coded.pop("keys", {})
+    if pairs is None:
+        query_modalities = dict.fromkeys(m for by_modality in queries.values() for m in by_modality)
+        pairs = [(q, k) for q in query_modalities for k in keys]
 
-    k = max(ks)
+    indexes: dict[str, ReferenceIndex] = {}  # one per key modality, built on first use
     results: dict[str, dict] = {}
-    tables = []
-    wanted = None if pairs is None else set(map(tuple, pairs))
-    for key_modality, (key_emb, _) in keys.items():
-        if wanted is not None and not any(k == key_modality for _, k in wanted):
+    per_class = []
+    for query_modality, key_modality in pairs:
+        by_role = {role: of_role[query_modality] for role, of_role in coded.items() if query_modality in of_role}
+        if not by_role:
             continue
-        index = ReferenceIndex(np.shape(key_emb)[1], kind=index_kind, device=device)
-        index.add(key_emb, ids=np.arange(len(key_emb)).astype(str))
-        # A missing neighbour (approximate search, position -1) gets an all-unknown label row.
-        padded_codes = np.vstack([key_codes[key_modality], np.full((1, len(ranks)), -1)])
-        for (role, query_modality, (query_emb, _)), q_codes in zip(query_items, query_codes):
-            if wanted is not None and (query_modality, key_modality) not in wanted:
-                continue
-            pair = f"{query_modality}->{key_modality}"
-            if np.shape(query_emb)[1] != index.dim:
-                raise ValueError(f"{pair}: {role} queries are {np.shape(query_emb)[1]}-d, keys {index.dim}-d")
-            _, positions = index.search(query_emb, k)
-            neighbours = padded_codes[positions]  # position -1 picks the padding row
-            results.setdefault(pair, {})[role] = topk_accuracy(q_codes, neighbours, ks, ranks)
-            table = per_class_accuracy(q_codes, neighbours, ks, ranks, names).drop(columns="code")
-            tables.append(table.assign(pair=pair, role=role))
-    for by_role in results.values():
-        if all(role in by_role for role in ROLES):
-            by_role[HM] = _harmonic(by_role["seen"], by_role["unseen"])
-    # Query-major order (image->image, image->dna, ...), as the paper's table reads.
-    query_modalities = dict.fromkeys(modality for _, modality, _ in query_items)
-    results = {pair: results[pair] for q in query_modalities for k in keys if (pair := f"{q}->{k}") in results}
-
-    per_class = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    if len(per_class):
-        per_class = per_class[["pair", "role", *[c for c in per_class.columns if c not in ("pair", "role")]]]
+        if key_modality not in indexes:
+            indexes[key_modality] = _key_index(key_sets[key_modality].emb, index_kind, device)
+        pair = f"{query_modality}->{key_modality}"
+        results[pair], table = _score_pair(
+            pair, by_role, key_sets[key_modality].codes, indexes[key_modality], ks, ranks, names
+        )
+        per_class.append(table)
     counts = {
         "queries": {role: {m: len(item[0]) for m, item in by_mod.items()} for role, by_mod in queries.items()},
         "keys": {m: len(item[0]) for m, item in keys.items()},
     }
-    return RetrievalResults(results, per_class, counts)
+    return RetrievalResults(results, _per_class_table(per_class), counts)
+
+
+def _key_index(emb: np.ndarray, kind: str, device: str) -> ReferenceIndex:
+    index = ReferenceIndex(np.shape(emb)[1], kind=kind, device=device)
+    index.add(emb, ids=np.arange(len(emb)).astype(str))
+    return index
+
+
+def _score_pair(
+    pair: str,
+    queries_by_role: Mapping[str, _Coded],
+    key_codes: np.ndarray,
+    index: ReferenceIndex,
+    ks: Sequence[int],
+    ranks: Sequence[str],
+    names: dict[str, list[str]],
+) -> tuple[dict, pd.DataFrame]:
+    """One query->key pair: top-k accuracy of each query role (and their harmonic mean), and the
+    per-class table. The labels of the ``max(ks)`` nearest keys of each query are scored; a
+    missing neighbour (approximate search, position -1) counts as an unknown label."""
+    by_role: dict[str, dict] = {}
+    tables = []
+    for role, query in queries_by_role.items():
+        if np.shape(query.emb)[1] != index.dim:
+            raise ValueError(f"{pair}: {role} queries are {np.shape(query.emb)[1]}-d, keys {index.dim}-d")
+        _, positions = index.search(query.emb, max(ks))
+        neighbour_codes = np.where(positions[..., None] >= 0, key_codes[positions], -1)
+        by_role[role] = topk_accuracy(query.codes, neighbour_codes, ks, ranks)
+        table = per_class_accuracy(query.codes, neighbour_codes, ks, ranks, names).drop(columns="code")
+        tables.append(table.assign(pair=pair, role=role))
+    if all(role in by_role for role in QUERY_ROLES):
+        by_role[HARMONIC_MEAN] = _harmonic(by_role["seen"], by_role["unseen"])
+    return by_role, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def _per_class_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The pairs' per-class rows in one table, ``pair`` and ``role`` first."""
+    tables = [t for t in tables if len(t)]
+    if not tables:
+        return pd.DataFrame()
+    table = pd.concat(tables, ignore_index=True)
+    return table[["pair", "role", *[c for c in table.columns if c not in ("pair", "role")]]]
 
 
 def _harmonic(seen: dict, unseen: dict) -> dict:
@@ -143,8 +189,10 @@ def _harmonic(seen: dict, unseen: dict) -> dict:
     }
 
 
-def validation_metrics(results: Mapping[str, Any]) -> dict[str, float]:
-    """Flatten to ``{"dna->dna/macro/species/top1/harmonic_mean": x, ...}`` (NaN values and "meta" left out)."""
+def flat_metrics(results: Mapping[str, Any]) -> dict[str, float]:
+    """``{"dna->dna/macro/species/top1/harmonic_mean": x, ...}`` (NaN values and "meta" left out),
+    plus ``mean_top1``: the mean of every micro and macro top-1 over every pair, query role and
+    rank, the published system's "best mean validation top-1" (docs/fidelity.md)."""
     flat = {}
     for pair, by_role in results.items():
         if pair == "meta":
@@ -155,7 +203,8 @@ def validation_metrics(results: Mapping[str, Any]) -> dict[str, float]:
                     for top, value in by_top.items():
                         if not math.isnan(value):
                             flat[f"{pair}/{avg}/{rank}/{top}/{role}"] = float(value)
-    return flat
+    top1 = [value for key, value in flat.items() if key.endswith(tuple(f"/top1/{role}" for role in QUERY_ROLES))]
+    return {**flat, MEAN_TOP1: sum(top1) / len(top1) if top1 else math.nan}
 
 
 def _json_safe(value: Any) -> Any:
@@ -181,7 +230,7 @@ def results_markdown(results: Mapping[str, Any], top: str = "top1") -> str:
         header = ["query->key"] + [f"{rank} {col}" for rank in ranks for col in ("seen", "unseen", "H.M.")]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for pair in pairs:
-            cells = [_cell(results, pair, role, avg, rank, top) for rank in ranks for role in (*ROLES, HM)]
+            cells = [_cell(results, pair, role, avg, rank, top) for rank in ranks for role in RETRIEVAL_ROLES]
             lines.append("| " + " | ".join([pair, *cells]) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -197,7 +246,7 @@ def accuracy_figure(results: Mapping[str, Any], avg: str = "macro", top: str = "
     for ax, pair in zip(axes, pairs):
         ranks = list(next(iter(results[pair].values()))[avg])
         x = np.arange(len(ranks))
-        roles = [r for r in (*ROLES, HM) if r in results[pair]]
+        roles = [r for r in RETRIEVAL_ROLES if r in results[pair]]
         width = 0.8 / len(roles)
         for i, role in enumerate(roles):
             values = [results[pair][role][avg][rank][top] for rank in ranks]

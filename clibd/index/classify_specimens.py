@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from clibd.config import SPECIMEN_MODALITIES
 from clibd.embed.inputs import EmbeddedInputs
 from clibd.index.faiss_index import ReferenceIndex
 from clibd.index.vote import predict_taxonomy
 
-MODALITIES = ("image", "dna")
 FUSED = "image+dna"
 FILE_COLUMNS = ["image_file", "dna_file", "dna_record"]
 
@@ -38,23 +38,23 @@ def fused_threshold(thresholds: dict, evidence: str) -> float:
     """The new-species threshold for one kind of evidence (module docstring)."""
     if evidence in thresholds:
         return float(thresholds[evidence]["threshold"])
-    if evidence == FUSED and all(m in thresholds for m in MODALITIES):
-        return float(np.mean([thresholds[m]["threshold"] for m in MODALITIES]))
+    if evidence == FUSED and all(m in thresholds for m in SPECIMEN_MODALITIES):
+        return float(np.mean([thresholds[m]["threshold"] for m in SPECIMEN_MODALITIES]))
     raise ValueError(f"the reference library has no new-species threshold calibrated for {evidence} queries")
 
 
 def _specimens(inputs: dict[str, EmbeddedInputs], keep_flagged: bool) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """``(table, used [n, 2] bool, embeddings [n, 2, D])`` over the union of ids, photos' order first."""
-    given = [m for m in MODALITIES if m in inputs]
+    given = [m for m in SPECIMEN_MODALITIES if m in inputs]
     ids = pd.unique(pd.concat([inputs[m].records["id"] for m in given], ignore_index=True).astype(str))
     dim = next(iter(inputs.values())).embeddings.shape[1]
     table = pd.DataFrame({"id": pd.array(ids, dtype="string")})
     for column, dtype in zip(FILE_COLUMNS, ("string", "string", "Int64")):  # filled below where given
         table[column] = pd.array([None] * len(ids), dtype=dtype)
-    used = np.zeros((len(ids), len(MODALITIES)), dtype=bool)
-    embeddings = np.zeros((len(ids), len(MODALITIES), dim), dtype=np.float32)
+    used = np.zeros((len(ids), len(SPECIMEN_MODALITIES)), dtype=bool)
+    embeddings = np.zeros((len(ids), len(SPECIMEN_MODALITIES), dim), dtype=np.float32)
     notes = []
-    for j, modality in enumerate(MODALITIES):
+    for j, modality in enumerate(SPECIMEN_MODALITIES):
         if modality not in inputs:
             continue
         records = inputs[modality].records

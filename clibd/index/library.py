@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 from accelerate import PartialState
 
-from clibd.config import Config
+from clibd.config import SPECIMEN_MODALITIES, Config
 from clibd.data.quality import barcode_quality
 from clibd.data.sources import read_specimens
-from clibd.embed.datasets import embed_roles, lazy_encoder, role_tables
+from clibd.embed.datasets import embed_roles, eval_encoder, role_tables
 from clibd.embed.embedder import Embedder
 from clibd.embed.run_dir import checkpoint_hash
-from clibd.index.classify_specimens import FUSED, MODALITIES, search_mean
+from clibd.index.classify_specimens import FUSED, search_mean
 from clibd.index.faiss_index import ReferenceIndex
 from clibd.index.vote import calibrate_threshold
 from clibd.taxonomy import ALL_RANKS
@@ -57,10 +57,10 @@ def build_library(
     if modality == "dna":
         fails = _fails(cfg, tables["keys"])
         tables["keys"], quality_skips["keys"] = tables["keys"][~fails], int(fails.sum())
-    encoder = lazy_encoder(cfg, model)  # one for keys and queries: one copy, one compile per tower
+    encoder = eval_encoder(cfg, model)  # one for keys and queries: one copy, one compile per tower
     keys, _ = embed_roles(cfg, model, {"keys": tables["keys"]}, [modality], state, model_hash, encoder)
     key_emb, key_rows = keys["keys"][modality]
-    query_modalities = [m for m in MODALITIES if m in model.modalities]  # what classify reads from files
+    query_modalities = [m for m in SPECIMEN_MODALITIES if m in model.modalities]  # what classify reads from files
     queries, _ = embed_roles(
         cfg, model, {r: tables[r] for r in ("val_seen", "val_unseen")}, query_modalities, state, model_hash, encoder
     )
@@ -77,7 +77,7 @@ def build_library(
             fails = _fails(cfg, rows)
             queries[role]["dna"], quality_skips[role] = (emb[~fails], rows[~fails]), int(fails.sum())
     thresholds = {}
-    for query in query_modalities + ([FUSED] if set(MODALITIES) <= set(query_modalities) else []):
+    for query in query_modalities + ([FUSED] if set(SPECIMEN_MODALITIES) <= set(query_modalities) else []):
         best = {role: _best_similarity(calibration_keys, queries[role], query) for role in ("val_seen", "val_unseen")}
         thresholds[query] = {
             **calibrate_threshold(best["val_seen"], best["val_unseen"]).to_dict(),
