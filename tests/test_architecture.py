@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "clibd"
 # Bottom to top: each part may import itself and the parts before it.
 PARTS = ("core", "data", "models", "embed", "index", "eval", "train", "serve", "commands")
-CORE = {"clibd", "clibd.config", "clibd.taxonomy"}
+CORE = {"clibd", "clibd.config", "clibd.taxonomy", "clibd.atomic", "clibd.progress"}
 COMMAND_MODULES = {"clibd.cli"}
 
 
@@ -113,3 +113,17 @@ def test_no_function_over_80_lines() -> None:
     """Functions read top to bottom in one screen or so (the training loop was 189 lines once)."""
     long = sorted((n, name) for n, name in _function_lengths() if n > 80)
     assert not long, f"functions over 80 lines: {long}"
+
+
+def test_evaluation_knows_nothing_of_training() -> None:
+    """Evaluators are built and run by training, eval.py and the commands alike: eval/ never
+    reaches into train/ (the part order forbids it too; this says it by name)."""
+    for path in (PACKAGE / "eval").rglob("*.py"):
+        names = [name for _, name in clibd_imports(ast.parse(path.read_text()))]
+        assert not [n for n in names if n.startswith("clibd.train")], f"{module_name(path)} imports {names}"
+
+
+def test_training_loop_holds_only_the_loop() -> None:
+    """Validation, export, the step log and the set-up live beside the loop, not in it."""
+    lines = len((PACKAGE / "train" / "loop.py").read_text().splitlines())
+    assert lines < 250, f"clibd/train/loop.py has {lines} lines: move what is not the loop to its own module"

@@ -14,7 +14,7 @@ from clibd.config import AugmentConfig, DataConfig
 from clibd.data.dataset import SpecimenDataset
 from clibd.data.gpu_augment import BatchAugment, crop_boxes
 from clibd.data.transforms import build_normalize, build_pil_transform, decode_side
-from clibd.train.setup import TrainingData
+from clibd.train.build import TrainingData
 from tests.test_dataset import IMAGE_SIZE, data_cfg, make_table
 
 MEAN, STD = DataConfig().mean, DataConfig().std
@@ -126,10 +126,19 @@ def test_on_device_dataset_serves_uint8_squares_of_the_decode_side(tmp_path):
 
 def test_training_data_prepare_augments_only_the_images():
     augment = _augment(8, hflip=1.0)
-    data = TrainingData(model=None, train=None, train_loader=None, val_loader=None, trainable={}, augment=augment)
+    data = TrainingData(
+        table=None,
+        skips=None,
+        model=None,
+        train=None,
+        train_loader=None,
+        val_loader=None,
+        trainable={},
+        augment=augment,
+    )
     images = _images(2, 8)
     batch = {"image": images, "dna_ids": torch.arange(6).view(2, 3)}
     out = data.prepare(batch)
     torch.testing.assert_close(out["image"], build_normalize(MEAN, STD)(images.flip(-1)), atol=2e-5, rtol=0)
     assert out["dna_ids"] is batch["dna_ids"] and batch["image"] is images  # the loader's batch is not changed
-    assert TrainingData(None, None, None, None, {}).prepare(batch) is batch  # option off: untouched
+    assert TrainingData(None, None, None, None, None, None, {}).prepare(batch) is batch  # option off: untouched

@@ -68,7 +68,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     for name, targets, split in CASES:
         rows = slice(0, split) if rank == 0 else slice(split, N)
         model = DistributedDataParallel(TinyTowers())
-        loss_fn = ContrastiveLoss(targets, rank=rank, world_size=2)
+        loss_fn = ContrastiveLoss(targets, process_index=rank, world_size=2)
         results[name] = _one_step(model, loss_fn, {m: x[rows] for m, x in inputs.items()}, LABELS[rows])
     torch.save(results, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()

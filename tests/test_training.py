@@ -18,14 +18,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from accelerate import Accelerator
 
+import clibd.embed.datasets
+import clibd.eval.evaluator
+import clibd.train.build
 import clibd.train.loop as training
-from clibd.config import TrainConfig, save_config
+from clibd.config import MEAN_TOP1, TrainConfig, save_config
+from clibd.eval.retrieval import flat_metrics
 from clibd.models.clibd_model import CLIBDModel
 from clibd.taxonomy import taxonomy_text
 from clibd.train.checkpoint import CheckpointError, resolve_checkpoint
 from clibd.train.loop import NonFiniteError, train
+from clibd.train.loss import ContrastiveLoss
 from clibd.train.optim import build_scheduler, param_groups, scaled_lr
+from clibd.train.validate import Validator
 from tests.helpers.tiny_run import logged, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +153,7 @@ class _InfGradient(torch.autograd.Function):
 
 
 def _poison_second_training_batch(monkeypatch, kind: str) -> None:
-    real = training.ContrastiveLoss.forward
+    real = ContrastiveLoss.forward
     calls = {"train": 0}
 
     def forward(self, features, logit_scale, labels=None):
@@ -159,7 +166,7 @@ def _poison_second_training_batch(monkeypatch, kind: str) -> None:
                 features = {k: _InfGradient.apply(v) for k, v in features.items()}
         return real(self, features, logit_scale, labels)
 
-    monkeypatch.setattr(training.ContrastiveLoss, "forward", forward)
+    monkeypatch.setattr(ContrastiveLoss, "forward", forward)
 
 
 @pytest.mark.parametrize("kind", ["loss", "grad"])
@@ -406,7 +413,7 @@ def test_final_model_and_best_after_epoch(
     data, tmp_path, monkeypatch, capsys, final_model, best_after_epoch, best_epoch, holds
 ):
     scripted = iter([1.0, 2.0])  # val_loss of epoch 1, then a worse one at epoch 2
-    monkeypatch.setattr(training, "_validate", lambda run: {"val_loss": next(scripted)})
+    monkeypatch.setattr(Validator, "__call__", lambda self: {"val_loss": next(scripted)})
     out = tmp_path / "run"
     result = train(
         tiny_config(data, f"train.final_model={final_model}", f"train.best_after_epoch={best_after_epoch}"), out
@@ -435,7 +442,7 @@ def test_gradient_clipping_norm_trackers_and_saved_normalisation(data, tmp_path,
     """train.grad_clip_norm reaches accelerate's clip_grad_norm_ (and the gradients are clipped
     to it); the trackers get the flat hyperparameters; config.json keeps the image mean/std."""
     seen: list[tuple[float, float, float]] = []
-    real_clip = training.Accelerator.clip_grad_norm_
+    real_clip = Accelerator.clip_grad_norm_
 
     def clip(self, parameters, max_norm, *args, **kwargs):
         parameters = list(parameters)
@@ -445,8 +452,8 @@ def test_gradient_clipping_norm_trackers_and_saved_normalisation(data, tmp_path,
         return norm
 
     hparams: list[dict] = []
-    monkeypatch.setattr(training.Accelerator, "clip_grad_norm_", clip)
-    monkeypatch.setattr(training.Accelerator, "init_trackers", lambda self, name, config=None: hparams.append(config))
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", clip)
+    monkeypatch.setattr(Accelerator, "init_trackers", lambda self, name, config=None: hparams.append(config))
     mean, std = [0.1, 0.2, 0.3], [0.4, 0.5, 0.6]
     cfg = tiny_config(data, "train.max_steps=2", "train.grad_clip_norm=0.01", f"data.mean={mean}", f"data.std={std}")
     train(cfg, tmp_path / "run")
@@ -471,8 +478,12 @@ def test_mean_top1_averages_micro_and_macro_top1_of_every_pair_role_and_rank() -
         "dna->dna/macro/species/top1/seen": 0.0, "dna->dna/micro/species/top3/seen": 0.0,
         "image_dna_mean->all/macro/order/top1/unseen": 0.75,
     }  # fmt: skip
-    assert training.mean_top1(metrics) == pytest.approx((0.5 + 0.25 + 1.0 + 0.0 + 0.75) / 5)
-    assert math.isnan(training.mean_top1({}))
+    results: dict = {}
+    for key, value in metrics.items():
+        pair, avg, rank, top, role = key.split("/")
+        results.setdefault(pair, {}).setdefault(role, {}).setdefault(avg, {}).setdefault(rank, {})[top] = value
+    assert flat_metrics(results)[MEAN_TOP1] == pytest.approx((0.5 + 0.25 + 1.0 + 0.0 + 0.75) / 5)
+    assert math.isnan(flat_metrics({})[MEAN_TOP1])
 
 
 @pytest.mark.slow
@@ -480,10 +491,17 @@ def test_validation_retrieval_builds_and_compiles_one_encoder_per_run(data, tmp_
     compiled: list[str] = []
     monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn.__name__) or fn)  # count, do not compile
     built: list = []
-    real_encoder = training.InferenceEncoder
-    monkeypatch.setattr(training, "InferenceEncoder", lambda *a, **k: built.append(real_encoder(*a, **k)) or built[-1])
+    real_encoder = clibd.embed.datasets.InferenceEncoder
+    monkeypatch.setattr(
+        clibd.embed.datasets, "InferenceEncoder", lambda *a, **k: built.append(real_encoder(*a, **k)) or built[-1]
+    )
+    reads: list = []
+    real_read = clibd.train.build.read_specimens
+    monkeypatch.setattr(clibd.train.build, "read_specimens", lambda *a: reads.append(a) or real_read(*a))
+    monkeypatch.setattr(clibd.eval.evaluator, "read_specimens", lambda *a: reads.append(a) or real_read(*a))
     cfg = tiny_config(data, "train.val_retrieval=true", "train.best_metric=mean_top1", "eval.compile=true",
                       "model.text.enabled=false", "eval.modalities=[image,dna]")  # fmt: skip
     result = train(cfg, tmp_path / "run")
     assert len(built) == 1 and sorted(compiled) == ["encode_dna", "encode_image"]  # 2 validations, 1 compile each
+    assert len(reads) == 1  # the specimen table: read once for training and every validation
     assert result.best is not None and 0.0 <= result.best <= 1.0

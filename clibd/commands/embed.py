@@ -13,11 +13,12 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
-from clibd.config import QualityConfig
+from clibd.config import Precision, QualityConfig
 
 
 def add_input_arguments(parser: argparse.ArgumentParser, together: bool = False) -> None:
@@ -58,7 +59,7 @@ def quality_rules(args: argparse.Namespace) -> QualityConfig:
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
+        choices=get_args(Precision),
         default="auto",
         help="auto: bf16 on a CUDA GPU, fp32 on a CPU; bf16 on a CPU pays with AVX512-BF16 or AMX",
     )

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
-from clibd.config import Config, ConfigError, load_config
+from clibd.config import MODALITIES, Config, ConfigError, EvalSplit, load_config
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -46,13 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--labels", metavar="FILE.json", help="with --embeddings: its labels_<split>.json (default: beside the hdf5)"
     )
-    parser.add_argument("--split", choices=("test", "val"), help="query split (default: the config's eval.split)")
+    parser.add_argument("--split", choices=get_args(EvalSplit), help="query split (default: the config's eval.split)")
     parser.add_argument("--out", help="output folder (default: CHECKPOINT/../eval-<split>)")
     parser.add_argument("--task", choices=("retrieval", "cluster"), default="retrieval")
     parser.add_argument(
         "--modality",
         nargs="+",
-        choices=("image", "dna", "text"),
+        choices=MODALITIES,
         help="cluster: towers to embed with (default: image and dna where enabled)",
     )
     parser.add_argument(
@@ -94,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from clibd.eval.clustering import cluster_report
+    from clibd.eval.clustering_run import run_clustering
+    from clibd.eval.evaluator import RetrievalEvaluator
     from clibd.eval.retrieval import results_markdown
-    from clibd.eval.run import run_clustering, run_evaluation
     from clibd.models.clibd_model import CLIBDModel
 
     cfg = resolve_config(args.checkpoint, args.config, args.overrides)
@@ -111,11 +112,10 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(scores["ami"], indent=1))
             print(cluster_report(scores["ami"]))
     else:
-        results = run_evaluation(
-            cfg, model, out, split, state=state, checkpoint=args.checkpoint, embedding_map=not args.no_map
-        )
+        evaluator = RetrievalEvaluator(cfg, split, state=state)
+        evaluator.run(model, out, checkpoint=args.checkpoint, embedding_map=not args.no_map)
         if state.is_main_process:
-            body = {k: v for k, v in results.items() if k != "meta"}
+            body = {k: v for k, v in evaluator.document.items() if k != "meta"}
             print(results_markdown(body).split("## Micro")[0])
     if state.is_main_process:
         print(f"written to {out}")

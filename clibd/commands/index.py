@@ -10,13 +10,14 @@ import argparse
 import json
 
 from clibd.commands.evaluate import add_checkpoint_arguments, resolve_config
+from clibd.config import MODALITIES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     build = actions.add_parser("build", help="embed the config's key specimens into a reference library")
     add_checkpoint_arguments(build)
-    build.add_argument("--modality", required=True, choices=("image", "dna", "text"), help="key embeddings")
+    build.add_argument("--modality", required=True, choices=MODALITIES, help="key embeddings")
     build.add_argument("--out", required=True, help="index folder to write")
     build.add_argument("--kind", default=None, help="flat | ivf | ivfpq | hnsw (default: the config's eval.index)")
 

@@ -10,8 +10,10 @@ It binds 127.0.0.1 unless ``--host`` says otherwise (the API has no authenticati
 from __future__ import annotations
 
 import argparse
+from typing import get_args
 
 from clibd.commands.embed import add_quality_arguments, quality_rules
+from clibd.config import Precision
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=5, help="nearest reference specimens that vote and are shown")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    parser.add_argument("--precision", choices=get_args(Precision), default="auto")
     parser.add_argument("--max-file-mb", type=float, default=16, help="largest accepted photo or barcode file")
     parser.add_argument("--max-request-mb", type=float, default=256, help="largest accepted request (one batch)")
     add_quality_arguments(parser, "show the predictions of flagged photos (empty_well, blurry, too_small) anyway")

@@ -52,13 +52,13 @@ def _evaluate(cfg, model_dir: Path):
     """The retrieval evaluation of ``clibd eval`` on the trained model (main process writes)."""
     from accelerate import PartialState
 
-    from clibd.eval.run import run_evaluation
+    from clibd.eval.evaluator import RetrievalEvaluator
     from clibd.models.clibd_model import CLIBDModel
 
     state = PartialState()  # the one training set up
     model = CLIBDModel.from_pretrained(model_dir).to(state.device)
     out = model_dir.parent / f"eval-{cfg.eval.split}"
-    run_evaluation(cfg, model, out, cfg.eval.split, state=state, checkpoint=str(model_dir))
+    RetrievalEvaluator(cfg, cfg.eval.split, state=state).run(model, out, checkpoint=str(model_dir))
     return out if state.is_main_process else None
 
 

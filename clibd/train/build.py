@@ -1,18 +1,26 @@
-"""What the training loop trains on: the model and the train / validation loaders built
-from the configured source (the demo data generated first when the config asks for it)."""
+"""Everything a training run works with, built once before the loop: the specimen table, the
+model and the train / validation loaders (the demo data generated first when the config asks
+for it), then the accelerator, optimiser, schedule and loss (``build_run``), and the state to
+start or resume from (``start_state``)."""
 
 from __future__ import annotations
 
+import math
+import shutil
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pandas as pd
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from clibd.config import Config
+from clibd.config import Config, save_config
+from clibd.data.bad_records import SkipReport
 from clibd.data.dataset import SpecimenDataset, build_dataloader
 from clibd.data.demo import ensure_demo
 from clibd.data.gpu_augment import BatchAugment
@@ -21,13 +29,19 @@ from clibd.data.sources import read_specimens
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.finetune import trainable_parameters
 from clibd.models.text import build_text_tokenizer
-from clibd.taxonomy import taxonomy_text
+from clibd.taxonomy import EVAL_RANKS, taxonomy_text
+from clibd.train.checkpoint import MODEL_DIR, CheckpointError, TrainerState, load_checkpoint
+from clibd.train.loss import ContrastiveLoss
+from clibd.train.optim import build_optimizer, build_scheduler, scaled_lr, tower_lr_scales
 from clibd.train.pretrain_dna.barcodes import unique_barcodes
 from clibd.train.pretrain_dna.spectral import fit_table
+from clibd.train.run_log import hyperparameters, truncate_log
 
 
 @dataclass
 class TrainingData:
+    table: pd.DataFrame  # the whole specimen table, read once (validation retrieval reuses it)
+    skips: SkipReport
     model: CLIBDModel
     train: SpecimenDataset
     train_loader: DataLoader
@@ -133,4 +147,128 @@ def build_training_data(cfg: Config, accelerator: Accelerator, model_dir: Option
     augment = None
     if train.image_size is not None and dc.augment.enabled and dc.augment.on_device:
         augment = BatchAugment(cfg.model.image.image_size, dc.augment, dc.mean, dc.std)
-    return TrainingData(model, train, train_loader, val_loader, trainable_parameters(model), augment)
+    return TrainingData(table, skips, model, train, train_loader, val_loader, trainable_parameters(model), augment)
+
+
+@dataclass
+class Run:
+    """What the loop works with, built once by :func:`build_run`."""
+
+    cfg: Config
+    accelerator: Accelerator
+    data: TrainingData
+    model: torch.nn.Module  # as prepared by accelerate (DDP-wrapped under a multi-process launch)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_loader: Any
+    val_loader: Any
+    loss_fn: ContrastiveLoss
+    total_steps: int
+    out_dir: Path
+
+    @property
+    def unwrapped(self) -> CLIBDModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "train_log.jsonl"
+
+    def labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The label columns the loss reads: every rank for hierarchical targets, else ``train.label_rank``."""
+        if self.cfg.train.loss_targets == "hierarchical":
+            return batch["labels"]
+        return batch["labels"][:, EVAL_RANKS.index(self.cfg.train.label_rank)]
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail at start-up, not after hours of training, when OUT cannot hold checkpoints."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write_probe-{uuid.uuid4().hex[:8]}"  # every rank probes at once
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise CheckpointError(f"output directory {out_dir} is not writable: {err}") from err
+
+
+def build_accelerator(cfg: Config, out_dir: Path) -> Accelerator:
+    tc = cfg.train
+    return Accelerator(
+        # Without a GPU, processes started by torchrun (`accelerate launch --multi_gpu`)
+        # join one gloo group only when accelerate is told to run on the CPU.
+        cpu=not torch.accelerator.is_available(),
+        mixed_precision=tc.mixed_precision,
+        gradient_accumulation_steps=tc.grad_accum,
+        log_with=list(tc.trackers) or None,
+        project_dir=str(out_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=tc.seed),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=tc.collective_timeout_s))],
+    )
+
+
+def build_run(cfg: Config, out_dir: Path, resume_from: Optional[Path]) -> Run:
+    """Data, model, optimiser and schedule, prepared by accelerate. The model is rebuilt from the
+    checkpoint on resume so the text vocabulary learned from the data is the one it was trained with."""
+    tc = cfg.train
+    accelerator = build_accelerator(cfg, out_dir)
+    if tc.cpu_threads and accelerator.device.type == "cpu":
+        torch.set_num_threads(tc.cpu_threads)
+    set_seed(tc.seed)
+    data = build_training_data(cfg, accelerator, resume_from / MODEL_DIR if resume_from else None)
+    if accelerator.is_main_process:
+        save_config(cfg, out_dir / "config.yaml")
+        for tower, (trainable, total) in data.trainable.items():
+            accelerator.print(f"trainable parameters {tower}: {trainable:,} / {total:,}")
+    lr = scaled_lr(tc, accelerator.num_processes)
+    optimizer = build_optimizer(data.model, tc, lr, tower_lr_scales(cfg.model))
+    model, optimizer, train_loader = accelerator.prepare(data.model, optimizer, data.train_loader)
+    val_loader = accelerator.prepare(data.val_loader) if data.val_loader is not None else None
+    steps_per_epoch = math.ceil(len(train_loader) / tc.grad_accum)
+    total_steps = tc.epochs * steps_per_epoch
+    if tc.max_steps is not None:
+        total_steps = min(tc.max_steps, total_steps)
+    if total_steps < 1:
+        raise ValueError(
+            f"nothing to train: {len(data.train_loader.dataset)} training specimens give {len(train_loader)} "
+            f"batches of {tc.batch_size} per process; lower train.batch_size or add data"
+        )
+    # Not prepared: accelerate would step it once per process and overrun OneCycle's total.
+    scheduler = build_scheduler(optimizer, tc, total_steps)
+    accelerator.register_for_checkpointing(scheduler)
+    rank_weights = [tc.rank_weights.get(r, 0.0) for r in EVAL_RANKS]
+    loss_fn = ContrastiveLoss(tc.loss_targets, accelerator.process_index, accelerator.num_processes, rank_weights)
+    accelerator.print(
+        f"training {total_steps} steps ({steps_per_epoch}/epoch) on {accelerator.num_processes} process(es), "
+        f"{accelerator.device}, global batch {tc.batch_size * accelerator.num_processes * tc.grad_accum}, "
+        f"peak lr {lr:.3g}"
+    )
+    return Run(
+        cfg, accelerator, data, model, optimizer, scheduler, train_loader, val_loader, loss_fn, total_steps, out_dir
+    )
+
+
+def start_state(run: Run, resume_from: Optional[Path]) -> TrainerState:
+    """The resumed state, or a fresh one over whatever an earlier run left in OUT."""
+    accelerator = run.accelerator
+    state = TrainerState()
+    if resume_from is not None:
+        state = load_checkpoint(accelerator, resume_from)
+        accelerator.print(
+            f"resumed from {resume_from} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
+        )
+    accelerator.init_trackers("clibd", config=hyperparameters(run.cfg))
+    if accelerator.is_main_process:
+        if resume_from is None and (run.ckpt_dir / "last").exists():
+            accelerator.print(
+                f"{run.out_dir} holds an earlier run: starting afresh over it (--resume latest continues it)"
+            )
+        if resume_from is None:  # an earlier run's best must not become this run's final model
+            shutil.rmtree(run.ckpt_dir / "best", ignore_errors=True)
+        truncate_log(run.log_path, state.step)
+    accelerator.wait_for_everyone()
+    return state

@@ -2,16 +2,15 @@
 
 A checkpoint is a directory: accelerate's state (model, optimizer, scheduler, RNG states of
 every process), the model as ``CLIBDModel.save_pretrained`` under ``model/``, and
-``trainer_state.json`` (step, epoch, position in the epoch), written last. It is written
-under a temporary name, every file fsynced, then renamed into place; the previous copy is
-moved to ``<name>.old`` for the instant between the two renames, so one complete
-checkpoint exists at every moment (``resolve_checkpoint`` falls back to ``.old``).
+``trainer_state.json`` (step, epoch, position in the epoch), written last. Every rank writes
+its files into a temporary sibling, then the main process commits it (``clibd.atomic``): the
+previous copy is moved to ``<name>.old`` for the instant between the two renames, so one
+complete checkpoint exists at every moment (``resolve_checkpoint`` falls back to ``.old``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import load
 from safetensors import SafetensorError
 
+from clibd.atomic import commit_directory, previous_copy, temporary_sibling
 from clibd.models.weights import refuse_unsafe_pickle
 
 STATE_FILE = "trainer_state.json"
@@ -40,27 +40,13 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint, or one could not be written."""
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")) + [root]:
-        _fsync_path(path)
-
-
 def is_complete(path: Path) -> bool:
     return (path / STATE_FILE).is_file() and (path / MODEL_DIR).is_dir()
 
 
 def save_checkpoint(accelerator: Accelerator, model, path: Path, state: TrainerState) -> None:
     """Write ``path`` atomically. Called on every process (accelerate saves per-rank RNG)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    old = path.with_name(f"{path.name}.old")
+    tmp = temporary_sibling(path)
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)  # left by a run killed while writing
     accelerator.wait_for_everyone()
@@ -71,15 +57,7 @@ def save_checkpoint(accelerator: Accelerator, model, path: Path, state: TrainerS
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=1))
-            _fsync_tree(tmp)
-            if path.exists():
-                if old.exists():
-                    shutil.rmtree(old)
-                path.rename(old)
-            tmp.rename(path)
-            _fsync_path(path.parent)
-            if old.exists():
-                shutil.rmtree(old)
+            commit_directory(tmp, path)
     except (OSError, RuntimeError, SafetensorError) as err:
         # torch.save reports a full disk as a RuntimeError ("unexpected pos ..."): say how
         # much room is left, and drop the partial copy so it does not hold on to the space.
@@ -98,7 +76,7 @@ def resolve_checkpoint(out_dir: Path, resume: str) -> Path:
             raise CheckpointError(f"{path} is not a complete checkpoint (no {STATE_FILE} or {MODEL_DIR}/)")
         return path
     last = out_dir / "checkpoints" / "last"
-    for candidate in (last, last.with_name("last.old")):
+    for candidate in (last, previous_copy(last)):
         if is_complete(candidate):
             return candidate
     raise CheckpointError(f"--resume latest: no complete checkpoint under {last.parent}")

@@ -11,7 +11,7 @@ gradient of the whole-batch loss (tests/test_loss_distributed.py checks this).
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Sequence
+from typing import Sequence, get_args
 
 import torch
 import torch.distributed as dist
@@ -19,8 +19,9 @@ import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MODALITY_ORDER: tuple[str, ...] = ("image", "dna", "text")
-TARGETS = ("identity", "label", "hierarchical")
+from clibd.config import MODALITIES, LossTargets
+
+TARGETS = get_args(LossTargets)
 
 
 def _gather_rows(x: Tensor, sizes: list[int], with_grad: bool) -> Tensor:
@@ -53,7 +54,7 @@ class ContrastiveLoss(nn.Module):
     def __init__(
         self,
         targets: str = "identity",
-        rank: int = 0,
+        process_index: int = 0,
         world_size: int = 1,
         rank_weights: Sequence[float] = (),
     ) -> None:
@@ -64,7 +65,7 @@ class ContrastiveLoss(nn.Module):
             raise ValueError(f"hierarchical loss targets need non-negative rank weights, got {list(rank_weights)}")
         self.targets = targets
         self.rank_weights = torch.tensor(list(rank_weights), dtype=torch.float32)
-        self.rank = rank
+        self.process_index = process_index
         self.world_size = world_size
 
     def _sizes(self, n_local: int, device: torch.device) -> list[int]:
@@ -97,7 +98,7 @@ class ContrastiveLoss(nn.Module):
     def forward(
         self, features: dict[str, Tensor], logit_scale: Tensor, labels: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        present = [m for m in MODALITY_ORDER if m in features]
+        present = [m for m in MODALITIES if m in features]
         if len(present) < 2:
             raise ValueError(f"contrastive loss needs at least two modalities, got {sorted(features)}")
         if self.targets != "identity" and labels is None:
@@ -105,7 +106,7 @@ class ContrastiveLoss(nn.Module):
         n_local = features[present[0]].shape[0]
         device = features[present[0]].device
         sizes = self._sizes(n_local, device)
-        offset = sum(sizes[: self.rank])
+        offset = sum(sizes[: self.process_index])
         feats = {m: features[m].float() for m in present}
         if self.world_size == 1:
             global_feats = feats

@@ -30,6 +30,7 @@ import torch
 import clibd.train.loop as training
 from clibd.models.clibd_model import CLIBDModel
 from clibd.train.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
+from clibd.train.loss import ContrastiveLoss
 from tests.helpers.tiny_run import logged, tiny_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
@@ -55,14 +56,14 @@ def _arm(hook: str, n: int) -> None:
         return calls["n"] == n
 
     if hook == "step":
-        real_forward = training.ContrastiveLoss.forward
+        real_forward = ContrastiveLoss.forward
 
         def forward(self, *args, **kwargs):
             if torch.is_grad_enabled() and due():
                 _kill_self()
             return real_forward(self, *args, **kwargs)
 
-        training.ContrastiveLoss.forward = forward
+        ContrastiveLoss.forward = forward
     elif hook == "torch.save":
         real_save = torch.save
 

@@ -40,7 +40,7 @@ def test_ranks_probing_one_output_folder_at_once_all_pass(tmp_path, monkeypatch)
     """Every rank checks at start-up that OUT is writable; one rank's probe must not remove another's."""
     from pathlib import Path
 
-    import clibd.train.loop as training
+    from clibd.train.build import check_writable
 
     real_write = Path.write_bytes
     other_ran = []
@@ -49,9 +49,9 @@ def test_ranks_probing_one_output_folder_at_once_all_pass(tmp_path, monkeypatch)
         written = real_write(self, data)
         if self.name.startswith(".write_probe") and not other_ran:
             other_ran.append(True)
-            training._check_writable(self.parent)  # the other rank, between this one's write and unlink
+            check_writable(self.parent)  # the other rank, between this one's write and unlink
         return written
 
     monkeypatch.setattr(Path, "write_bytes", write_bytes)
-    training._check_writable(tmp_path / "out")
+    check_writable(tmp_path / "out")
     assert other_ran and list((tmp_path / "out").iterdir()) == []
