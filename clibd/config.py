@@ -31,6 +31,16 @@ Rank = Literal[EVAL_RANKS]  # type: ignore[valid-type]
 DnaPooling = Literal["mean", "mean_all", "kmer_bag"]
 DnaHead = Literal["linear", "mlm_softmax", "identity"]
 EvalSplit = Literal["test", "val"]  # the query splits of the retrieval protocol (docs/datasets.md)
+# How barcodes are cleaned before k-mer tokenisation (clibd/data/dna_tokenizer.py): clibd upper-cases,
+# removes gaps and strips trailing Ns | original (the published code) does none of this.
+DnaCleaning = Literal["clibd", "original"]
+# How images become pixels (clibd/data/transforms.py): clibd decodes JPEGs at a reduced DCT scale and
+# resizes the uint8 image | original decodes the whole image, converts it to float first (ToTensor)
+# and resizes, crops and rotates the float tensor, as the published code composes it.
+ImagePipeline = Literal["clibd", "original"]
+# Retrieval queries (and keys) without a label at a rank: left out at that rank | scored as one more
+# class, "not_classified", as the published evaluation does (docs/fidelity.md).
+Unlabelled = Literal["drop", "class"]
 
 # The three towers, in the order every table, loss pair and results file lists them.
 MODALITIES = ("image", "dna", "text")
@@ -193,7 +203,10 @@ class DataConfig:
     # Evaluation view: shorter side resized to this, then the centre image_size crop; None = image_size
     # (the whole shorter side). The published system: 256 for a 224 crop.
     eval_resize: Optional[int] = None
+    image_pipeline: ImagePipeline = "clibd"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Saved with a trained model (config.json "dna_tokenizer"), so every later use of it cleans alike.
+    dna_cleaning: DnaCleaning = "clibd"
     num_workers: int = 2
     pin_memory: bool = True
 
@@ -265,6 +278,7 @@ class EvalConfig:
     # Also score the fused image+DNA features as the published system does: their mean ("image_dna_mean")
     # and concatenation ("image_dna_concat") as queries and keys, and every key modality stacked ("all").
     fused_pairs: bool = False
+    unlabelled: Unlabelled = "drop"
 
 
 @dataclass
@@ -357,20 +371,43 @@ def config_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, Di
     return chain + [(path, data)]
 
 
+# A preset may ask for a value it cannot know (configs/bioscan5m/paper.yaml: the BarcodeBERT checkpoint):
+# ``requires: {key: why}``. The key must then be set by the command line or a file extending the preset,
+# else the error names the key, the file and why. (OmegaConf's ``???`` cannot do this: merging it over
+# a default keeps the default.)
+REQUIRES = "requires"
+# Spellings of "no checkpoint" a command line may use for ``model.dna.pretrained``.
+NO_CHECKPOINT = ("none", "null")
+_UNSET = object()
+
+
+def _sets(data: DictConfig, key: str) -> bool:
+    return OmegaConf.select(data, key, default=_UNSET) is not _UNSET
+
+
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
     """Defaults <- YAML file (after the files it extends) <- ``key.sub=value`` overrides, checked
     against the schema."""
     cfg = OmegaConf.structured(Config)
-    if path is not None:
-        for source, data in config_chain(Path(path)):
-            cfg = _merge(cfg, data, str(source))
+    required: dict[str, tuple[Path, str]] = {}  # key -> (the file asking, why)
+    for source, data in config_chain(Path(path)) if path is not None else []:
+        required = {key: asked for key, asked in required.items() if not _sets(data, key)}
+        required.update({str(key): (source, str(why)) for key, why in (data.pop(REQUIRES, None) or {}).items()})
+        cfg = _merge(cfg, data, str(source))
     if overrides:
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ConfigError(f"overrides must look like key.sub=value, got {bad}")
-        cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command line")
+        given = OmegaConf.from_dotlist(list(overrides))
+        required = {key: asked for key, asked in required.items() if not _sets(given, key)}
+        cfg = _merge(cfg, given, "command line")
+    for key, (source, why) in required.items():
+        raise ConfigError(f"{source} requires {key}: {why}")
     OmegaConf.resolve(cfg)
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    dna = config.model.dna
+    if isinstance(dna.pretrained, str) and dna.pretrained.lower() in NO_CHECKPOINT:
+        dna.pretrained = None  # model.dna.pretrained=none: from scratch, said explicitly
     check_dna_tower(config.model)
     check_best_metric(config)
     return config

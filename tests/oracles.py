@@ -30,6 +30,24 @@ def kmer_tokenize_reference(
     return np.array(ids), np.array(masks)
 
 
+def original_sequence_pipeline(sequences: list[str], k: int = 5, max_len: int = 660) -> np.ndarray:
+    """The published CLIBD's DNA token ids, spelt out from its code (commit 7d73f80):
+    ``bioscanclip/model/dna_encoder.py`` ``get_sequence_pipeline`` (lines 53-63):
+    ``[0, *vocab(tokenizer(pad(x)))]`` with ``pad = PadSequence(660)`` (``bioscanclip/util/util.py``
+    lines 77-85: cut to 660 characters or right-padded with "N"), ``tokenizer = KmerTokenizer(k,
+    stride=k)`` (lines 88-98: every k-th k-mer, as it is) and torchtext's
+    ``build_vocab_from_iterator(product("ACGT", repeat=k), specials=["<MASK>", "<CLS>", "<UNK>"])``
+    with ``<UNK>`` as the default index (equal counts: the k-mers sorted, i.e. product order)."""
+    vocab = {"".join(kmer): i + 3 for i, kmer in enumerate(itertools.product("ACGT", repeat=k))}
+    unk = 2
+    rows = []
+    for x in sequences:
+        padded = x[:max_len] if len(x) > max_len else x + "N" * (max_len - len(x))
+        kmers = [padded[i : i + k] for i in range(0, len(padded) - k + 1, k)]
+        rows.append([0, *[vocab.get(kmer, unk) for kmer in kmers]])
+    return np.array(rows)
+
+
 def topk_accuracy_reference(
     query_labels: np.ndarray, neighbour_labels: np.ndarray, ks: tuple[int, ...], ranks: tuple[str, ...]
 ) -> dict:

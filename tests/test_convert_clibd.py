@@ -2,15 +2,28 @@
 tiny sizes by tests/helpers/original_clibd.py) becomes a CLIBDModel whose embeddings equal the
 original's forward pass on the same inputs."""
 
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision import transforms as v1
 
 from clibd.cli import main
-from clibd.config import TextTowerConfig
+from clibd.config import TextTowerConfig, load_config
+from clibd.embed.embedder import Embedder
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.text import build_text_tokenizer
 from clibd.models.weights import CheckpointMismatchError
+from tests.data_paths import REAL_IMAGES, needs_shared_data
 from tests.helpers.original_clibd import OriginalCLIBD
+from tests.oracles import original_sequence_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CORPUS = [
     "Diptera Cecidomyiidae not_classified not_classified",
@@ -118,3 +131,94 @@ def test_text_tokenizer_is_never_downloaded(tmp_path, monkeypatch) -> None:
         "Hugging Face cache; pass --text-tokenizer DIR",
     ):
         _convert(tmp_path, tmp_path / "out")
+
+
+# ---- the converted folder carries the original's inference recipe --------------------------------------
+
+ORIGINAL_EVAL_VIEW = v1.Compose([v1.ToTensor(), v1.Resize(size=256, antialias=True), v1.CenterCrop(224)])
+"""bioscanclip/util/dataset.py lines 217-222: the original's evaluation transform, as it composes it."""
+
+
+@pytest.fixture(scope="module")
+def converted_224(tmp_path_factory):
+    """A tiny original with a 224-px ViT (the published input size), converted with ``clibd convert-clibd``."""
+    tmp = tmp_path_factory.mktemp("convert224")
+    tokenizer = build_text_tokenizer(TextTowerConfig(name=None, vocab_size=80), CORPUS)
+    tokenizer.save_pretrained(tmp / "tok")
+    original = OriginalCLIBD(dna_vocab=3 + 4**5, text_vocab=len(tokenizer), image_size=224)
+    _save(original, tmp / "best.pth", ddp=False, old_names=False)
+    _their_yaml(tmp / "their.yaml", True, tmp / "tok")
+    assert _convert(tmp, tmp / "converted", "--dna-heads", "2", "--text-heads", "3") == 0
+    return original, tokenizer, tmp / "converted"
+
+
+def test_converted_folder_records_the_originals_inputs(converted_224) -> None:
+    _, _, folder = converted_224
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["image_normalization"] == {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    assert meta["image_view"] == {"eval_resize": 256, "pipeline": "original"}
+    assert meta["dna_tokenizer"] == {
+        "k": 5, "stride": 5, "vocab": "barcodebert_v1", "max_nucleotides": 660, "prefix_id": 0, "cleaning": "original"
+    }  # fmt: skip
+    model = meta["model"]
+    assert model["logit_scale_max"] is None  # the original's logit scale is never clamped
+    assert (model["text"]["max_length"], model["text"]["pooling"]) == (20, "mean_all")
+    dna = model["dna"]
+    assert (dna["head"], dna["pooling"], dna["attention_mask"]) == ("mlm_softmax", "mean_all", False)
+    # config.yaml: `python eval.py --checkpoint DIR data.root=...` evaluates with the original's protocol,
+    # the paper preset's data and eval values.
+    run = load_config(folder / "config.yaml")
+    paper = load_config(ROOT / "configs/bioscan5m/paper.yaml", ["model.dna.pretrained=none"])
+    for field in ("mean", "std", "eval_resize", "image_pipeline", "dna_cleaning"):
+        assert getattr(run.data, field) == getattr(paper.data, field), field
+    for field in ("precision", "fused_pairs", "unlabelled"):
+        assert getattr(run.eval, field) == getattr(paper.eval, field), field
+    assert run.train.seed == paper.train.seed == 42 and run.eval.modalities == ["image", "dna", "text"]
+    assert CLIBDModel.from_pretrained(folder).dna_tokenizer.cleaning == "original"
+
+
+@needs_shared_data
+def test_converted_folder_feeds_the_model_the_originals_pixels(converted_224) -> None:
+    """What the Embedder of a converted folder feeds the ViT, against the original's transform, on real
+    1024x768 BIOSCAN photos: identical pixels (max abs difference 0), and no warning."""
+    _, _, folder = converted_224
+    photos = sorted(REAL_IMAGES.glob("*.jpg"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embedder = Embedder(folder, device="cpu", batch_size=8)
+    fed = []
+    encode = embedder.encode
+    embedder.encode = lambda batch, modality: fed.append(batch["image"].cpu()) or encode(batch, modality)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embedder.embed_images(photos)
+    ours = torch.cat(fed)
+    theirs = torch.stack([ORIGINAL_EVAL_VIEW(Image.open(io.BytesIO(p.read_bytes()))) for p in photos])
+    assert len(photos) == 40 and ours.shape == theirs.shape == (40, 3, 224, 224)
+    assert (ours - theirs).abs().max().item() == 0.0
+
+
+@needs_shared_data
+def test_clibd_embed_on_a_converted_folder_embeds_as_the_original(converted_224, tmp_path) -> None:
+    """`clibd embed` of real photos and messy barcodes with the converted folder: the original's forward on
+    its own inputs (its transform, its token ids), with no warning; text padded to its 20 tokens."""
+    original, tokenizer, folder = converted_224
+    photos = sorted(REAL_IMAGES.glob("valid_*.jpg"))[:6]
+    for photo in photos:
+        (tmp_path / "photos").mkdir(exist_ok=True)
+        (tmp_path / "photos" / photo.name).write_bytes(photo.read_bytes())
+    messy = ["aacatt" * 30 + "N" * 40, "AACATTATATTT---TATTTTTGGAGCTTGAGCAGGAATAGTAGGAACTTCTTTAAGAA" * 9]
+    (tmp_path / "new.fasta").write_text("".join(f">b{i}\n{s}\n" for i, s in enumerate(messy)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kind, inputs in (("images", str(tmp_path / "photos")), ("dna", str(tmp_path / "new.fasta"))):
+            command = ["embed", "--checkpoint", str(folder), f"--{kind}", inputs, "--out", str(tmp_path / f"{kind}.npy")]
+            assert main([*command, "--device", "cpu", "--keep-flagged", "--max-ambiguous", "1", "--min-valid-nt", "1"]) == 0
+    images = torch.stack([ORIGINAL_EVAL_VIEW(Image.open(p)) for p in photos])
+    ids = torch.from_numpy(original_sequence_pipeline(messy))
+    text = tokenizer(CORPUS, padding="max_length", max_length=20, truncation=True, return_tensors="pt")
+    expected = original.embed(images, ids, dict(text))
+    np.testing.assert_allclose(np.load(tmp_path / "images.npy"), expected["image"].numpy(), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "dna.npy"), expected["dna"].numpy(), rtol=0, atol=2e-6)
+    embedder = Embedder(folder, device="cpu")
+    np.testing.assert_allclose(embedder.embed_text(CORPUS), expected["text"].numpy(), rtol=0, atol=2e-6)

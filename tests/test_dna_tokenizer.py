@@ -4,7 +4,7 @@ import pytest
 
 from clibd import KmerTokenizer
 from tests.data_paths import BOLD_4K, BOLD_NL, needs_shared_data
-from tests.oracles import kmer_tokenize_reference
+from tests.oracles import kmer_tokenize_reference, original_sequence_pipeline
 
 
 def test_exact_tokens_barcodebert_layout() -> None:
@@ -93,3 +93,58 @@ def test_encode_cached_reuses_the_file_and_rebuilds_a_corrupt_one(tmp_path, monk
 
     other = KmerTokenizer(k=4, max_nucleotides=32, vocab="barcodebert_v1").encode_cached(["ACGTACGT", "TTTT"], tmp_path)
     assert other.ids.shape[1] == first.ids.shape[1] + 1 and len(list(tmp_path.glob("dna-*.npz"))) == 2
+
+
+# Barcodes as they come: lower case, alignment gaps, N padding at either end, IUPAC codes, whitespace,
+# over-long, non-ASCII (one character each, as in the original's Python strings).
+MESSY = [
+    "aacatt" * 30,
+    "AACATTATATTTTATTTTTGGAGCTTGAGCAGGAATAGTAGGAACTTC" * 4,
+    "AACATTATATTT---TATTTTTGGAGC--TTGAGCAGGAATAGTAGGAACT" * 3,
+    "NNNNNACATTATATTTTATTTTTGGAGCTTGAGCAGG" + "N" * 40,
+    "AACATTatatTTTATTTTTGGAGCTTGAGCAGGNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNN",
+    "AACATTRYATTTTATTTTTGG AGCTTGA\nGCAGG.AATAGT",
+    "ACGT" * 200,
+    "ACGTé✓ACGTACGTA",
+    "",
+]
+
+
+def original_tokenizer() -> KmerTokenizer:
+    return KmerTokenizer(k=5, vocab="barcodebert_v1", max_nucleotides=660, prefix_id=0, cleaning="original")
+
+
+def test_original_cleaning_gives_the_originals_token_ids() -> None:
+    ids, mask = original_tokenizer()(MESSY)
+    expected = original_sequence_pipeline(MESSY)
+    assert ids.shape == expected.shape == (len(MESSY), 133)
+    assert np.array_equal(ids, expected)  # max abs difference 0
+    # Trailing Ns stay part of the barcode: the mask covers them (the original has no mask at all).
+    assert mask[4].sum() == 1 + len(MESSY[4]) // 5
+    # Our cleaning reads the same barcodes differently: case, gaps and whitespace are what differ.
+    ours = KmerTokenizer(k=5, vocab="barcodebert_v1", max_nucleotides=660, prefix_id=0)(MESSY).ids
+    differing = [i for i in range(len(MESSY)) if not np.array_equal(ours[i], expected[i])]
+    assert differing == [0, 2, 4, 5]  # lower case, gaps, lower case, gaps/whitespace; N padding is the same
+
+
+def test_original_lower_case_kmers_and_gaps_are_unk() -> None:
+    tok = KmerTokenizer(k=3, vocab="barcodebert_v1", max_nucleotides=9, prefix_id=0, cleaning="original")
+    ids, _ = tok(["acgACG", "AC-GTA", "ACGTNN"])
+    acg = tok.kmer_offset + int("012", 4)  # A=0, C=1, G=2
+    assert ids.tolist() == [
+        [0, tok.unk_id, acg, tok.unk_id],
+        [0, tok.unk_id, tok.kmer_offset + int("230", 4), tok.unk_id],  # "AC-" UNK, "GTA" (G=2 T=3 A=0), padding
+        [0, acg, tok.unk_id, tok.unk_id],
+    ]
+    assert tok.settings()["cleaning"] == "original"
+    with pytest.raises(ValueError, match=r"DNA cleaning 'raw': choose one of \('clibd', 'original'\)"):
+        KmerTokenizer(cleaning="raw")
+
+
+@needs_shared_data
+def test_original_cleaning_on_real_messy_bold_barcodes() -> None:
+    """515 real BOLD records (56 with gaps, 4 with lower-case bases): every token id the original's."""
+    barcodes = pd.read_csv(BOLD_NL, sep="\t", usecols=["nuc"], dtype=str)["nuc"].fillna("").tolist()
+    ids, _ = original_tokenizer()(barcodes)
+    assert np.array_equal(ids, original_sequence_pipeline(barcodes))
+    assert sum("-" in b for b in barcodes) == 56 and sum(any(c.islower() for c in b) for b in barcodes) == 4

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as v1
 
-from clibd.config import AugmentConfig, TextTowerConfig, load_config
+from clibd.config import AugmentConfig, ConfigError, TextTowerConfig, load_config
 from clibd.data.text import encode_taxonomy
 from clibd.data.transforms import build_normalize, build_pil_transform, decode_side
 from clibd.models.text import TextTower, build_text_tokenizer
@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER_AUGMENT = AugmentConfig(
     resize_before_crop=256, scale_min=0.08, hflip=0.5, vflip=0.5, rotate_degrees=45, rotate_fill=0, color_jitter=0
 )
+FROM_SCRATCH = ["model.dna.pretrained=none"]  # the paper presets require the BarcodeBERT checkpoint, or this
 
 
 def _noise(width: int, height: int, seed: int) -> Image.Image:
@@ -68,6 +69,23 @@ def test_paper_training_transform_is_the_originals_composition_under_a_seed():
     assert crop.scale == (0.08, 1.0) and crop.ratio == pytest.approx((3 / 4, 4 / 3))
     assert list(rotation.degrees) == [-45.0, 45.0]
     assert decode_side(224, PAPER_AUGMENT) == 256
+
+
+def test_original_pipeline_training_view_is_the_originals_float_composition_exactly():
+    # bioscanclip/util/dataset.py lines 185-195, as composed there: ToTensor first, then every step on floats.
+    original = v1.Compose([
+        v1.ToTensor(), v1.Resize(size=256, antialias=True), v1.RandomResizedCrop(224, antialias=True),
+        v1.RandomHorizontalFlip(), v1.RandomVerticalFlip(), v1.RandomRotation(degrees=(-45, 45)),
+    ])  # fmt: skip
+    ours = build_pil_transform(224, PAPER_AUGMENT, pipeline="original")
+    img = _noise(341, 300, seed=1)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        expected = original(img)
+        torch.manual_seed(seed)
+        got = build_normalize([0.0] * 3, [1.0] * 3)(ours(img))
+        assert got.dtype == torch.float32 and torch.equal(got, expected), f"seed {seed}"
+    assert decode_side(224, PAPER_AUGMENT, pipeline="original") is None  # the whole image, as the original
 
 
 def test_paper_rotation_fills_black_corners():
@@ -146,7 +164,7 @@ def test_paper_vit_weights_are_timms_default_for_the_name(monkeypatch):
     assert timm.models.get_pretrained_cfg("vit_base_patch16_224").tag == "augreg2_in21k_ft_in1k"
     calls = []
     monkeypatch.setattr(image.timm, "create_model", lambda name, **kw: calls.append((name, kw["pretrained"])))
-    cfg = load_config(ROOT / "configs/bioscan5m/paper.yaml").model.image
+    cfg = load_config(ROOT / "configs/bioscan5m/paper.yaml", FROM_SCRATCH).model.image
     assert isinstance(cfg, ImageTowerConfig)
     image.build_timm(cfg, load_weights=True)  # no download: create_model is replaced
     assert calls == [("vit_base_patch16_224.augreg2_in21k_ft_in1k", True)]
@@ -154,8 +172,10 @@ def test_paper_vit_weights_are_timms_default_for_the_name(monkeypatch):
 
 @pytest.mark.parametrize("dataset, epochs", [("bioscan5m", 20), ("bioscan1m", 50)])
 def test_paper_presets_set_every_recipe_switch(dataset, epochs):
-    cfg = load_config(ROOT / f"configs/{dataset}/paper.yaml")
+    cfg = load_config(ROOT / f"configs/{dataset}/paper.yaml", FROM_SCRATCH)
     assert (cfg.data.mean, cfg.data.std, cfg.data.eval_resize) == ([0.0] * 3, [1.0] * 3, 256)
+    assert (cfg.data.image_pipeline, cfg.data.dna_cleaning, cfg.eval.unlabelled) == ("original",) * 2 + ("class",)
+    assert cfg.train.seed == 42 and cfg.model.logit_scale_max is None and cfg.model.dna.pretrained is None
     assert cfg.data.augment == PAPER_AUGMENT
     assert (cfg.model.image.name, cfg.model.image.pretrained) == ("vit_base_patch16_224", "augreg2_in21k_ft_in1k")
     assert (cfg.model.text.max_length, cfg.model.text.pooling) == (20, "mean_all")
@@ -170,12 +190,32 @@ def test_paper_presets_set_every_recipe_switch(dataset, epochs):
     ours = load_config(ROOT / f"configs/{dataset}/image_dna_text.yaml")
     assert (ours.data.eval_resize, ours.model.text.pooling, ours.eval.fused_pairs) == (None, "mean", False)
     assert (ours.model.dna.head, ours.model.dna.pooling, ours.model.dna.attention_mask) == ("linear", "mean", True)
+    assert (ours.data.image_pipeline, ours.data.dna_cleaning, ours.eval.unlabelled) == ("clibd", "clibd", "drop")
+
+
+@pytest.mark.parametrize("dataset", ["bioscan5m", "bioscan1m"])
+def test_paper_presets_require_the_barcodebert_checkpoint_or_an_explicit_none(dataset, tmp_path):
+    # The original always loads BarcodeBERT (bioscanclip/model/simple_clip.py lines 196-204), the 5-mer
+    # checkpoint of bioscanclip/config/global_config.yaml line 35.
+    paper = ROOT / f"configs/{dataset}/paper.yaml"
+    with pytest.raises(ConfigError) as refused:
+        load_config(paper)
+    assert str(refused.value).startswith(f"{ROOT / 'configs/bioscan5m/paper.yaml'} requires model.dna.pretrained: ")
+    assert "trained_with_canada_1_5M/model_41.pth" in str(refused.value)
+    assert "model.dna.pretrained=none to train the DNA tower from scratch" in str(refused.value)
+    assert load_config(paper, ["model.dna.pretrained=/ckpt/model_41.pth"]).model.dna.pretrained == "/ckpt/model_41.pth"
+    for spelling in ("none", "None", "null"):
+        assert load_config(paper, [f"model.dna.pretrained={spelling}"]).model.dna.pretrained is None
+    # A file extending the preset may give it too.
+    extending = tmp_path / "mine.yaml"
+    extending.write_text(f"extends: {paper}\nmodel:\n  dna:\n    pretrained: /ckpt/model_41.pth\n")
+    assert load_config(extending).model.dna.pretrained == "/ckpt/model_41.pth"
 
 
 def test_print_config_shows_the_resolved_recipe_without_data(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/bioscan5m/paper.yaml"),
-         "--print-config", f"data.root={tmp_path / 'absent'}", "train.epochs=3"],
+         "--print-config", f"data.root={tmp_path / 'absent'}", "train.epochs=3", *FROM_SCRATCH],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr

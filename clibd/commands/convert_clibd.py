@@ -2,8 +2,8 @@
 
 Turns a ``best.pth`` released with the original CLIBD (bioscan-ml/clibd: image+DNA or
 image+DNA+text, BIOSCAN-1M or -5M, full fine-tuning or LoRA) into a CLIBDModel folder, given the
-model yaml it was trained with (``bioscanclip/config/model_config/.../*.yaml``). See
-docs/published.md for the inputs that reproduce the original's embeddings and what is unverified.
+model yaml it was trained with (``bioscanclip/config/model_config/.../*.yaml``). The folder carries
+the original's input pipeline and a ``config.yaml`` with its evaluation protocol (docs/published.md).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
-    from clibd.models.convert_clibd import convert_original, read_original_config
+    from clibd.models.convert_clibd import convert_original, read_original_config, save_converted
 
     setup = read_original_config(args.config)
     tokenizer = None
@@ -36,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
     model = convert_original(
         args.checkpoint, setup, text_tokenizer=tokenizer, dna_heads=args.dna_heads, text_heads=args.text_heads
     )
-    out = model.save_pretrained(args.out)
+    out = save_converted(model, args.out)
     print(f"converted {args.checkpoint} ({', '.join(model.modalities)}) -> {out}")
-    print("to embed as the original did, evaluate with its input pipeline: see docs/published.md")
+    print(
+        "it embeds new specimens through the original's input pipeline (clibd embed / classify / index); "
+        f"evaluate it as the original did with: python eval.py --checkpoint {out} data.root=... (docs/published.md)"
+    )
     return 0

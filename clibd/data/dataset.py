@@ -76,11 +76,17 @@ class SpecimenDataset(Dataset):
         self.augmented = False
         if image_size is not None:
             augment = data_cfg.augment if train else None
-            self._decode_side = decode_side(image_size, augment, data_cfg.eval_resize)
+            pipeline = data_cfg.image_pipeline
+            self._decode_side = decode_side(image_size, augment, data_cfg.eval_resize, pipeline)
             self.augmented = augment is not None and augment.enabled
-            self.transform = build_pil_transform(image_size, augment, data_cfg.eval_resize)
+            self.transform = build_pil_transform(image_size, augment, data_cfg.eval_resize, pipeline)
             self.normalize = build_normalize(data_cfg.mean, data_cfg.std)
             if augment is not None and augment.enabled and augment.on_device:
+                if pipeline == "original":
+                    raise ValueError(
+                        "data.augment.on_device augments uint8 crops on the device; data.image_pipeline=original "
+                        "resizes and rotates float tensors as the published code does: choose one"
+                    )
                 # uint8 squares, augmented and normalised on the device (clibd/data/gpu_augment.py).
                 self.image_size = self._decode_side
                 self.transform = build_pil_transform(self._decode_side)

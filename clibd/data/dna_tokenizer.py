@@ -1,11 +1,16 @@
 """Vectorised k-mer tokenisation of DNA barcodes, compatible with BarcodeBERT checkpoints.
 
-Cleaning (documented behaviour, applied identically by the test oracle):
+Cleaning (``cleaning="clibd"``, the default; documented behaviour, applied identically by the test oracle):
   1. non-ASCII characters become ``?`` (one each), ASCII letters are upper-cased; alignment gaps (``-``, ``.``) and ASCII whitespace are removed;
      any other non-ACGT character (N, IUPAC codes, digits, non-ASCII) stays and makes
      every k-mer that covers it ``UNK``;
   2. trailing ``N`` runs are stripped (BOLD pads barcodes with N; they carry no signal);
   3. the sequence is truncated / right-padded with ``N`` to ``max_nucleotides``.
+``cleaning="original"`` (``data.dna_cleaning: original``) does step 3 only, as the published
+CLIBD code does (``bioscanclip/util/util.py`` ``PadSequence`` and ``KmerTokenizer``, lines 77-98,
+then torchtext's vocabulary with ``<UNK>`` as default, ``bioscanclip/model/dna_encoder.py`` line 61):
+a lower-case k-mer, or one holding a gap, whitespace or any non-ACGT character, is ``UNK``; trailing
+Ns stay and count towards ``max_nucleotides``.
 Tokens are the k-mers starting every ``stride`` nucleotides (stride = k: non-overlapping).
 A k-mer lying wholly in the padding gets ``attention_mask`` 0, so pooling never counts it;
 its id is ``UNK``, what the checkpoints saw for N padding.
@@ -25,10 +30,12 @@ import uuid
 import warnings
 import zipfile
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Sequence, get_args
 
 import numpy as np
 import scipy.sparse as sp
+
+from clibd.config import DnaCleaning
 
 VOCAB_LAYOUTS: dict[str, tuple[str, ...]] = {
     "barcodebert": ("[MASK]", "[UNK]"),
@@ -46,6 +53,8 @@ for _i, _b in enumerate(b"ACGT"):
 _CODE_TABLE[ord("N")] = _CODE_TABLE[ord("n")] = _N_CODE
 _CODE_TABLE = bytes(_CODE_TABLE)
 _N_BYTE = bytes([_N_CODE])
+# cleaning="original": upper-case A/C/G/T only; everything else (lower case, gaps, N) makes a k-mer UNK.
+_ORIGINAL_TABLE = bytes(i if (i := b"ACGT".find(byte)) >= 0 else 4 for byte in range(256))
 
 
 class KmerEncoding(NamedTuple):
@@ -58,6 +67,14 @@ def encode_sequence(seq: str) -> bytes:
     return seq.encode("ascii", "replace").translate(_CODE_TABLE, _DELETE).rstrip(_N_BYTE)
 
 
+def encode_sequence_original(seq: str) -> bytes:
+    """The published code's (no) cleaning, as nucleotide codes: one code per character."""
+    return seq.encode("ascii", "replace").translate(_ORIGINAL_TABLE)
+
+
+ENCODERS = {"clibd": encode_sequence, "original": encode_sequence_original}
+
+
 class KmerTokenizer:
     """``KmerTokenizer(k=4, vocab="barcodebert")(["ACGT...", ...]) -> (ids, mask)``."""
 
@@ -68,6 +85,7 @@ class KmerTokenizer:
         max_nucleotides: int = 660,
         stride: int | None = None,
         prefix_id: int | None = None,
+        cleaning: DnaCleaning = "clibd",
     ) -> None:
         if vocab not in VOCAB_LAYOUTS:
             raise ValueError(f"unknown DNA vocabulary layout {vocab!r}; choose one of {sorted(VOCAB_LAYOUTS)}")
@@ -93,6 +111,18 @@ class KmerTokenizer:
         self.vocab_size = self.kmer_offset + 4**k
         self.n_kmers = (max_nucleotides - k) // self.stride + 1
         self.length = self.n_kmers + (self.cls_id is not None)
+        self.cleaning = cleaning
+
+    @property
+    def cleaning(self) -> DnaCleaning:
+        """``clibd`` | ``original``: the cleaning rules above (``data.dna_cleaning``)."""
+        return self._cleaning
+
+    @cleaning.setter
+    def cleaning(self, value: DnaCleaning) -> None:
+        if value not in ENCODERS:
+            raise ValueError(f"DNA cleaning {value!r}: choose one of {get_args(DnaCleaning)}")
+        self._cleaning = value
 
     @property
     def vocab(self) -> list[str]:
@@ -106,6 +136,7 @@ class KmerTokenizer:
             "vocab": self.layout,
             "max_nucleotides": self.max_nucleotides,
             "prefix_id": self.cls_id,
+            "cleaning": self.cleaning,
         }
 
     def __call__(self, sequences: Sequence[str], chunk_size: int = 32768) -> KmerEncoding:
@@ -119,7 +150,8 @@ class KmerTokenizer:
 
     def _encode_chunk(self, sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         L, k, s = self.max_nucleotides, self.k, self.stride
-        cleaned = [encode_sequence(seq)[:L] for seq in sequences]
+        encode = ENCODERS[self.cleaning]
+        cleaned = [encode(seq)[:L] for seq in sequences]
         lengths = np.fromiter(map(len, cleaned), dtype=np.int64, count=len(cleaned))
         raw = b"".join(c.ljust(L, _N_BYTE) for c in cleaned)
         codes = np.frombuffer(raw, dtype=np.uint8).reshape(len(cleaned), L)

@@ -4,7 +4,8 @@ Decoding rules:
   - grey-scale, palette, CMYK and 16-bit images are converted to RGB; images with
     transparency are composited on white (the BIOSCAN background), not on black;
   - JPEGs decode in PIL's draft mode at the smallest DCT scale (1/2, 1/4, 1/8) that still
-    covers the size the transform needs, so 1024x768 originals decode several times faster;
+    covers the size the transform needs, so 1024x768 originals decode several times faster
+    (``data.image_pipeline: original`` decodes them whole, as the published code does);
   - empty, unidentifiable or truncated data raises ``ImageDecodeError`` naming the ref;
   - an image whose header declares more than ``MAX_IMAGE_PIXELS`` pixels is refused before
     any pixel is decoded (decompression-bomb guard).
@@ -21,7 +22,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from clibd.config import AugmentConfig, DataConfig
+from clibd.config import AugmentConfig, DataConfig, ImagePipeline
 
 # 50 megapixels: ~60x a BIOSCAN original (1024x768) and above any camera photo a user
 # would classify; a decoded RGB image this size already takes 150 MB.
@@ -81,14 +82,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_side(image_size: int, augment: AugmentConfig | None, eval_resize: int | None = None) -> int:
-    """Shorter side an image must keep before the transform so nothing is upsampled.
+def decode_side(
+    image_size: int, augment: AugmentConfig | None, eval_resize: int | None = None, pipeline: ImagePipeline = "clibd"
+) -> int | None:
+    """Shorter side an image must keep before the transform so nothing is upsampled; None: the
+    whole image (``pipeline="original"``: the published code resizes the fully decoded image).
 
     The evaluation view resizes the shorter side to ``eval_resize`` (default ``image_size``).
     RandomResizedCrop takes a crop of ``scale_min`` of the area at smallest, i.e. a side
     ``sqrt(scale_min)`` of the original's, and scales it up to ``image_size``; after a
     ``resize_before_crop`` the image is that size anyway, so decoding it larger gains nothing.
     """
+    if pipeline == "original":
+        return None
     if augment is None or not augment.enabled:
         return eval_resize or image_size
     if augment.resize_before_crop:
@@ -96,10 +102,23 @@ def decode_side(image_size: int, augment: AugmentConfig | None, eval_resize: int
     return math.ceil(image_size / math.sqrt(augment.scale_min))
 
 
+class ToUnitFloat(torch.nn.Module):
+    """uint8 image ``[3, H, W]`` -> float32 ``x / 255``: the arithmetic of torchvision's ``ToTensor``,
+    which the published code puts first (``bioscanclip/util/dataset.py``, lines 185-222)."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image.to(torch.float32).div(255)
+
+
 def build_pil_transform(
-    image_size: int, augment: AugmentConfig | None = None, eval_resize: int | None = None
+    image_size: int,
+    augment: AugmentConfig | None = None,
+    eval_resize: int | None = None,
+    pipeline: ImagePipeline = "clibd",
 ) -> v2.Compose:
-    """PIL RGB image -> uint8 tensor ``[3, image_size, image_size]`` (geometry and colour only).
+    """PIL RGB image -> tensor ``[3, image_size, image_size]`` (geometry and colour only): uint8,
+    or with ``pipeline="original"`` float32 in [0, 1], converted first and resized, cropped and
+    rotated as floats, as the published code composes its transforms.
 
     ``augment`` None (or disabled) gives the deterministic evaluation view: resize the
     shorter side to ``eval_resize`` (default ``image_size``) and center-crop ``image_size``.
@@ -109,6 +128,7 @@ def build_pil_transform(
     The published system's training view is ``resize_before_crop=256, scale_min=0.08,
     hflip=0.5, vflip=0.5, rotate_degrees=45, rotate_fill=0, color_jitter=0``.
     """
+    as_float = pipeline == "original"
     if augment is None or not augment.enabled:
         resize = eval_resize or image_size
         if resize < image_size:
@@ -126,25 +146,31 @@ def build_pil_transform(
         if augment.rotate_degrees > 0:
             if not 0 <= augment.rotate_fill <= 255:
                 raise ValueError(f"augment.rotate_fill must be a grey level in [0, 255], got {augment.rotate_fill}")
-            steps.append(v2.RandomRotation(augment.rotate_degrees, fill=(augment.rotate_fill,) * 3))
+            fill = augment.rotate_fill / 255 if as_float else augment.rotate_fill
+            steps.append(v2.RandomRotation(augment.rotate_degrees, fill=(fill,) * 3))
         if augment.color_jitter > 0:
             j = augment.color_jitter
             steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    if as_float:
+        return v2.Compose([v2.PILToTensor(), ToUnitFloat(), *steps])
     return v2.Compose([*steps, v2.PILToTensor()])
 
 
 class Normalize(torch.nn.Module):
     """uint8 image(s) ``[..., 3, H, W]`` -> float32 ``(x / 255 - mean) / std``, as one float
-    copy and an in-place multiply-add."""
+    copy and an in-place multiply-add; float image(s) in [0, 1] (``pipeline="original"``) ->
+    ``(x - mean) / std``, which leaves them exactly as they are for mean 0 and std 1."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-        self.scale = 1 / (255 * std_t)
-        self.shift = -mean_t / std_t
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.scale = 1 / (255 * self.std)
+        self.shift = -self.mean / self.std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.is_floating_point():
+            return images.sub(self.mean).div_(self.std)
         return images.to(torch.float32).mul_(self.scale).add_(self.shift)
 
 
@@ -168,7 +194,8 @@ def build_transform(
     std: Sequence[float] | None = None,
     augment: AugmentConfig | None = None,
     eval_resize: int | None = None,
+    pipeline: ImagePipeline = "clibd",
 ) -> v2.Compose:
     """PIL RGB image -> normalised float32 tensor ``[3, image_size, image_size]``
     (``build_pil_transform`` then ``build_normalize``)."""
-    return v2.Compose([build_pil_transform(image_size, augment, eval_resize), build_normalize(mean, std)])
+    return v2.Compose([build_pil_transform(image_size, augment, eval_resize, pipeline), build_normalize(mean, std)])

@@ -202,6 +202,7 @@ def embed_role(
         "mean": list(cfg.data.mean),
         "std": list(cfg.data.std),
         "eval_resize": cfg.data.eval_resize,
+        "image_pipeline": cfg.data.image_pipeline,
         "precision": str(resolve_dtype(cfg.eval.precision, device)),
         "compile": cfg.eval.compile,
     }

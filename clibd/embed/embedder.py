@@ -15,7 +15,7 @@ from clibd.config import QualityConfig
 from clibd.data.quality import ANALYSIS_SIDE, photo_quality
 from clibd.data.transforms import ImageDecodeError, build_normalize, build_pil_transform, decode_image, decode_side
 from clibd.embed.encoder import InferenceEncoder
-from clibd.embed.run_dir import checkpoint_hash, run_eval_resize, run_normalisation
+from clibd.embed.run_dir import checkpoint_hash, run_image_view, run_normalisation
 from clibd.models.clibd_model import CLIBDModel
 from clibd.progress import progress
 
@@ -36,12 +36,12 @@ class _ImageFiles(Dataset):
         transform: Callable,
         min_side: int,
         rules: Optional[QualityConfig],
-        decode_side: Optional[int] = None,
+        decode_side: Optional[int],
     ) -> None:
         """``min_side``: the model's input size (the quality check's minimum); ``decode_side``: the
-        shorter side JPEGs keep when decoded (:meth:`Embedder.photo_decode_side`; default ``min_side``)."""
+        shorter side JPEGs keep when decoded (:meth:`Embedder.photo_decode_side`; None: the whole image)."""
         self.inputs, self.transform, self.min_side, self.rules = list(inputs), transform, min_side, rules
-        self.decode_side = decode_side or min_side
+        self.decode_side = decode_side
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -93,10 +93,14 @@ class Embedder:
     ``embed_dna(sequences, ids) -> (emb, ids)``; ``embed_text(strings) -> emb``.
     Embeddings are float32, L2-normalised, in input order (skipped inputs left out).
 
-    Image normalisation: ``mean``/``std`` if given, else ``data.mean``/``data.std`` of the
-    run's ``config.yaml`` (:func:`find_run_config`), else the BIOSCAN-5M defaults (with a warning).
-    The image size is the checkpoint's; the view (resize to ``eval_resize``, then the centre crop)
-    takes the given ``eval_resize``, else the run's ``data.eval_resize``.
+    Image normalisation: ``mean``/``std`` if given, else the checkpoint's config.json
+    ``image_normalization``, else ``data.mean``/``data.std`` of the run's ``config.yaml``
+    (:func:`find_run_config`), else the BIOSCAN-5M defaults (with a warning).
+    The image size is the checkpoint's; the view (resize to ``eval_resize``, then the centre crop,
+    through ``data.image_pipeline``'s steps) takes the given ``eval_resize``, else the model's
+    config.json ``image_view``, else the run's ``data.eval_resize`` (:func:`run_image_view`).
+    Text is padded to the model's ``text.max_length`` when it has one (the published model's
+    ``mean_all`` pooling averages the padding too).
     ``precision`` (auto | fp32 | bf16) and ``compile``: see :class:`clibd.embed.encoder.InferenceEncoder`.
     """
 
@@ -117,26 +121,32 @@ class Embedder:
             model = CLIBDModel.from_pretrained(model_or_checkpoint_dir)
             if mean is None or std is None:
                 mean, std = run_normalisation(Path(model_or_checkpoint_dir), mean, std)
-            eval_resize = eval_resize or run_eval_resize(Path(model_or_checkpoint_dir))
+            view = run_image_view(Path(model_or_checkpoint_dir), model.image_view)
         else:
             self.checkpoint_hash, model = None, model_or_checkpoint_dir
+            view = getattr(model, "image_view", None) or {}
+        eval_resize = eval_resize or view.get("eval_resize")
+        pipeline = view.get("pipeline", "clibd")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.encode = InferenceEncoder(self.model, self.device, precision, compile, batch_size, in_place=True)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.image_size = int(self.model.cfg.image.image_size)
-        self.transform = build_pil_transform(self.image_size, None, eval_resize)  # per image, uint8
-        self.decode_side = decode_side(self.image_size, None, eval_resize)
+        self.transform = build_pil_transform(self.image_size, None, eval_resize, pipeline)  # per image
+        self.decode_side = decode_side(self.image_size, None, eval_resize, pipeline)
         self.normalize = build_normalize(mean, std)  # per batch, as the dataset does
 
     @property
     def dim(self) -> int:
         return int(self.model.cfg.embed_dim)
 
-    def photo_decode_side(self, rules: Optional[QualityConfig]) -> int:
+    def photo_decode_side(self, rules: Optional[QualityConfig]) -> Optional[int]:
         """The shorter side a JPEG keeps when decoded: the evaluation view's resize, or the quality
-        statistics' ``ANALYSIS_SIDE`` when photos are checked (also for photos decoded elsewhere)."""
-        return self.decode_side if rules is None else max(self.decode_side, ANALYSIS_SIDE)
+        statistics' ``ANALYSIS_SIDE`` when photos are checked (also for photos decoded elsewhere);
+        None: the whole image (``data.image_pipeline: original``)."""
+        if self.decode_side is None or rules is None:
+            return self.decode_side
+        return max(self.decode_side, ANALYSIS_SIDE)
 
     def _encode(self, batch: dict[str, torch.Tensor], modality: str) -> np.ndarray:
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -191,10 +201,13 @@ class Embedder:
     def embed_text(self, strings: Sequence[str]) -> np.ndarray:
         """Taxonomy strings (e.g. ``"Diptera Sciaridae Bradysia not_classified"``) -> embeddings."""
         strings = list(strings)
+        length = self.model.cfg.text.max_length
+        # The model's fixed text length (evaluation pads to it: clibd.data.text.encode_taxonomy), else the batch's longest.
+        padding = {"padding": True, "truncation": True}
+        if length is not None:
+            padding = {"padding": "max_length", "max_length": length, "truncation": True}
         parts = []
         for start in range(0, len(strings), self.batch_size):
-            tokens = self.model.text_tokenizer(
-                strings[start : start + self.batch_size], padding=True, truncation=True, return_tensors="pt"
-            )
+            tokens = self.model.text_tokenizer(strings[start : start + self.batch_size], **padding, return_tensors="pt")
             parts.append(self._encode({"text_ids": tokens["input_ids"], "text_mask": tokens["attention_mask"]}, "text"))
         return self._stack(parts)

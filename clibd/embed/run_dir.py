@@ -1,5 +1,5 @@
 """A trained run's folder: the checkpoint hash that embeddings and libraries are keyed by,
-and the run's ``config.yaml`` (image normalisation) found beside or above a checkpoint."""
+and the run's ``config.yaml`` (image normalisation and view) found beside or above a checkpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from clibd.config import DataConfig, load_config
 
@@ -56,8 +56,12 @@ def run_normalisation(
     return mean or DataConfig().mean, std or DataConfig().std
 
 
-def run_eval_resize(checkpoint_dir: Path) -> Optional[int]:
-    """The run's evaluation view (``data.eval_resize``), so new specimens are seen as the
-    evaluation saw them; None (resize to the crop) where the run config is absent."""
+def run_image_view(checkpoint_dir: Path, saved: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The evaluation view new specimens get, ``{"eval_resize": ..., "pipeline": ...}``: ``saved``
+    (the model's config.json ``image_view``), else the run's ``config.yaml`` (``data.eval_resize``,
+    ``data.image_pipeline``), else resize to the crop with clibd's pipeline."""
+    if saved:
+        return {"eval_resize": saved.get("eval_resize"), "pipeline": saved.get("pipeline", "clibd")}
     found = find_run_config(checkpoint_dir)
-    return load_config(found).data.eval_resize if found is not None else None
+    data = load_config(found).data if found is not None else DataConfig()
+    return {"eval_resize": data.eval_resize, "pipeline": data.image_pipeline}

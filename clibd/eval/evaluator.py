@@ -84,7 +84,7 @@ class RetrievalEvaluator:
         self.empty_roles = self._empty_roles(tables)
         self.tables = {role: rows for role, rows in tables.items() if len(rows)}
         # One name -> code mapping per rank for every run: a class means the same name everywhere.
-        self.vocabulary = label_vocabulary(list(self.tables.values()), EVAL_RANKS)
+        self.vocabulary = label_vocabulary(list(self.tables.values()), EVAL_RANKS, cfg.eval.unlabelled)
         self.encoder: Optional[InferenceEncoder] = None
         self.document: Optional[dict] = None  # the last run's results.json content (with "meta")
 
@@ -125,6 +125,13 @@ class RetrievalEvaluator:
         cfg, state = self.cfg, self.state
         model_hash = checkpoint_hash(checkpoint) if checkpoint is not None else None
         modalities = enabled_modalities(cfg, model)
+        tokenizer = getattr(model, "dna_tokenizer", None)
+        if "dna" in modalities and tokenizer is not None and tokenizer.cleaning != cfg.data.dna_cleaning:
+            warnings.warn(
+                f"the model was trained on barcodes cleaned as {tokenizer.cleaning!r}: evaluating with that "
+                f"(data.dna_cleaning={cfg.data.dna_cleaning!r} applies to training)",
+                stacklevel=2,
+            )
         encoder = self._encoder_for(model)
         embedded, missing = embed_roles(cfg, model, self.tables, modalities, state, model_hash, encoder)
         queries = {name: embedded[role] for name, role in self.roles.items() if name != "keys" and role in embedded}
@@ -134,7 +141,13 @@ class RetrievalEvaluator:
         document = None
         if state.is_main_process:  # search and score once; the other processes receive the results
             retrieval = evaluate_retrieval(
-                queries, keys, ks=cfg.eval.ks, index_kind=cfg.eval.index, pairs=pairs, vocabulary=self.vocabulary
+                queries,
+                keys,
+                ks=cfg.eval.ks,
+                index_kind=cfg.eval.index,
+                pairs=pairs,
+                vocabulary=self.vocabulary,
+                unlabelled=cfg.eval.unlabelled,
             )
             meta = {
                 "checkpoint": str(checkpoint) if checkpoint is not None else None,

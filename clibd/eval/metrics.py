@@ -7,10 +7,11 @@ rank when its label is *among the labels of its k nearest keys* (not a majority 
 - micro: correct queries / queries, at each rank;
 - macro: the mean, over the classes present among the queries, of each class's accuracy;
 - a query whose label at a rank is unknown (``-1``) is left out at that rank (the
-  published code counted the empty label as a class of its own);
+  published code counted the empty label as a class of its own, ``not_classified``:
+  ``eval.unlabelled: class`` codes it so before it gets here, ``clibd.eval.retrieval``);
 - a class absent from the keys is simply never found: its queries count as wrong;
 - neighbour order is taken as given: ties in similarity are broken by the search
-  (``ReferenceIndex.search`` puts the earlier-added key first);
+  (``clibd.eval.retrieval`` passes them in FAISS's flat-index order, as the published code took them);
 - a rank with no labelled query gets NaN.
 """
 

@@ -12,6 +12,8 @@ row order.
 
 Our modality names: image, dna, text, image_dna_mean, image_dna_concat, and ``all`` (keys only).
 Every query kind is scored against every key kind of the same width, as the original does.
+The labels name a missing rank ``not_classified``; read as missing, they are scored as the original
+scores them (a class of its own, ``unlabelled="class"``) unless ``unlabelled="drop"``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from clibd.eval.retrieval import Labelled, RetrievalResults, evaluate_retrieval, write_results
+from clibd.config import Unlabelled
+from clibd.eval.retrieval import UNLABELLED_CLASS, Labelled, RetrievalResults, evaluate_retrieval, write_results
 from clibd.taxonomy import EVAL_RANKS
 
 FEATURES = {
@@ -57,7 +60,8 @@ def _labels(records: Sequence[dict], where: str) -> pd.DataFrame:
     missing = [rank for rank in EVAL_RANKS if rank not in frame.columns]
     if missing and len(frame):
         raise ValueError(f"{where}: records lack the ranks {missing}")
-    return frame.reindex(columns=list(EVAL_RANKS)).astype("string")
+    frame = frame.reindex(columns=list(EVAL_RANKS)).astype("string")
+    return frame.mask(frame.eq(UNLABELLED_CLASS).fillna(False).astype(bool))
 
 
 def read_published(hdf5_path: str | os.PathLike, labels_path: str | os.PathLike) -> dict[str, dict[str, Labelled]]:
@@ -92,8 +96,10 @@ def evaluate_published(
     labels_path: Optional[str | os.PathLike] = None,
     ks: Sequence[int] = (1, 3, 5),
     index_kind: str = "flat",
+    unlabelled: Unlabelled = "class",
 ) -> dict[str, Any]:
-    """Score the file with ``evaluate_retrieval`` (query and key kinds paired by width) and write the results."""
+    """Score the file with ``evaluate_retrieval`` (query and key kinds paired by width) and write the results;
+    ``unlabelled``: ``class`` scores a missing rank as the original did, ``drop`` leaves it out."""
     labels_path = Path(labels_path) if labels_path else default_labels_path(hdf5_path)
     data = read_published(hdf5_path, labels_path)
     widths = sorted({emb.shape[1] for by_mod in data.values() for emb, _ in by_mod.values()})
@@ -106,7 +112,7 @@ def evaluate_published(
         }
         queries = {role: by_mod for role, by_mod in queries.items() if by_mod}
         if keys and queries:
-            parts.append(evaluate_retrieval(queries, keys, ks=ks, index_kind=index_kind))
+            parts.append(evaluate_retrieval(queries, keys, ks=ks, index_kind=index_kind, unlabelled=unlabelled))
     if not parts:
         raise ValueError(f"{hdf5_path}: no query and key features of the same width")
     results = {pair: value for part in parts for pair, value in part.results.items()}
@@ -115,6 +121,7 @@ def evaluate_published(
         "embeddings": str(hdf5_path),
         "labels": str(labels_path),
         "dataset": "published CLIBD embeddings",
+        "unlabelled": unlabelled,
         "counts": {
             "queries": {role: {m: len(e) for m, (e, _) in data[role].items()} for role in ("seen", "unseen")},
             "keys": {m: len(e) for m, (e, _) in data["keys"].items()},

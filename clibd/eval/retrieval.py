@@ -14,6 +14,12 @@ across queries and keys together, so a class means the same name everywhere.
 
 ``harmonic_mean`` is present when both roles are. ``write_results`` writes results.json
 (with a "meta" entry), results.md, accuracy.png and per_class_accuracy.csv.
+
+As the published evaluation (``make_prediction`` in ``bioscanclip/util/util.py``, lines 521-553:
+FAISS ``IndexFlatIP`` on L2-normalised keys and queries), the nearest keys are taken in the order
+FAISS's flat index gives them, ties included (:func:`faiss_tie_order`). ``unlabelled="class"``
+scores a missing label as the class ``not_classified``, as the published code does
+(``eval.unlabelled``; docs/fidelity.md); ``"drop"`` leaves such queries out at that rank.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clibd.config import HARMONIC_MEAN, MEAN_TOP1, QUERY_ROLES, RETRIEVAL_ROLES
+from clibd.config import HARMONIC_MEAN, MEAN_TOP1, QUERY_ROLES, RETRIEVAL_ROLES, Unlabelled
 from clibd.eval.metrics import harmonic_mean, per_class_accuracy, topk_accuracy
 from clibd.index.faiss_index import ReferenceIndex
 from clibd.taxonomy import EVAL_RANKS
@@ -42,8 +48,26 @@ class RetrievalResults(NamedTuple):
     counts: dict  # {"queries": {role: {modality: n}}, "keys": {modality: n}}, for the meta entry
 
 
-def label_vocabulary(frames: Sequence[pd.DataFrame], ranks: Sequence[str]) -> dict[str, list[str]]:
+# The published code's name for a missing rank (scripts/data_processing/generate_hdf5_file_5m.py, lines
+# 48-51, writes it into the labels its evaluation reads): a class like any other there.
+UNLABELLED_CLASS = "not_classified"
+
+
+def scored_labels(frame: pd.DataFrame, ranks: Sequence[str], unlabelled: Unlabelled = "drop") -> pd.DataFrame:
+    """``frame`` with its missing labels as ``eval.unlabelled`` scores them: ``<NA>`` (``drop``) or the
+    class ``not_classified`` (``class``)."""
+    if unlabelled == "drop":
+        return frame
+    if unlabelled != "class":
+        raise ValueError(f"unlabelled must be 'drop' or 'class', got {unlabelled!r}")
+    return frame.assign(**{rank: frame[rank].astype("string").fillna(UNLABELLED_CLASS) for rank in ranks})
+
+
+def label_vocabulary(
+    frames: Sequence[pd.DataFrame], ranks: Sequence[str], unlabelled: Unlabelled = "drop"
+) -> dict[str, list[str]]:
     """The sorted distinct names of each rank over ``frames``: code ``i`` of a rank is name ``i``."""
+    frames = [scored_labels(frame, ranks, unlabelled) for frame in frames]
     return {rank: sorted(pd.concat([frame[rank] for frame in frames]).dropna().astype(str).unique()) for rank in ranks}
 
 
@@ -85,6 +109,7 @@ def evaluate_retrieval(
     device: str = "auto",
     pairs: Sequence[tuple[str, str]] | None = None,
     vocabulary: Mapping[str, list[str]] | None = None,
+    unlabelled: Unlabelled = "drop",
 ) -> RetrievalResults:
     """Score every query modality of every role (``"seen"``, ``"unseen"``) against every key modality.
 
@@ -93,7 +118,8 @@ def evaluate_retrieval(
     ``pairs``: the (query, key) modality pairs to score, in the order the results list them
     (``clibd.eval.fused``); None = every query modality against every key modality, query-major
     (image->image, image->dna, ...), as the paper's table reads. ``vocabulary``: the label names
-    per rank (``RetrievalEvaluator`` holds its run's); None = those of these labels.
+    per rank (``RetrievalEvaluator`` holds its run's, made with the same ``unlabelled``); None = those
+    of these labels. ``unlabelled``: ``drop`` | ``class`` (:func:`scored_labels`).
     """
     unknown_roles = sorted(set(queries) - set(QUERY_ROLES))
     if unknown_roles:
@@ -107,7 +133,8 @@ def evaluate_retrieval(
     # Labels coded by name across every query and key set, so a class means the same name everywhere.
     sets = [("keys", modality, item) for modality, item in keys.items()]
     sets += [(role, modality, item) for role, by_modality in queries.items() for modality, item in by_modality.items()]
-    codes, names = code_labels([labels for _, _, (_, labels) in sets], ranks, vocabulary)
+    frames = [scored_labels(labels, ranks, unlabelled) for _, _, (_, labels) in sets]
+    codes, names = code_labels(frames, ranks, vocabulary)
     coded: dict[str, dict[str, _Coded]] = {}
     for (role, modality, (emb, _)), set_codes in zip(sets, codes):
         coded.setdefault(role, {})[modality] = _Coded(emb, set_codes)
@@ -160,7 +187,7 @@ def _score_pair(
     for role, query in queries_by_role.items():
         if np.shape(query.emb)[1] != index.dim:
             raise ValueError(f"{pair}: {role} queries are {np.shape(query.emb)[1]}-d, keys {index.dim}-d")
-        _, positions = index.search(query.emb, max(ks))
+        positions = faiss_tie_order(*index.search(query.emb, max(ks)))
         neighbour_codes = np.where(positions[..., None] >= 0, key_codes[positions], -1)
         by_role[role] = topk_accuracy(query.codes, neighbour_codes, ks, ranks)
         table = per_class_accuracy(query.codes, neighbour_codes, ks, ranks, names).drop(columns="code")
@@ -168,6 +195,16 @@ def _score_pair(
     if all(role in by_role for role in QUERY_ROLES):
         by_role[HARMONIC_MEAN] = _harmonic(by_role["seen"], by_role["unseen"])
     return by_role, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def faiss_tie_order(scores: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``positions`` (as ``ReferenceIndex.search`` sorts them: similarity descending, ties earlier key
+    first) in the order of FAISS's flat index itself: among keys of exactly equal similarity the
+    later-added comes first (its heap pops them so). Its set of k is the same, so for a flat index this
+    is the order the published ``make_prediction`` took its neighbours in; it decides top-1 and top-3
+    where keys of different classes tie (identical embeddings, e.g. text of taxa cut to one string)."""
+    order = np.lexsort((-positions, -scores), axis=1)
+    return np.take_along_axis(positions, order, 1)
 
 
 def _per_class_table(tables: list[pd.DataFrame]) -> pd.DataFrame:

@@ -5,9 +5,11 @@
 (no training config, data, hub or the towers' original checkpoints).
 
 ``config.json``: ``{"format": 1, "model": <ModelConfig as a dict>, "architectures":
-{modality: <what the tower was built as>}, "dna_tokenizer": <KmerTokenizer settings>,
-"image_normalization": {"mean": [...], "std": [...]} or null}`` (the image mean/std the
-model was trained with, when known).
+{modality: <what the tower was built as>}, "dna_tokenizer": <KmerTokenizer settings, its
+cleaning included>, "image_normalization": {"mean": [...], "std": [...]} or null,
+"image_view": {"eval_resize": int or null, "pipeline": "clibd" | "original"} or null}`` (the
+image mean/std and evaluation view the model was trained with, when known): what a user's new
+specimens must go through to be embedded as the model's training and evaluation data were.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class CLIBDModel(nn.Module):
         self.dna_tokenizer = towers["dna"].tokenizer if "dna" in towers else None
         # {"mean": [...], "std": [...]} the images were normalised with in training (saved in config.json).
         self.image_normalization: Optional[dict[str, list[float]]] = None
+        # {"eval_resize": ..., "pipeline": ...}: the data.* evaluation view of training (saved in config.json).
+        self.image_view: Optional[dict[str, Any]] = None
 
     # ---- encoding -------------------------------------------------------------------------
     def _embed(self, modality: str, *inputs: torch.Tensor) -> torch.Tensor:
@@ -139,6 +143,7 @@ class CLIBDModel(nn.Module):
                 "architectures": {name: tower.arch for name, tower in self.towers.items()},
                 "dna_tokenizer": self.dna_tokenizer.settings() if self.dna_tokenizer else None,
                 "image_normalization": self.image_normalization,
+                "image_view": self.image_view,
             }
             (tmp / "config.json").write_text(json.dumps(meta, indent=2))
             if self.text_tokenizer is not None:
@@ -178,6 +183,9 @@ class CLIBDModel(nn.Module):
                 f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
         model.image_normalization = meta.get("image_normalization")
+        model.image_view = meta.get("image_view")
+        if model.dna_tokenizer is not None:  # absent from models saved before data.dna_cleaning existed
+            model.dna_tokenizer.cleaning = (meta.get("dna_tokenizer") or {}).get("cleaning", "clibd")
         return model
 
 

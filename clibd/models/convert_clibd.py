@@ -23,8 +23,9 @@ Older files use the names that ``bioscanclip/util/util.py:update_checkpoint_para
 into the weights they adapt (exact up to float rounding), so the converted model is plain.
 The DNA tower is converted with the original's embedding switches (``dna.head: mlm_softmax``,
 ``dna.pooling: mean_all``, ``dna.attention_mask: false``, ``dna.prefix_token_id: 0``) and the
-text tower with ``text.pooling: mean_all``, ``text.max_length: 20``; see docs/published.md for
-what else (image transforms, text padding) must match to get the original's embeddings.
+text tower with ``text.pooling: mean_all``, ``text.max_length: 20``. The folder also carries the
+original's inference inputs (:func:`record_original_inputs`; docs/published.md), so the Embedder,
+``clibd embed`` / ``classify`` / ``index`` and ``python eval.py`` feed it what the original fed it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer, BertConfig, PreTrainedTokenizerBase
 
-from clibd.config import DnaTowerConfig, ImageTowerConfig, ModelConfig, TextTowerConfig
+from clibd.atomic import atomic_directory
+from clibd.config import Config, DnaTowerConfig, ImageTowerConfig, ModelConfig, TextTowerConfig, save_config
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.weights import CheckpointMismatchError, load_state_dict
 
@@ -60,6 +62,12 @@ _UNUSED = (
     TEXT + "base_language_encoder.embeddings.position_ids",
     TEXT + "base_language_encoder.pooler.",  # mean pooling never reads the pooler
 )
+
+
+# The original's evaluation view (bioscanclip/util/dataset.py, lines 217-222): ToTensor, Resize(256),
+# CenterCrop(224), no Normalize; its ViT-B/16 takes 224 px. A checkpoint of another input size (the tests'
+# tiny ViTs) gets the same 256/224 ratio.
+ORIGINAL_RESIZE, ORIGINAL_CROP = 256, 224
 
 
 @dataclass
@@ -204,7 +212,8 @@ def convert_original(
         raise CheckpointMismatchError(
             f"{checkpoint}: holds towers {sorted(present)}, the yaml describes {sorted(setup.modalities)}"
         )
-    cfg = ModelConfig(embed_dim=setup.output_dim)
+    # The original's logit scale is never clamped (bioscanclip/model/simple_clip.py: a bare nn.Parameter).
+    cfg = ModelConfig(embed_dim=setup.output_dim, logit_scale_max=None)
     arch: dict[str, Any] = {}
     cfg.image = ImageTowerConfig(enabled="image" in present, name=setup.image_model)
     if "image" in present:
@@ -229,7 +238,37 @@ def convert_original(
             f"{checkpoint}: does not fit the converted model: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
+    record_original_inputs(model)
     return model.eval()
+
+
+def record_original_inputs(model: CLIBDModel) -> None:
+    """Keep the original's input pipeline in the model (saved in config.json): images Resize 256 +
+    CenterCrop 224 of the float tensor of the whole decoded image, not normalised; barcodes not cleaned
+    beyond N-padding to 660 (``data.dna_cleaning: original``)."""
+    if "image" in model.modalities:
+        size = model.cfg.image.image_size
+        model.image_normalization = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+        model.image_view = {"eval_resize": round(size * ORIGINAL_RESIZE / ORIGINAL_CROP), "pipeline": "original"}
+    if model.dna_tokenizer is not None:
+        model.dna_tokenizer.cleaning = "original"
+
+
+def original_run_config(model: CLIBDModel) -> Config:
+    """A run config for a converted model: the original's data pipeline and evaluation protocol
+    (``configs/bioscan5m/paper.yaml``'s data and eval values), so ``python eval.py --checkpoint DIR
+    data.root=...`` evaluates it as the original did."""
+    cfg = Config(name="clibd_converted", model=model.cfg)
+    if model.image_normalization is not None and model.image_view is not None:
+        cfg.data.mean, cfg.data.std = model.image_normalization["mean"], model.image_normalization["std"]
+        cfg.data.eval_resize, cfg.data.image_pipeline = model.image_view["eval_resize"], model.image_view["pipeline"]
+    cfg.data.dna_cleaning = "original"
+    cfg.train.seed = 42  # bioscanclip/config/global_config.yaml: default_seed (eval.max_per_split samples with it)
+    cfg.eval.modalities = list(model.modalities)
+    cfg.eval.precision = "fp32"
+    cfg.eval.fused_pairs = {"image", "dna"} <= set(model.modalities)
+    cfg.eval.unlabelled = "class"
+    return cfg
 
 
 def _local_tokenizer(name: str) -> PreTrainedTokenizerBase:
@@ -243,8 +282,10 @@ def _local_tokenizer(name: str) -> PreTrainedTokenizerBase:
         ) from None
 
 
-def convert_to_folder(
-    checkpoint: str | os.PathLike, their_config: str | os.PathLike, out: str | os.PathLike, **kwargs: Any
-) -> Path:
-    """``convert_original`` then ``save_pretrained(out)``."""
-    return convert_original(checkpoint, read_original_config(their_config), **kwargs).save_pretrained(out)
+def save_converted(model: CLIBDModel, out: str | os.PathLike) -> Path:
+    """``save_pretrained`` plus the run config (:func:`original_run_config`) as ``config.yaml``, one atomic write."""
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp)
+        save_config(original_run_config(model), tmp / "config.yaml")
+    return Path(out)
+

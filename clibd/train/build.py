@@ -74,7 +74,9 @@ def fit_dna_table(model: CLIBDModel, cfg: Config, train_rows: pd.DataFrame) -> N
 def build_model(cfg: Config, train_rows, model_dir: Optional[Path]) -> CLIBDModel:
     """A fresh model, or the one saved in a checkpoint (its text vocabulary included)."""
     if model_dir is not None:
-        return CLIBDModel.from_pretrained(model_dir, expected=cfg.model)
+        model = CLIBDModel.from_pretrained(model_dir, expected=cfg.model)
+        record_inputs(model, cfg)
+        return model
     dna = cfg.model.dna
     if dna.enabled and dna.init == "kmer_spectral" and dna.pretrained:
         raise ValueError(
@@ -87,11 +89,20 @@ def build_model(cfg: Config, train_rows, model_dir: Optional[Path]) -> CLIBDMode
         # Trained on the training rows only: held-out species names must not shape the vocabulary.
         tokenizer = build_text_tokenizer(text, taxonomy_text(train_rows, text.template, text.missing_word).tolist())
     model = CLIBDModel(cfg.model, tokenizer)
+    record_inputs(model, cfg)
     if dna.enabled and dna.init == "kmer_spectral":
         fit_dna_table(model, cfg, train_rows)
-    if cfg.model.image.enabled:  # saved in config.json, so the Embedder normalises as training did
-        model.image_normalization = {"mean": list(cfg.data.mean), "std": list(cfg.data.std)}
     return model
+
+
+def record_inputs(model: CLIBDModel, cfg: Config) -> None:
+    """What ``cfg.data`` does to images and barcodes, kept in the model (saved in config.json), so the
+    Embedder, ``clibd index`` and ``clibd classify`` prepare new specimens as training did."""
+    if model.dna_tokenizer is not None:
+        model.dna_tokenizer.cleaning = cfg.data.dna_cleaning
+    if "image" in model.modalities:
+        model.image_normalization = {"mean": list(cfg.data.mean), "std": list(cfg.data.std)}
+        model.image_view = {"eval_resize": cfg.data.eval_resize, "pipeline": cfg.data.image_pipeline}
 
 
 def build_training_data(cfg: Config, accelerator: Accelerator, model_dir: Optional[Path] = None) -> TrainingData:

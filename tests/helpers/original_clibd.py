@@ -58,9 +58,9 @@ def _lora_bert(layers: nn.ModuleList) -> None:
 
 
 class ImageEncoder(nn.Module):
-    def __init__(self, output_dim: int) -> None:
+    def __init__(self, output_dim: int, image_size: int) -> None:
         super().__init__()
-        vit = timm.create_model("test_vit", pretrained=False, img_size=32)
+        vit = timm.create_model("test_vit", pretrained=False, img_size=image_size)
         for block in vit.blocks:
             block.attn.qkv = LoRAQkv(block.attn.qkv)
         vit.reset_classifier(num_classes=output_dim)
@@ -105,10 +105,18 @@ class LanguageEncoder(nn.Module):
 
 
 class OriginalCLIBD(nn.Module):  # SimpleCLIP
-    def __init__(self, dna_vocab: int, text_vocab: int, output_dim: int = 12, text: bool = True, lora: bool = False):
+    def __init__(
+        self,
+        dna_vocab: int,
+        text_vocab: int,
+        output_dim: int = 12,
+        text: bool = True,
+        lora: bool = False,
+        image_size: int = 32,
+    ):
         super().__init__()
         torch.manual_seed(0)
-        self.image_encoder = ImageEncoder(output_dim)
+        self.image_encoder = ImageEncoder(output_dim, image_size)
         self.dna_encoder = DnaEncoder(dna_vocab, output_dim, lora)
         self.language_encoder = LanguageEncoder(text_vocab, output_dim, lora) if text else None
         self.logit_scale = nn.Parameter(torch.ones([]) * 2.5)
