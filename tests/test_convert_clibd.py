@@ -211,9 +211,10 @@ def test_clibd_embed_on_a_converted_folder_embeds_as_the_original(converted_224,
     (tmp_path / "new.fasta").write_text("".join(f">b{i}\n{s}\n" for i, s in enumerate(messy)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for kind, inputs in (("images", str(tmp_path / "photos")), ("dna", str(tmp_path / "new.fasta"))):
-            command = ["embed", "--checkpoint", str(folder), f"--{kind}", inputs, "--out", str(tmp_path / f"{kind}.npy")]
-            assert main([*command, "--device", "cpu", "--keep-flagged", "--max-ambiguous", "1", "--min-valid-nt", "1"]) == 0
+        for kind, inputs in (("images", tmp_path / "photos"), ("dna", tmp_path / "new.fasta")):
+            options = ["--out", str(tmp_path / f"{kind}.npy"), "--device", "cpu", "--precision", "fp32"]
+            options += ["--keep-flagged", "--max-ambiguous", "1", "--min-valid-nt", "1"]  # embed every input
+            assert main(["embed", "--checkpoint", str(folder), f"--{kind}", str(inputs), *options]) == 0
     images = torch.stack([ORIGINAL_EVAL_VIEW(Image.open(p)) for p in photos])
     ids = torch.from_numpy(original_sequence_pipeline(messy))
     text = tokenizer(CORPUS, padding="max_length", max_length=20, truncation=True, return_tensors="pt")

@@ -202,7 +202,7 @@ class Embedder:
         """Taxonomy strings (e.g. ``"Diptera Sciaridae Bradysia not_classified"``) -> embeddings."""
         strings = list(strings)
         length = self.model.cfg.text.max_length
-        # The model's fixed text length (evaluation pads to it: clibd.data.text.encode_taxonomy), else the batch's longest.
+        # The model's fixed text length (evaluation pads to it: clibd.data.text.encode_taxonomy), else the longest.
         padding = {"padding": True, "truncation": True}
         if length is not None:
             padding = {"padding": "max_length", "max_length": length, "truncation": True}

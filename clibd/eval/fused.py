@@ -44,7 +44,7 @@ def fuse(by_modality: Mapping[str, Labelled], keys: bool) -> dict[str, Labelled]
     """The fused entries of one role: ``avg`` and ``concat`` (and ``all`` for ``keys``)."""
     image, dna, rows = _image_and_dna(by_modality)
     fused = {
-        AVG: ((image + dna) / 2, rows),
+        AVG: ((image.astype(np.float64) + dna) / 2, rows),  # in float64, as the original's np.mean of .tolist()
         CONCAT: (np.concatenate([image, dna], axis=1), rows),
     }
     if keys and all(m in by_modality for m in MODALITIES):

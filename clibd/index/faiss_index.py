@@ -67,18 +67,23 @@ class IndexMismatchError(ValueError):
 
 
 def normalized_float32(x: np.ndarray, what: str) -> np.ndarray:
-    """A C-contiguous float32 L2-normalised copy of ``x`` ``[n, d]``; zero or non-finite rows are an error."""
-    x = np.array(x, dtype=np.float32, order="C", copy=True)
+    """A C-contiguous float32 L2-normalised copy of ``x`` ``[n, d]``; zero or non-finite rows are an error.
+
+    Divided in float64 by scikit-learn's row norms (``sqrt(einsum("ij,ij->i"))``), then rounded to
+    float32: the arithmetic of the published evaluation (``normalize`` in ``make_prediction``, on
+    float64 features; docs/fidelity.md), so that near-ties fall as they fell there."""
+    x = np.array(x, dtype=np.float64, order="C", copy=True)
     if x.ndim != 2:
         raise ValueError(f"{what} must be a 2-d array [n, dim], got shape {x.shape}")
     bad = ~np.isfinite(x).all(axis=1)
-    norms = np.linalg.norm(np.where(bad[:, None], 0.0, x), axis=1)
+    finite = np.where(bad[:, None], 0.0, x)
+    norms = np.sqrt(np.einsum("ij,ij->i", finite, finite))
     bad |= norms == 0
     if bad.any():
         rows = np.flatnonzero(bad)
         raise ValueError(f"{what}: {len(rows)} rows are zero or non-finite (first rows {rows[:5].tolist()})")
     x /= norms[:, None]
-    return x
+    return x.astype(np.float32)
 
 
 def default_nlist(count: int) -> int:

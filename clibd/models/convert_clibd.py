@@ -288,4 +288,3 @@ def save_converted(model: CLIBDModel, out: str | os.PathLike) -> Path:
         model.save_pretrained(tmp)
         save_config(original_run_config(model), tmp / "config.yaml")
     return Path(out)
-

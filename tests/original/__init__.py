@@ -1,0 +1,1 @@
+"""Code of the published CLIBD, copied verbatim with its licence, for fidelity tests."""
