@@ -165,4 +165,4 @@ def test_our_pretrain_output_sets_the_tokenizer(tmp_path) -> None:
     cfg = dataclasses.replace(DNA, k=4, pretrained=str(tmp_path / "mlm"))
     with pytest.warns(UserWarning, match=r"model.dna.vocab: 'barcodebert' -> 'barcodebert_v1'"):
         tower = DnaTower(cfg)
-    assert tower.tokenizer.settings() == settings and (cfg.k, cfg.prefix_token_id) == (3, 0)
+    assert tower.tokenizer.settings() == {**settings, "cleaning": "clibd"} and (cfg.k, cfg.prefix_token_id) == (3, 0)

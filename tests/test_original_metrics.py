@@ -23,12 +23,12 @@ from accelerate import PartialState
 from omegaconf import OmegaConf
 
 import clibd.eval.evaluator as evaluator_module
-from clibd.config import Config, DnaTowerConfig
+from clibd.config import MEAN_TOP1, Config, DnaTowerConfig
 from clibd.data.demo import generate_demo
 from clibd.data.sources import read_specimens
 from clibd.eval.evaluator import RetrievalEvaluator
 from clibd.eval.fused import with_fused_features
-from clibd.eval.retrieval import UNLABELLED_CLASS, evaluate_retrieval, label_vocabulary
+from clibd.eval.retrieval import UNLABELLED_CLASS, evaluate_retrieval, flat_metrics, label_vocabulary
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.text import build_text_tokenizer
 from clibd.taxonomy import EVAL_RANKS, taxonomy_text
@@ -173,6 +173,9 @@ def test_the_originals_metric_functions_give_every_number_of_ours(scored) -> Non
     assert len(pairs) == 21 and len(ours) == 21 * 2 * 2 * 4 * 3  # 1,008 numbers, as in the issue
     worst = max(abs(ours[key] - theirs[key]) for key in ours)
     assert worst < 1e-12, worst  # the same hits; only the order of summing per-class fractions differs
+    # The checkpoint score (the original's compute_overall_acc, which picks best.pth) is our mean_top1.
+    score = original.compute_overall_acc(scored["theirs"])
+    assert flat_metrics(scored["ours"])[MEAN_TOP1] == pytest.approx(score, rel=0, abs=1e-12)
 
 
 def test_missing_labels_are_the_class_not_classified_as_the_original_scores_them(scored) -> None:

@@ -147,7 +147,9 @@ def test_hub_layout_selects_its_tokenizer(tmp_path) -> None:
     with pytest.warns(UserWarning, match=r"model.dna.k: 5 -> 4, as the checkpoint .*BarcodeBERT declares"):
         model = CLIBDModel(cfg)
     tok = model.dna_tokenizer
-    assert tok.settings() == {"k": 4, "stride": 4, "vocab": "barcodebert", "max_nucleotides": 660, "prefix_id": None}
+    assert tok.settings() == {
+        "k": 4, "stride": 4, "vocab": "barcodebert", "max_nucleotides": 660, "prefix_id": None, "cleaning": "clibd"
+    }  # fmt: skip
     # [MASK]=0 [UNK]=1, AAAA=2, ACGT = 0*64+1*16+2*4+3 = 27 -> 29; the 2nd k-mer has an N -> UNK.
     enc = tok(["ACGTAANA"])
     assert enc.ids[0, :3].tolist() == [29, 1, 1] and enc.ids.shape == (1, 165)

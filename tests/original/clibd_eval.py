@@ -4,7 +4,8 @@
 # Source: github.com/bioscan-ml/clibd, commit 7d73f80, bioscanclip/util/util.py, lines 25-40
 # (LEVELS and the feature-type lists), 56-75 (Table) and 379-742 (top_k_micro_accuracy,
 # print_micro_and_macro_acc, make_prediction, top_k_macro_accuracy, inference_and_print_result,
-# get_features_and_label). Nothing in those lines is changed (not even the `sys.exit` of
+# get_features_and_label), and scripts/train_cl.py lines 124-143 (compute_overall_acc: the score that
+# picks best.pth). Nothing in those lines is changed (not even the `sys.exit` of
 # make_prediction, whose module never imports sys); only the imports they use are kept, and the one
 # function util.py imports from bioscanclip/epoch/inference_epoch.py (the model's forward over a
 # dataloader) is replaced by the stand-in below. The whole folder is excluded from ruff
@@ -457,3 +458,26 @@ def get_features_and_label(dataloader, model, device, for_key_set=False, for_ope
     dictionary_of_split["all_key_features_label"] = all_key_features_label
 
     return dictionary_of_split
+
+
+# ---- scripts/train_cl.py lines 124-143 ----
+def compute_overall_acc(acc_dict):
+    overall_acc_list = []
+
+    for query_type in acc_dict.keys():
+        for key_type in acc_dict[query_type].keys():
+            for seen_or_unseen in acc_dict[query_type][key_type].keys():
+                for micro_and_macro in acc_dict[query_type][key_type][seen_or_unseen].keys():
+                    for k in acc_dict[query_type][key_type][seen_or_unseen][micro_and_macro].keys():
+                        if k == 3 or k == 5:
+                            # Only care about top 1 accuracy
+                            continue
+                        for level in acc_dict[query_type][key_type][seen_or_unseen][micro_and_macro][k].keys():
+                            try:
+                                curr_acc = acc_dict[query_type][key_type][seen_or_unseen][micro_and_macro][k][level]
+                                overall_acc_list.append(curr_acc)
+                            except (KeyError, TypeError) as e:
+                                # Skip if key missing or value is not subscriptable
+                                continue
+    overall_acc = sum(overall_acc_list) / len(overall_acc_list)
+    return overall_acc
