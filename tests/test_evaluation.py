@@ -3,12 +3,15 @@
 import json
 import math
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.preprocessing import normalize
 
 from clibd.config import MEAN_TOP1
-from clibd.eval.retrieval import evaluate_retrieval, flat_metrics, write_results
+from clibd.eval.retrieval import evaluate_retrieval, faiss_tie_order, flat_metrics, write_results
+from clibd.index.faiss_index import ReferenceIndex, normalized_float32
 from clibd.taxonomy import EVAL_RANKS
 
 N_SPECIES = 8  # species 0..5 seen, 6..7 unseen; genus = species // 2, family = species // 4
@@ -182,3 +185,57 @@ def test_write_results_files(setup, tmp_path) -> None:
     assert list(table.columns) == ["pair", "role", "rank", "class", "n_queries", "top1", "top3", "top5"]
     row = table[(table["pair"] == "image->dna") & (table["rank"] == "species") & (table["class"] == "S0")]
     assert row[["n_queries", "top1"]].values.tolist() == [[10, 1.0]]
+
+
+# ---- the published evaluation's search, as FAISS and scikit-learn do it ---------------------------------
+
+
+@pytest.mark.parametrize("n_queries", [7, 45])  # FAISS's flat search takes another path from 20 queries on
+def test_neighbours_come_in_faiss_flat_order_ties_included(n_queries: int) -> None:
+    """``faiss_tie_order`` of our search's (score, position) gives what FAISS's IndexFlatIP itself returns,
+    as the published ``make_prediction`` took it: 40 keys on 5 directions tie in groups of about 8."""
+    rng = np.random.default_rng(n_queries)
+    directions = rng.normal(size=(5, 6))
+    keys = directions[rng.integers(0, 5, 40)] * rng.uniform(0.5, 2.0, (40, 1))  # scaled: ties after normalising
+    queries = np.concatenate([directions, rng.normal(size=(n_queries - 5, 6))])
+    index = ReferenceIndex(6, kind="flat", device="cpu")
+    index.add(keys, ids=[str(i) for i in range(40)])
+    scores, positions = index.search(queries, 9)
+    flat = faiss.IndexFlatIP(6)
+    flat.add(normalize(keys, norm="l2", axis=1).astype(np.float32))
+    _, expected = flat.search(normalize(queries, norm="l2", axis=1).astype(np.float32), 9)
+    assert np.array_equal(faiss_tie_order(scores, positions), expected)
+    tied = scores[:5, 0:1] == scores[:5]
+    assert tied.sum(axis=1).min() >= 2 and not np.array_equal(positions, expected)  # ties, in another order
+
+
+def test_index_normalises_as_scikit_learn_does_in_float64() -> None:
+    """The published evaluation normalised the float64 features (.tolist() of the model's float32 output)
+    with scikit-learn, then cast to float32: the same bits, float32 or float64 input."""
+    x = np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32)
+    expected = normalize(x.astype(np.float64), norm="l2", axis=1).astype(np.float32)
+    assert np.array_equal(normalized_float32(x, "x"), expected)
+    mean = (x[:100].astype(np.float64) + x[100:]) / 2  # the fused image+DNA mean, in float64 as np.mean there
+    assert np.array_equal(normalized_float32(mean, "x"), normalize(mean, norm="l2", axis=1).astype(np.float32))
+
+
+def test_unlabelled_queries_drop_or_count_as_the_class_not_classified() -> None:
+    """Two keys, three queries; the species of key 1 and queries 1-2 is missing. Query 1's nearest key is
+    key 1: with ``class`` both are ``not_classified``, a hit, as the published code counts it."""
+    keys = np.array([[1.0, 0.0], [0.0, 1.0]])
+    queries = np.array([[1.0, 0.1], [0.1, 1.0], [1.0, 0.0]])
+    labels = pd.DataFrame({rank: ["A", "B", "A"] for rank in EVAL_RANKS}).astype("string")
+    key_labels = pd.DataFrame({rank: ["A", "B"] for rank in EVAL_RANKS}).astype("string")
+    labels.loc[[1, 2], "species"] = pd.NA
+    key_labels.loc[1, "species"] = pd.NA
+    inputs = ({"seen": {"dna": (queries, labels)}}, {"dna": (keys, key_labels)})
+    dropped = evaluate_retrieval(*inputs, ks=(1,)).results["dna->dna"]["seen"]
+    counted = evaluate_retrieval(*inputs, ks=(1,), unlabelled="class").results["dna->dna"]["seen"]
+    assert dropped["micro"]["species"]["top1"] == 1.0  # only query 0 is scored
+    assert dropped["macro"]["species"]["top1"] == 1.0
+    # class: query 0 right (A), query 1 right (not_classified = not_classified), query 2 wrong (finds A).
+    assert counted["micro"]["species"]["top1"] == pytest.approx(2 / 3)
+    assert counted["macro"]["species"]["top1"] == pytest.approx((1 + 1 / 2) / 2)  # classes A and not_classified
+    assert counted["micro"]["genus"] == dropped["micro"]["genus"]  # known ranks are not touched
+    with pytest.raises(ValueError, match="unlabelled must be 'drop' or 'class', got 'keep'"):
+        evaluate_retrieval(*inputs, ks=(1,), unlabelled="keep")

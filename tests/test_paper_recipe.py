@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -18,6 +19,7 @@ from clibd.config import AugmentConfig, ConfigError, TextTowerConfig, load_confi
 from clibd.data.text import encode_taxonomy
 from clibd.data.transforms import build_normalize, build_pil_transform, decode_side
 from clibd.models.text import TextTower, build_text_tokenizer
+from tests.data_paths import REAL_IMAGES, needs_shared_data
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_AUGMENT = AugmentConfig(
@@ -129,8 +131,6 @@ def test_text_is_padded_and_truncated_to_20_tokens_as_the_original(tokenizer):
 
 
 def _taxa_table():
-    import pandas as pd
-
     return pd.DataFrame([t.split(" ") for t in TAXA], columns=["order", "family", "genus", "species"]).astype("string")
 
 
@@ -237,3 +237,49 @@ def test_embedder_sees_new_specimens_through_the_runs_eval_view(tmp_path):
     img = _noise(40, 48, seed=4)  # already 40 px on the shorter side: CenterCrop 32 keeps x 4..35, y 8..39
     x = Embedder(checkpoint, device="cpu").transform(img)
     assert torch.equal(x, torch.from_numpy(np.array(img)[8:40, 4:36]).permute(2, 0, 1))
+
+
+@needs_shared_data
+def test_dataset_with_the_original_pipeline_serves_the_originals_pixels():
+    """Evaluation batches of data.image_pipeline=original on real 1024x768 photos: the original's
+    ToTensor -> Resize(256) -> CenterCrop(224) (bioscanclip/util/dataset.py lines 217-222), bit for bit."""
+    from clibd.config import DataConfig
+    from clibd.data.dataset import SpecimenDataset
+
+    photos = sorted(REAL_IMAGES.glob("valid_*.jpg"))[:4]
+    table = pd.DataFrame({"processid": [p.stem for p in photos], "image_ref": [str(p) for p in photos]})
+    table = table.assign(split="test", order="x", family="x", genus="x", species="x").astype("string")
+    data = DataConfig(mean=[0.0] * 3, std=[1.0] * 3, eval_resize=256, image_pipeline="original")
+    served = SpecimenDataset(table, data, image_size=224).__getitems__(list(range(len(photos))))
+    original = v1.Compose([v1.ToTensor(), v1.Resize(size=256, antialias=True), v1.CenterCrop(224)])
+    assert torch.equal(served["image"], torch.stack([original(Image.open(p)) for p in photos]))
+    on_device = DataConfig(image_pipeline="original", augment=AugmentConfig(on_device=True))
+    with pytest.raises(ValueError, match="data.augment.on_device augments uint8 crops on the device; data.image_pipel"):
+        SpecimenDataset(table, on_device, image_size=224, train=True)
+
+
+def test_a_trained_model_keeps_the_inputs_of_its_data_config(tmp_path):
+    """build_model records data.dna_cleaning, the normalisation and the evaluation view in the model, so
+    its saved folder embeds new specimens as training saw them (the Embedder, clibd embed / classify)."""
+    from clibd.config import Config
+    from clibd.embed.embedder import Embedder
+    from clibd.models.clibd_model import CLIBDModel
+    from clibd.train.build import build_model
+    from tests.helpers.tiny_checkpoint import tiny_model_cfg
+
+    cfg = Config(model=tiny_model_cfg(image_size=32))
+    cfg.data.mean, cfg.data.std, cfg.data.eval_resize = [0.0] * 3, [1.0] * 3, 37
+    cfg.data.image_pipeline, cfg.data.dna_cleaning = "original", "original"
+    rows = _taxa_table()
+    model = build_model(cfg, rows, None)
+    model.save_pretrained(tmp_path / "model")  # no run config.yaml beside it: config.json alone says it
+    again = CLIBDModel.from_pretrained(tmp_path / "model")
+    assert again.dna_tokenizer.cleaning == "original"
+    assert (again.image_view, again.image_normalization) == (
+        {"eval_resize": 37, "pipeline": "original"}, {"mean": [0.0] * 3, "std": [1.0] * 3}
+    )  # fmt: skip
+    embedder = Embedder(tmp_path / "model", device="cpu")
+    img = _noise(60, 50, seed=5)
+    expected = v1.Compose([v1.ToTensor(), v1.Resize(size=37, antialias=True), v1.CenterCrop(32)])(img)
+    assert embedder.decode_side is None and torch.equal(embedder.normalize(embedder.transform(img)[None])[0], expected)
+    assert Embedder(again, device="cpu").decode_side is None  # a model object carries it too
