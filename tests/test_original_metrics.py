@@ -28,6 +28,7 @@ from clibd.data.demo import generate_demo
 from clibd.data.sources import read_specimens
 from clibd.eval.evaluator import RetrievalEvaluator
 from clibd.eval.fused import with_fused_features
+from clibd.eval.published import FEATURES  # the original's feature names (its util.py lines 25-40) -> ours
 from clibd.eval.retrieval import UNLABELLED_CLASS, evaluate_retrieval, flat_metrics, label_vocabulary
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.text import build_text_tokenizer
@@ -36,15 +37,6 @@ from tests.helpers.tiny_checkpoint import tiny_model_cfg
 from tests.original import clibd_eval as original
 
 KS = (1, 3, 5)
-# The original's feature names (bioscanclip/util/util.py lines 25-40) -> ours (clibd.eval.fused).
-NAMES = {
-    "encoded_image_feature": "image",
-    "encoded_dna_feature": "dna",
-    "encoded_language_feature": "text",
-    "averaged_feature": "image_dna_mean",
-    "concatenated_feature": "image_dna_concat",
-    "all_key_features": "all",
-}
 AVERAGES = {"micro_acc": "micro", "macro_acc": "macro"}
 
 
@@ -138,7 +130,7 @@ def _numbers(acc_dict: dict) -> dict[tuple, float]:
                 for avg, by_k in by_avg.items():
                     for k, by_rank in by_k.items():
                         for rank, value in by_rank.items():
-                            out[(f"{NAMES[query]}->{NAMES[key]}", role, AVERAGES[avg], rank, f"top{k}")] = value
+                            out[(f"{FEATURES[query]}->{FEATURES[key]}", role, AVERAGES[avg], rank, f"top{k}")] = value
     return out
 
 
