@@ -79,7 +79,8 @@ def read_published(hdf5_path: str | os.PathLike, labels_path: str | os.PathLike)
             for name, modality in FEATURES.items():
                 if name not in handle[group]:
                     continue
-                emb = np.asarray(handle[group][name][:], dtype=np.float32)
+                # float64, as written (.tolist() features): normalised in float64 as the original (make_prediction)
+                emb = np.asarray(handle[group][name][:], dtype=np.float64)
                 # all_key_features stacks the image, DNA and text keys: labels repeat three times.
                 rows = pd.concat([labels] * 3, ignore_index=True) if name == "all_key_features" else labels
                 if emb.ndim != 2 or len(emb) != len(rows):
