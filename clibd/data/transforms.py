@@ -194,8 +194,7 @@ def build_transform(
     std: Sequence[float] | None = None,
     augment: AugmentConfig | None = None,
     eval_resize: int | None = None,
-    pipeline: ImagePipeline = "clibd",
 ) -> v2.Compose:
     """PIL RGB image -> normalised float32 tensor ``[3, image_size, image_size]``
     (``build_pil_transform`` then ``build_normalize``)."""
-    return v2.Compose([build_pil_transform(image_size, augment, eval_resize, pipeline), build_normalize(mean, std)])
+    return v2.Compose([build_pil_transform(image_size, augment, eval_resize), build_normalize(mean, std)])

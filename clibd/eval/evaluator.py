@@ -159,6 +159,7 @@ class RetrievalEvaluator:
                 "left_out": missing,
                 "empty_roles": self.empty_roles,
                 "skipped_records": self.skips.as_dict(),
+                "unlabelled": cfg.eval.unlabelled,  # how a query without a label was scored
             }
             write_results(retrieval.results, meta, out_dir, retrieval.per_class)
             if embedding_map:
