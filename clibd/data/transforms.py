@@ -8,6 +8,9 @@ Decoding rules:
   - empty, unidentifiable or truncated data raises ``ImageDecodeError`` naming the ref;
   - an image whose header declares more than ``MAX_IMAGE_PIXELS`` pixels is refused before
     any pixel is decoded (decompression-bomb guard).
+
+Decoding needs PIL alone; the views use torchvision, imported when the first one is built
+(:func:`_torchvision_v2`), so a command without photos never loads it.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from typing import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
 from clibd.config import AugmentConfig, DataConfig
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 # 50 megapixels: ~60x a BIOSCAN original (1024x768) and above any camera photo a user
 # would classify; a decoded RGB image this size already takes 150 MB.
@@ -96,6 +102,16 @@ def decode_side(image_size: int, augment: AugmentConfig | None, eval_resize: int
     return math.ceil(image_size / math.sqrt(augment.scale_min))
 
 
+def _torchvision_v2() -> ModuleType:
+    """torchvision's transforms, imported when the first view is built, not with this module. Its
+    import costs about a second on two cores and, through torchvision's detection ops, loads
+    torch._dynamo; barcode-only commands import this module for decoding and must not pay that
+    (``clibd.models.registry`` lists every import clibd defers, and why)."""
+    from torchvision.transforms import v2
+
+    return v2
+
+
 def build_pil_transform(
     image_size: int, augment: AugmentConfig | None = None, eval_resize: int | None = None
 ) -> v2.Compose:
@@ -109,6 +125,7 @@ def build_pil_transform(
     The published system's training view is ``resize_before_crop=256, scale_min=0.08,
     hflip=0.5, vflip=0.5, rotate_degrees=45, rotate_fill=0, color_jitter=0``.
     """
+    v2 = _torchvision_v2()
     if augment is None or not augment.enabled:
         resize = eval_resize or image_size
         if resize < image_size:
@@ -171,4 +188,4 @@ def build_transform(
 ) -> v2.Compose:
     """PIL RGB image -> normalised float32 tensor ``[3, image_size, image_size]``
     (``build_pil_transform`` then ``build_normalize``)."""
-    return v2.Compose([build_pil_transform(image_size, augment, eval_resize), build_normalize(mean, std)])
+    return _torchvision_v2().Compose([build_pil_transform(image_size, augment, eval_resize), build_normalize(mean, std)])

@@ -98,6 +98,8 @@ class Embedder:
     The image size is the checkpoint's; the view (resize to ``eval_resize``, then the centre crop)
     takes the given ``eval_resize``, else the run's ``data.eval_resize``.
     ``precision`` (auto | fp32 | bf16) and ``compile``: see :class:`clibd.embed.encoder.InferenceEncoder`.
+    ``modalities``: load only these towers of a checkpoint (None: all it has), and so only their
+    libraries (``clibd.models.registry``): a command with barcodes alone imports no image library.
     """
 
     def __init__(
@@ -111,10 +113,11 @@ class Embedder:
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
         eval_resize: Optional[int] = None,
+        modalities: Optional[Sequence[str]] = None,
     ) -> None:
         if isinstance(model_or_checkpoint_dir, (str, Path)):
             self.checkpoint_hash: Optional[str] = checkpoint_hash(model_or_checkpoint_dir)
-            model = CLIBDModel.from_pretrained(model_or_checkpoint_dir)
+            model = CLIBDModel.from_pretrained(model_or_checkpoint_dir, modalities=modalities)
             if mean is None or std is None:
                 mean, std = run_normalisation(Path(model_or_checkpoint_dir), mean, std)
             eval_resize = eval_resize or run_eval_resize(Path(model_or_checkpoint_dir))
@@ -125,9 +128,14 @@ class Embedder:
         self.encode = InferenceEncoder(self.model, self.device, precision, compile, batch_size, in_place=True)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.image_size = int(self.model.cfg.image.image_size)
-        self.transform = build_pil_transform(self.image_size, None, eval_resize)  # per image, uint8
+        # per image, uint8; built only with an image tower: the views import torchvision
+        self.transform = build_pil_transform(self.image_size, None, eval_resize) if self.has_images else None
         self.decode_side = decode_side(self.image_size, None, eval_resize)
         self.normalize = build_normalize(mean, std)  # per batch, as the dataset does
+
+    @property
+    def has_images(self) -> bool:
+        return "image" in self.model.modalities
 
     @property
     def dim(self) -> int:
@@ -152,6 +160,7 @@ class Embedder:
         (also issued as one warning). With ``rules`` every photo is quality-checked
         (:func:`clibd.data.quality.photo_quality`, in the loader workers); flagged photos are
         embedded all the same, their ``quality`` says why they should not be trusted."""
+        self.model.check_tower("image")
         inputs = list(inputs)
         files = _ImageFiles(inputs, self.transform, self.image_size, rules, self.photo_decode_side(rules))
         loader = DataLoader(files, batch_size=self.batch_size, collate_fn=_collate_images, num_workers=self.num_workers)
@@ -173,6 +182,7 @@ class Embedder:
 
     def embed_dna(self, sequences: Sequence[str], ids: Optional[Sequence[str]] = None) -> tuple[np.ndarray, list[str]]:
         """Barcodes -> embeddings (tokenised with the checkpoint's own k-mer tokenizer)."""
+        self.model.check_tower("dna")
         sequences = list(sequences)
         ids = [f"dna-{i}" for i in range(len(sequences))] if ids is None else list(ids)
         if len(ids) != len(sequences):

@@ -2,7 +2,9 @@
 
 ``save_pretrained(dir)`` writes ``model.safetensors``, ``config.json`` and
 ``text_tokenizer/``; ``CLIBDModel.from_pretrained(dir)`` rebuilds the model from those alone
-(no training config, data, hub or the towers' original checkpoints).
+(no training config, data, hub or the towers' original checkpoints), or only the towers a
+command needs (``modalities``): towers are built through ``clibd.models.registry``, so the
+libraries of the others are never imported.
 
 ``config.json``: ``{"format": 1, "model": <ModelConfig as a dict>, "architectures":
 {modality: <what the tower was built as>}, "dna_tokenizer": <KmerTokenizer settings>,
@@ -17,23 +19,23 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_model
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from clibd.atomic import atomic_directory
 from clibd.config import MODALITIES, ModelConfig, check_dna_tower
-from clibd.models.dna import DnaTower
 from clibd.models.finetune import apply_finetune
-from clibd.models.image import ImageTower
-from clibd.models.text import TextTower, build_text_tokenizer
+from clibd.models.registry import build_tower
 from clibd.models.weights import CheckpointMismatchError, mismatch_message
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 FORMAT_VERSION = 1
 # Batch keys each modality reads (docs/architecture.md, "Batch").
@@ -46,27 +48,24 @@ class CLIBDModel(nn.Module):
     def __init__(
         self,
         cfg: ModelConfig,
-        text_tokenizer: Optional[PreTrainedTokenizerBase] = None,
+        text_tokenizer: PreTrainedTokenizerBase | Path | None = None,
         architectures: Optional[dict[str, dict]] = None,
+        modalities: Optional[Sequence[str]] = None,
     ) -> None:
         """``architectures`` (from a saved model) rebuilds the towers with random init and
-        loads none of their pretrained weights; ``from_pretrained`` then fills them in."""
+        loads none of their pretrained weights; ``from_pretrained`` then fills them in.
+        ``modalities``: build only these of the enabled towers (None: all); such a model embeds,
+        it cannot be saved. ``text_tokenizer``: see :class:`clibd.models.text.TextTower`."""
         super().__init__()
         check_dna_tower(cfg)
         self.cfg = cfg
-        self.modalities = tuple(m for m in MODALITIES if getattr(cfg, m).enabled)
-        if not self.modalities:
+        enabled = tuple(m for m in MODALITIES if getattr(cfg, m).enabled)
+        if not enabled:
             raise ValueError("model: every modality is disabled; enable at least one of image, dna, text")
+        self.modalities = tuple(m for m in enabled if modalities is None or m in modalities)
+        self.left_out = tuple(m for m in enabled if m not in self.modalities)  # enabled, not built
         arch = architectures or {}
-        towers: dict[str, nn.Module] = {}
-        if cfg.image.enabled:
-            towers["image"] = ImageTower(cfg.image, arch.get("image"))
-        if cfg.dna.enabled:
-            towers["dna"] = DnaTower(cfg.dna, arch.get("dna"), embed_dim=cfg.embed_dim)
-        self.text_tokenizer = None
-        if cfg.text.enabled:
-            self.text_tokenizer = text_tokenizer or build_text_tokenizer(cfg.text)
-            towers["text"] = TextTower(cfg.text, self.text_tokenizer, arch.get("text"))
+        towers = {m: build_tower(m, cfg, arch.get(m), text_tokenizer) for m in self.modalities}
         for name, tower in towers.items():
             tower_cfg = getattr(cfg, name)
             apply_finetune(tower, tower_cfg.finetune, tower_cfg.lora, tower.default_lora_targets, f"model.{name}")
@@ -85,13 +84,22 @@ class CLIBDModel(nn.Module):
         )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init)))
         self.dna_tokenizer = towers["dna"].tokenizer if "dna" in towers else None
+        self.text_tokenizer = towers["text"].tokenizer if "text" in towers else None
         # {"mean": [...], "std": [...]} the images were normalised with in training (saved in config.json).
         self.image_normalization: Optional[dict[str, list[float]]] = None
 
     # ---- encoding -------------------------------------------------------------------------
-    def _embed(self, modality: str, *inputs: torch.Tensor) -> torch.Tensor:
+    def check_tower(self, modality: str) -> None:
+        """Raise ValueError, saying why, when this model cannot embed ``modality``."""
+        if modality in self.left_out:
+            loaded = ", ".join(self.modalities)
+            raise ValueError(f"the {modality} tower of this model was not loaded (loaded: {loaded})")
         if modality not in self.towers:
-            raise ValueError(f"this model has no {modality} tower (enabled: {', '.join(self.modalities)})")
+            enabled = ", ".join(m for m in MODALITIES if m in self.modalities + self.left_out)
+            raise ValueError(f"this model has no {modality} tower (enabled: {enabled})")
+
+    def _embed(self, modality: str, *inputs: torch.Tensor) -> torch.Tensor:
+        self.check_tower(modality)
         return F.normalize(self.heads[modality](self.towers[modality](*inputs)), dim=-1)
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
@@ -131,6 +139,9 @@ class CLIBDModel(nn.Module):
     # ---- persistence ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write the model whole or not at all (``clibd.atomic.atomic_directory``)."""
+        if self.left_out:
+            loaded = ", ".join(self.modalities)
+            raise ValueError(f"only the {loaded} tower(s) of this model were loaded: load it whole to save it")
         with atomic_directory(directory) as tmp:
             save_model(self, str(tmp / "model.safetensors"))
             meta = {
@@ -146,8 +157,14 @@ class CLIBDModel(nn.Module):
         return Path(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, expected: Optional[ModelConfig] = None) -> "CLIBDModel":
-        """Load a saved model; with ``expected``, refuse one whose architecture differs."""
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        expected: Optional[ModelConfig] = None,
+        modalities: Optional[Sequence[str]] = None,
+    ) -> "CLIBDModel":
+        """Load a saved model; with ``expected``, refuse one whose architecture differs. ``modalities``:
+        load only these of its towers (the others' weights are not read, their libraries not imported)."""
         directory = Path(directory)
         config_file = directory / "config.json"
         if not config_file.is_file():
@@ -164,17 +181,18 @@ class CLIBDModel(nn.Module):
         # (the text tower's ``name`` is not read when its architecture is given).
         cfg.image = dataclasses.replace(cfg.image, pretrained=None)
         cfg.dna = dataclasses.replace(cfg.dna, pretrained=None)
-        tokenizer = None
-        if cfg.text.enabled:
-            tokenizer = AutoTokenizer.from_pretrained(directory / "text_tokenizer", local_files_only=True)
-        model = cls(cfg, text_tokenizer=tokenizer, architectures=meta["architectures"])
+        model = cls(cfg, directory / "text_tokenizer", meta["architectures"], modalities)
+        weights = directory / "model.safetensors"
+        skipped = tuple(f"{part}.{m}." for m in model.left_out for part in ("towers", "heads"))
         try:
-            missing, unexpected = load_model(model, str(directory / "model.safetensors"), strict=False)
-        except SafetensorError as err:
-            raise ValueError(f"{directory / 'model.safetensors'}: cannot be read ({err})") from None
+            with safe_open(weights, framework="pt") as file:
+                state = {key: file.get_tensor(key) for key in file.keys() if not key.startswith(skipped)}
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{weights}: cannot be read ({err})") from None
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise CheckpointMismatchError(
-                f"{directory / 'model.safetensors'}: weights do not fit the model built from config.json: "
+                f"{weights}: weights do not fit the model built from config.json: "
                 f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
         model.image_normalization = meta.get("image_normalization")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from clibd.config import QualityConfig
+from clibd.config import SPECIMEN_MODALITIES, QualityConfig
 from clibd.data.images import ImageReadError, read_image_bytes
 from clibd.data.transforms import ImageDecodeError, decode_image
 from clibd.embed.embedder import Embedder
@@ -56,7 +56,8 @@ class Classifier:
         started = time.perf_counter()
         self.checkpoint, self.index_dir, self.k = Path(checkpoint), Path(index_dir), k
         self.rules, self.keep_flagged = QualityConfig() if rules is None else rules, keep_flagged
-        self.embedder = Embedder(checkpoint, device=device, batch_size=batch_size, precision=precision)
+        # photos and barcodes: the text tower (and transformers) is never loaded
+        self.embedder = Embedder(checkpoint, device, batch_size, precision, modalities=SPECIMEN_MODALITIES)
         self.library = load_library(index_dir, self.embedder)
         taxonomy = self.library.taxonomy
         refs = taxonomy["image_ref"] if "image_ref" in taxonomy else pd.Series(pd.NA, index=taxonomy.index)
