@@ -115,12 +115,11 @@ class Embedder:
         eval_resize: Optional[int] = None,
         modalities: Optional[Sequence[str]] = None,
     ) -> None:
+        run: Optional[Path] = None
         if isinstance(model_or_checkpoint_dir, (str, Path)):
-            self.checkpoint_hash: Optional[str] = checkpoint_hash(model_or_checkpoint_dir)
-            model = CLIBDModel.from_pretrained(model_or_checkpoint_dir, modalities=modalities)
-            if mean is None or std is None:
-                mean, std = run_normalisation(Path(model_or_checkpoint_dir), mean, std)
-            eval_resize = eval_resize or run_eval_resize(Path(model_or_checkpoint_dir))
+            run = Path(model_or_checkpoint_dir)
+            self.checkpoint_hash: Optional[str] = checkpoint_hash(run)
+            model = CLIBDModel.from_pretrained(run, modalities=modalities)
         else:
             self.checkpoint_hash, model = None, model_or_checkpoint_dir
         self.device = resolve_device(device)
@@ -128,10 +127,15 @@ class Embedder:
         self.encode = InferenceEncoder(self.model, self.device, precision, compile, batch_size, in_place=True)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.image_size = int(self.model.cfg.image.image_size)
-        # per image, uint8; built only with an image tower: the views import torchvision
-        self.transform = build_pil_transform(self.image_size, None, eval_resize) if self.has_images else None
+        self.transform: Optional[Callable] = None  # per image, uint8
+        self.normalize: Optional[Callable] = None  # per batch, as the dataset does
+        if self.has_images:  # only then: the views import torchvision, the run's config is read
+            if run is not None and (mean is None or std is None):
+                mean, std = run_normalisation(run, mean, std)
+            eval_resize = eval_resize or (run_eval_resize(run) if run is not None else None)
+            self.transform = build_pil_transform(self.image_size, None, eval_resize)
+            self.normalize = build_normalize(mean, std)
         self.decode_side = decode_side(self.image_size, None, eval_resize)
-        self.normalize = build_normalize(mean, std)  # per batch, as the dataset does
 
     @property
     def has_images(self) -> bool:
