@@ -1,6 +1,7 @@
 """Towers built through ``clibd.models.registry``: only the towers asked for (their weights alone
-read), and a saved bag-only DNA tower rebuilt without transformers, loading and saving the same
-weights as the BERT-based tower it was trained as."""
+read), others added later (in the background for ``clibd serve``), and a saved bag-only DNA tower
+rebuilt without transformers, loading and saving the same weights as the BERT-based tower it was
+trained as."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from clibd.embed.embedder import Embedder
 from clibd.models.clibd_model import CLIBDModel
@@ -75,3 +77,30 @@ def test_embedder_for_barcodes_builds_no_image_view(tmp_path) -> None:
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, rtol=1e-6)
     with pytest.raises(ValueError, match=r"^the image tower of this model was not loaded \(loaded: dna\)$"):
         embedder.embed_images([tmp_path / "photo.jpg"])
+
+
+def _photo(path) -> str:
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_towers_loaded_in_the_background_embed_as_those_loaded_at_once(tmp_path) -> None:
+    checkpoint = save_run(tmp_path / "run", tiny_model(cfg=bag_only_model_cfg()))
+    photo = _photo(tmp_path / "p.jpg")
+    at_once = Embedder(checkpoint, device="cpu", modalities=("image", "dna"))
+    later = Embedder(checkpoint, device="cpu", modalities=("image", "dna"), background=("image",))
+    assert later.later == ("image",) and later.decode_side == at_once.decode_side  # known before the tower
+    np.testing.assert_array_equal(later.embed_dna(BARCODES)[0], at_once.embed_dna(BARCODES)[0])
+    np.testing.assert_array_equal(later.embed_images([photo]).embeddings, at_once.embed_images([photo]).embeddings)
+    assert later.loading == () and later.model.modalities == ("image", "dna") and later.model.left_out == ("text",)
+
+
+def test_a_tower_that_fails_to_load_in_the_background_is_named_where_it_is_needed(tmp_path) -> None:
+    checkpoint = save_run(tmp_path / "run", tiny_model(cfg=bag_only_model_cfg()))
+    weights = load_file(checkpoint / "model.safetensors")
+    del weights["towers.image.backbone.cls_token"]
+    save_file(weights, checkpoint / "model.safetensors")
+    embedder = Embedder(checkpoint, device="cpu", modalities=("image", "dna"), background=("image",))
+    assert embedder.embed_dna(BARCODES)[0].shape == (2, 16)  # barcodes do not wait for, nor fail with, photos
+    with pytest.raises(RuntimeError, match=r"^loading the image tower\(s\) failed: .*missing \['towers\.image\.backbo"):
+        embedder.embed_images([_photo(tmp_path / "p.jpg")])

@@ -30,6 +30,7 @@ from torch import nn
 
 from clibd.atomic import atomic_directory
 from clibd.config import MODALITIES, ModelConfig, check_dna_tower
+from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.models.finetune import apply_finetune
 from clibd.models.registry import build_tower
 from clibd.models.weights import CheckpointMismatchError, mismatch_message
@@ -55,38 +56,54 @@ class CLIBDModel(nn.Module):
         """``architectures`` (from a saved model) rebuilds the towers with random init and
         loads none of their pretrained weights; ``from_pretrained`` then fills them in.
         ``modalities``: build only these of the enabled towers (None: all); such a model embeds,
-        it cannot be saved. ``text_tokenizer``: see :class:`clibd.models.text.TextTower`."""
+        it cannot be saved (:meth:`load_towers` adds the others later). ``text_tokenizer``: see
+        :class:`clibd.models.text.TextTower`."""
         super().__init__()
         check_dna_tower(cfg)
         self.cfg = cfg
-        enabled = tuple(m for m in MODALITIES if getattr(cfg, m).enabled)
-        if not enabled:
+        self.enabled = tuple(m for m in MODALITIES if getattr(cfg, m).enabled)
+        if not self.enabled:
             raise ValueError("model: every modality is disabled; enable at least one of image, dna, text")
-        self.modalities = tuple(m for m in enabled if modalities is None or m in modalities)
-        self.left_out = tuple(m for m in enabled if m not in self.modalities)  # enabled, not built
-        arch = architectures or {}
-        towers = {m: build_tower(m, cfg, arch.get(m), text_tokenizer) for m in self.modalities}
+        self._text_tokenizer, self._architectures = text_tokenizer, architectures or {}
+        self.towers, self.heads = nn.ModuleDict(), nn.ModuleDict()
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init)))
+        self.dna_tokenizer: Optional[KmerTokenizer] = None
+        self.text_tokenizer: Optional[PreTrainedTokenizerBase] = None
+        # {"mean": [...], "std": [...]} the images were normalised with in training (saved in config.json).
+        self.image_normalization: Optional[dict[str, list[float]]] = None
+        self._add_towers([m for m in self.enabled if modalities is None or m in modalities])
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The towers built, in ``MODALITIES`` order."""
+        return tuple(m for m in self.enabled if m in self.towers)
+
+    @property
+    def left_out(self) -> tuple[str, ...]:
+        """Enabled towers not built (``modalities`` of ``__init__`` / ``from_pretrained``)."""
+        return tuple(m for m in self.enabled if m not in self.towers)
+
+    def _add_towers(self, names: Sequence[str]) -> None:
+        """Build ``names``' towers (through the registry: their libraries are imported now), then
+        their heads: towers first, so a seeded model draws the same initial weights as ever."""
+        towers = {m: build_tower(m, self.cfg, self._architectures.get(m), self._text_tokenizer) for m in names}
         for name, tower in towers.items():
-            tower_cfg = getattr(cfg, name)
+            tower_cfg = getattr(self.cfg, name)
             apply_finetune(tower, tower_cfg.finetune, tower_cfg.lora, tower.default_lora_targets, f"model.{name}")
             if tower_cfg.gradient_checkpointing:
                 tower.enable_gradient_checkpointing()
-        self.towers = nn.ModuleDict(towers)
         # A tower that already ends in the embedding space (the original's DNA head, or a k-mer
         # bag kept as it is) gets no projection.
-        self.heads = nn.ModuleDict(
-            {
-                name: nn.Identity()
-                if getattr(t, "ends_in_embedding_space", False)
-                else nn.Linear(t.output_dim, cfg.embed_dim)
-                for name, t in towers.items()
-            }
-        )
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init)))
-        self.dna_tokenizer = towers["dna"].tokenizer if "dna" in towers else None
-        self.text_tokenizer = towers["text"].tokenizer if "text" in towers else None
-        # {"mean": [...], "std": [...]} the images were normalised with in training (saved in config.json).
-        self.image_normalization: Optional[dict[str, list[float]]] = None
+        heads = {
+            name: nn.Identity()
+            if getattr(t, "ends_in_embedding_space", False)
+            else nn.Linear(t.output_dim, self.cfg.embed_dim)
+            for name, t in towers.items()
+        }
+        self.towers.update(towers)
+        self.heads.update(heads)
+        self.dna_tokenizer = self.dna_tokenizer or getattr(towers.get("dna"), "tokenizer", None)
+        self.text_tokenizer = self.text_tokenizer or getattr(towers.get("text"), "tokenizer", None)
 
     # ---- encoding -------------------------------------------------------------------------
     def check_tower(self, modality: str) -> None:
@@ -95,7 +112,7 @@ class CLIBDModel(nn.Module):
             loaded = ", ".join(self.modalities)
             raise ValueError(f"the {modality} tower of this model was not loaded (loaded: {loaded})")
         if modality not in self.towers:
-            enabled = ", ".join(m for m in MODALITIES if m in self.modalities + self.left_out)
+            enabled = ", ".join(self.enabled)
             raise ValueError(f"this model has no {modality} tower (enabled: {enabled})")
 
     def _embed(self, modality: str, *inputs: torch.Tensor) -> torch.Tensor:
@@ -182,21 +199,39 @@ class CLIBDModel(nn.Module):
         cfg.image = dataclasses.replace(cfg.image, pretrained=None)
         cfg.dna = dataclasses.replace(cfg.dna, pretrained=None)
         model = cls(cfg, directory / "text_tokenizer", meta["architectures"], modalities)
-        weights = directory / "model.safetensors"
-        skipped = tuple(f"{part}.{m}." for m in model.left_out for part in ("towers", "heads"))
+        model._load_weights(directory / "model.safetensors")
+        model.image_normalization = meta.get("image_normalization")
+        return model
+
+    def load_towers(self, directory: str | os.PathLike, modalities: Sequence[str]) -> None:
+        """Build the ``modalities`` left out when this model was loaded from ``directory``, and read
+        their weights (``clibd serve`` loads the image tower after it starts answering)."""
+        new = [m for m in self.left_out if m in modalities]
+        self._add_towers(new)
+        self._load_weights(Path(directory) / "model.safetensors", only=new)
+
+    def _load_weights(self, weights: Path, only: Optional[Sequence[str]] = None) -> None:
+        """Every tensor of ``weights`` but the left-out towers' and heads' (``only``: just those
+        modalities' towers and heads); each must fit the model, and every tensor of theirs be there."""
+        skipped, kept = _weight_prefixes(self.left_out), _weight_prefixes(only or ())
+        wanted = (lambda key: key.startswith(kept)) if only is not None else (lambda key: not key.startswith(skipped))
         try:
             with safe_open(weights, framework="pt") as file:
-                state = {key: file.get_tensor(key) for key in file.keys() if not key.startswith(skipped)}
+                state = {key: file.get_tensor(key) for key in file.keys() if wanted(key)}
         except (SafetensorError, OSError) as err:
             raise ValueError(f"{weights}: cannot be read ({err})") from None
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [key for key in missing if wanted(key)]
         if missing or unexpected:
             raise CheckpointMismatchError(
                 f"{weights}: weights do not fit the model built from config.json: "
                 f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
-        model.image_normalization = meta.get("image_normalization")
-        return model
+
+
+def _weight_prefixes(modalities: Sequence[str]) -> tuple[str, ...]:
+    """The state-dict key prefixes of these modalities' towers and heads."""
+    return tuple(f"{part}.{m}." for m in modalities for part in ("towers", "heads"))
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
