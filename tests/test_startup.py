@@ -1,6 +1,6 @@
 """Start-up (issue 26): a command imports only what its inputs need (``clibd.models.registry``).
 
-``clibd classify`` runs in a fresh interpreter on a saved model with all three towers (a timm ViT,
+``clibd classify`` (and ``embed``) runs in a fresh interpreter on a saved model with all three towers (a timm ViT,
 the k-mer-bag DNA tower of docs/dna_recipe.md, a BERT text tower); at exit the process lists the
 watched libraries in ``sys.modules``. Barcodes alone must load none of the image tower's libraries
 (timm, open_clip, torchvision), no compiler (torch._dynamo, which torchvision and transformers
@@ -58,24 +58,41 @@ def saved(tmp_path_factory) -> dict[str, Path]:
     return {"checkpoint": checkpoint, "index": folder / "index", **inputs}
 
 
-def classify_modules(saved: dict[str, Path], inputs: str, tmp_path: Path) -> tuple[pd.DataFrame, set[str]]:
-    """(the classify table, the watched modules the process imported) for ``--<inputs>``."""
+def imported(args: list[str], tmp_path: Path) -> set[str]:
+    """The watched modules ``clibd ARGS`` imported (it must succeed)."""
     out = tmp_path / "modules.json"
-    args = ["classify", "--checkpoint", str(saved["checkpoint"]), "--index", str(saved["index"])]
-    args += [f"--{inputs}", str(saved[inputs]), "--out", str(tmp_path / "table.csv")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "CLIBD_MODULES_OUT": str(out)}
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    return pd.read_csv(tmp_path / "table.csv"), set(json.loads(out.read_text()))
+    return set(json.loads(out.read_text()))
+
+
+def classify_modules(saved: dict[str, Path], inputs: str, tmp_path: Path) -> tuple[pd.DataFrame, set[str]]:
+    """(the classify table, the watched modules the process imported) for ``--<inputs>``."""
+    args = ["classify", "--checkpoint", str(saved["checkpoint"]), "--index", str(saved["index"])]
+    loaded = imported([*args, f"--{inputs}", str(saved[inputs]), "--out", str(tmp_path / "table.csv")], tmp_path)
+    return pd.read_csv(tmp_path / "table.csv"), loaded
+
+
+BARCODE_ONLY_NEVER = {"torchvision", "timm", "open_clip", "torch._dynamo", "transformers", "peft"}
 
 
 def test_barcode_only_classify_imports_no_image_library_no_compiler_no_transformers(saved, tmp_path) -> None:
     table, loaded = classify_modules(saved, "dna", tmp_path)
     assert table["id"].tolist() == ["new"] and table["evidence"].tolist() == ["dna"]
     assert {"torch", "faiss"} <= loaded  # the probe sees what the command imported
-    assert not loaded & {"torchvision", "timm", "open_clip", "torch._dynamo", "transformers", "peft"}, loaded
+    assert not loaded & BARCODE_ONLY_NEVER, loaded
+
+
+def test_barcode_only_embed_imports_no_image_library_no_compiler_no_transformers(saved, tmp_path) -> None:
+    out = tmp_path / "new.parquet"
+    loaded = imported(
+        ["embed", "--checkpoint", str(saved["checkpoint"]), "--dna", str(saved["dna"]), "--out", str(out)], tmp_path
+    )
+    assert pd.read_parquet(out)["id"].tolist() == ["new"]
+    assert "torch" in loaded and not loaded & BARCODE_ONLY_NEVER, loaded
 
 
 @pytest.mark.slow
