@@ -1,11 +1,11 @@
 """Start-up (issue 26): a command imports only what its inputs need (``clibd.models.registry``).
 
-``clibd classify`` (and ``embed``) runs in a fresh interpreter on a saved model with all three towers (a timm ViT,
-the k-mer-bag DNA tower of docs/dna_recipe.md, a BERT text tower); at exit the process lists the
-watched libraries in ``sys.modules``. Barcodes alone must load none of the image tower's libraries
-(timm, open_clip, torchvision), no compiler (torch._dynamo, which torchvision and transformers
-import) and no transformers or peft (a bag-only DNA tower needs torch alone). Photos load the timm
-tower's libraries, and still none of the text tower's or open_clip.
+``clibd classify`` (and ``clibd embed``) runs in a fresh interpreter on a saved model with all
+three towers (a timm ViT, the k-mer-bag DNA tower of docs/dna_recipe.md, a BERT text tower); at
+exit the process lists the watched libraries in ``sys.modules``. Barcodes alone must load none of
+the image tower's libraries (timm, open_clip, torchvision), no compiler (torch._dynamo, which
+torchvision and transformers import) and no transformers or peft (a bag-only DNA tower needs torch
+alone). Photos load the timm tower's libraries, and still none of the text tower's or open_clip.
 """
 
 from __future__ import annotations
