@@ -12,13 +12,14 @@ module that imports its libraries at its top, and ``CLIBDModel`` builds its towe
 k-mer-bag DNA tower (``pooling: kmer_bag``, ``num_layers: 0``, the recipe of docs/dna_recipe.md)
 needs torch alone: :class:`clibd.models.kmer_bag.KmerBagTower`.
 
-The one third-party import deferred elsewhere is torchvision in ``clibd.data.transforms`` (the data
-layer sits below this one): decoding needs only PIL; torchvision is imported when the first view
-is built, i.e. when a command has photos to embed. ``InferenceEncoder`` touches torch's compiler
-only with ``compile``. tests/test_architecture.py checks that no other module calls importlib and
-that every module named here sits in models/ or below; tests/test_startup.py checks that a
-barcode-only ``clibd classify`` imports none of torchvision, timm, open_clip, transformers, peft
-or torch._dynamo.
+Third-party imports deferred elsewhere, each inside the one function of the path that needs it:
+torchvision in ``clibd.data.transforms`` (the data layer sits below this one; decoding needs only
+PIL, torchvision is imported when the first image view is built), h5py in ``clibd.data.images``
+(HDF5 image references), torch's compiler in ``clibd.embed.encoder`` (``compile`` only).
+tests/test_architecture.py checks that no other module imports by name and that every module
+named here sits in models/ or below; tests/test_startup.py checks that a barcode-only ``clibd
+classify`` or ``clibd embed`` imports none of torchvision, timm, open_clip, transformers, peft or
+torch._dynamo.
 """
 
 from __future__ import annotations
