@@ -102,8 +102,10 @@ class CLIBDModel(nn.Module):
         }
         self.towers.update(towers)
         self.heads.update(heads)
-        self.dna_tokenizer = self.dna_tokenizer or getattr(towers.get("dna"), "tokenizer", None)
-        self.text_tokenizer = self.text_tokenizer or getattr(towers.get("text"), "tokenizer", None)
+        if "dna" in towers:
+            self.dna_tokenizer = towers["dna"].tokenizer
+        if "text" in towers:
+            self.text_tokenizer = towers["text"].tokenizer
 
     # ---- encoding -------------------------------------------------------------------------
     def check_tower(self, modality: str) -> None:
