@@ -34,7 +34,7 @@ from clibd.data.roles import select_role
 from clibd.data.sources import read_specimens
 from clibd.data.sources.hdf5 import BIOSCAN5M_HDF5_ROLES, write_clibd_hdf5
 from clibd.data.transforms import build_transform, decode_image
-from clibd.models.dna import make_kmer_tokenizer
+from clibd.models.kmer_bag import make_kmer_tokenizer
 from clibd.models.text import build_text_tokenizer
 from clibd.taxonomy import taxonomy_text
 

@@ -56,7 +56,7 @@ def _compare(size: str, device: str, n_photos: int, n_keys: int, rounds: int) ->
 
     work = Path(tempfile.mkdtemp(prefix="clibd-bench-serve-"))
     try:
-        checkpoint, index_dir, photos = _prepare(work, size, device, n_photos, n_keys)
+        checkpoint, index_dir, photos = prepare_run(work, size, device, n_photos, n_keys)
         started = time.perf_counter()
         classifier = Classifier(checkpoint, index_dir, k=5, device=device)
         load_s = time.perf_counter() - started
@@ -105,7 +105,7 @@ def _compare(size: str, device: str, n_photos: int, n_keys: int, rounds: int) ->
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _prepare(work: Path, size: str, device: str, n_photos: int, n_keys: int) -> tuple[Path, Path, Path]:
+def prepare_run(work: Path, size: str, device: str, n_photos: int, n_keys: int) -> tuple[Path, Path, Path]:
     """A saved run (untrained ``size`` model), a library of ``n_keys`` real barcodes, ``n_photos`` photo files."""
     cfg = load_bench_config(size)
     model = build_model(cfg)

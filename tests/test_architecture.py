@@ -80,6 +80,35 @@ def test_no_clibd_import_hides_in_a_function(path: Path) -> None:
     assert not hidden, f"{module} imports clibd modules inside functions: {hidden}"
 
 
+# Below commands/, modules are imported by name at run time only by the tower registry (start-up:
+# each tower's libraries load with that tower, docs/architecture.md) and the package's public names.
+RUNTIME_IMPORTERS = {"clibd.models.registry", "clibd"}
+
+
+def runtime_imports(tree: ast.AST) -> list[int]:
+    """Lines that call ``import_module`` / ``__import__``."""
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    names = [getattr(call.func, "attr", getattr(call.func, "id", None)) for call in calls]
+    return [call.lineno for call, name in zip(calls, names) if name in ("import_module", "__import__")]
+
+
+def test_modules_are_imported_by_name_only_in_the_tower_registry() -> None:
+    found = {module_name(p): runtime_imports(ast.parse(p.read_text())) for p in BELOW_COMMANDS}
+    hidden = {module: lines for module, lines in found.items() if lines and module not in RUNTIME_IMPORTERS}
+    assert not hidden, f"import a module by name only through clibd.models.registry: {hidden}"
+
+
+def test_the_tower_registry_names_what_models_or_below_define() -> None:
+    from clibd.models import registry
+
+    for part, target in registry.PARTS.items():
+        module, attribute = target.split(":")
+        assert PARTS.index(part_of(module)) <= PARTS.index("models"), f"{part}: {module} sits above models/"
+        tree = ast.parse((PACKAGE.parent / (module.replace(".", "/") + ".py")).read_text())
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        assert attribute in defined, f"{part}: {module} defines no {attribute}"
+
+
 REPO = PACKAGE.parent
 # What a user's clone holds: it must not point at files only this workspace has.
 PRODUCT_FILES = sorted(

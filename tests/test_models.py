@@ -14,9 +14,10 @@ from transformers import BertConfig, BertForMaskedLM, BertModel
 
 from clibd.config import DnaTowerConfig, ImageTowerConfig, LoraConfig, ModelConfig, TextTowerConfig
 from clibd.models.clibd_model import CLIBDModel
-from clibd.models.dna import DnaTower, make_kmer_tokenizer
+from clibd.models.dna import DnaTower
 from clibd.models.finetune import trainable_parameters
 from clibd.models.image import ImageTower
+from clibd.models.kmer_bag import make_kmer_tokenizer
 from clibd.models.pooling import masked_mean
 from clibd.models.text import TextTower, build_text_tokenizer
 from clibd.models.weights import CheckpointMismatchError

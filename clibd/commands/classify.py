@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from clibd.commands.embed import add_input_arguments, add_quality_arguments, quality_rules
+from clibd.commands.embed import add_input_arguments, add_quality_arguments, input_modalities, quality_rules
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise SystemExit(f"clibd classify: --k must be at least 1, got {args.k}")
     embedder = Embedder(
-        args.checkpoint, device=args.device, batch_size=args.batch_size, precision=args.precision, compile=args.compile
+        args.checkpoint,
+        device=args.device,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        compile=args.compile,
+        modalities=input_modalities(args),
     )
     index = load_library(args.index, embedder)
     try:

@@ -32,6 +32,11 @@ def add_input_arguments(parser: argparse.ArgumentParser, together: bool = False)
     add_speed_arguments(parser)
 
 
+def input_modalities(args: argparse.Namespace) -> tuple[str, ...]:
+    """The towers the given inputs need: the Embedder loads only these, and only their libraries."""
+    return tuple(m for m, given in (("image", args.images), ("dna", args.dna)) if given is not None)
+
+
 # The QualityConfig minimums a command line can set, each as --field-name, with its help.
 QUALITY_OPTIONS = {
     "min_valid_nt": "fewest A/C/G/T in a barcode (default {}; BOLD BARCODE standard: 500)",
@@ -108,7 +113,12 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix not in (".parquet", ".npy"):
         raise SystemExit(f"clibd embed: --out must end in .parquet or .npy, got {out}")
     embedder = Embedder(
-        args.checkpoint, device=args.device, batch_size=args.batch_size, precision=args.precision, compile=args.compile
+        args.checkpoint,
+        device=args.device,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        compile=args.compile,
+        modalities=input_modalities(args),
     )
     try:
         (inputs,) = embed_inputs(embedder, args.images, args.dna, quality_rules(args)).values()

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import NamedTuple, Sequence, get_args
 
 import numpy as np
-import scipy.sparse as sp
 
 from clibd.config import DnaCleaning
 
@@ -189,14 +188,3 @@ class KmerTokenizer:
         np.savez(tmp, ids=encoding.ids, attention_mask=encoding.attention_mask)
         tmp.replace(path)
         return encoding
-
-
-def token_counts(barcodes: Sequence[str], tokenizer: KmerTokenizer) -> sp.csr_matrix:
-    """``[n, vocab]`` counts of each barcode's real k-mer tokens (special and UNK tokens, and so
-    k-mers holding N or another non-ACGT letter, left out)."""
-    enc = tokenizer(barcodes)
-    valid = (enc.attention_mask == 1) & (enc.ids >= tokenizer.kmer_offset)
-    rows, cols = np.nonzero(valid)[0], enc.ids[valid].astype(np.int64)
-    ones = np.ones(len(rows), dtype=np.float32)
-    # coo -> csr sums the duplicates (a k-mer repeated in one barcode)
-    return sp.coo_matrix((ones, (rows, cols)), shape=(len(barcodes), tokenizer.vocab_size)).tocsr()

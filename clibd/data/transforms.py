@@ -9,6 +9,9 @@ Decoding rules:
   - empty, unidentifiable or truncated data raises ``ImageDecodeError`` naming the ref;
   - an image whose header declares more than ``MAX_IMAGE_PIXELS`` pixels is refused before
     any pixel is decoded (decompression-bomb guard).
+
+Decoding needs PIL alone; the views use torchvision, imported when the first one is built
+(:func:`_torchvision_v2`), so a command without photos never loads it.
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from typing import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
 from clibd.config import AugmentConfig, DataConfig, ImagePipeline
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 # 50 megapixels: ~60x a BIOSCAN original (1024x768) and above any camera photo a user
 # would classify; a decoded RGB image this size already takes 150 MB.
@@ -110,6 +116,16 @@ class ToUnitFloat(torch.nn.Module):
         return image.to(torch.float32).div(255)
 
 
+def _torchvision_v2() -> ModuleType:
+    """torchvision's transforms, imported when the first view is built, not with this module. Its
+    import costs about a second on two cores and, through torchvision's detection ops, loads
+    torch._dynamo; barcode-only commands import this module for decoding and must not pay that
+    (``clibd.models.registry`` lists every import clibd defers, and why)."""
+    from torchvision.transforms import v2
+
+    return v2
+
+
 def build_pil_transform(
     image_size: int,
     augment: AugmentConfig | None = None,
@@ -128,6 +144,7 @@ def build_pil_transform(
     The published system's training view is ``resize_before_crop=256, scale_min=0.08,
     hflip=0.5, vflip=0.5, rotate_degrees=45, rotate_fill=0, color_jitter=0``.
     """
+    v2 = _torchvision_v2()
     as_float = pipeline == "original"
     if augment is None or not augment.enabled:
         resize = eval_resize or image_size
@@ -197,4 +214,4 @@ def build_transform(
 ) -> v2.Compose:
     """PIL RGB image -> normalised float32 tensor ``[3, image_size, image_size]``
     (``build_pil_transform`` then ``build_normalize``)."""
-    return v2.Compose([build_pil_transform(image_size, augment, eval_resize), build_normalize(mean, std)])
+    return _torchvision_v2().Compose([build_pil_transform(image_size, augment, eval_resize), build_normalize(mean, std)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Sequence
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from clibd.config import QualityConfig
+from clibd.config import MODALITIES, ImagePipeline, QualityConfig
 from clibd.data.quality import ANALYSIS_SIDE, photo_quality
 from clibd.data.transforms import ImageDecodeError, build_normalize, build_pil_transform, decode_image, decode_side
 from clibd.embed.encoder import InferenceEncoder
@@ -102,6 +103,11 @@ class Embedder:
     Text is padded to the model's ``text.max_length`` when it has one (the published model's
     ``mean_all`` pooling averages the padding too).
     ``precision`` (auto | fp32 | bf16) and ``compile``: see :class:`clibd.embed.encoder.InferenceEncoder`.
+    ``modalities``: load only these towers of a checkpoint (None: all it has), and so only their
+    libraries (``clibd.models.registry``): a command with barcodes alone imports no image library.
+    ``background``: of those, the towers to load in a background thread, so the others embed at once
+    (``clibd serve`` answers barcodes while the image tower's libraries import); embedding with one
+    of them waits until it is ready (:meth:`wait_for_towers`).
     """
 
     def __init__(
@@ -115,26 +121,90 @@ class Embedder:
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
         eval_resize: Optional[int] = None,
+        modalities: Optional[Sequence[str]] = None,
+        background: Sequence[str] = (),
     ) -> None:
+        run: Optional[Path] = None
+        wanted = list(MODALITIES if modalities is None else modalities)
         if isinstance(model_or_checkpoint_dir, (str, Path)):
-            self.checkpoint_hash: Optional[str] = checkpoint_hash(model_or_checkpoint_dir)
-            model = CLIBDModel.from_pretrained(model_or_checkpoint_dir)
-            if mean is None or std is None:
-                mean, std = run_normalisation(Path(model_or_checkpoint_dir), mean, std)
-            view = run_image_view(Path(model_or_checkpoint_dir), model.image_view)
+            run = Path(model_or_checkpoint_dir)
+            self.checkpoint_hash: Optional[str] = checkpoint_hash(run)
+            at_once = [m for m in wanted if m not in background] if background else modalities
+            model = CLIBDModel.from_pretrained(run, modalities=at_once)
+        elif background:
+            raise ValueError("towers load in the background from a checkpoint directory, not from a model object")
         else:
             self.checkpoint_hash, model = None, model_or_checkpoint_dir
-            view = getattr(model, "image_view", None) or {}
-        eval_resize = eval_resize or view.get("eval_resize")
-        pipeline = view.get("pipeline", "clibd")
+        if background and compile:
+            raise ValueError("compile needs every tower at once: load none in the background")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.encode = InferenceEncoder(self.model, self.device, precision, compile, batch_size, in_place=True)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.image_size = int(self.model.cfg.image.image_size)
-        self.transform = build_pil_transform(self.image_size, None, eval_resize, pipeline)  # per image
-        self.decode_side = decode_side(self.image_size, None, eval_resize, pipeline)
-        self.normalize = build_normalize(mean, std)  # per batch, as the dataset does
+        self.later = tuple(m for m in background if m in wanted and m in getattr(model, "left_out", ()))
+        self.transform: Optional[Callable] = None  # per image
+        self.normalize: Optional[Callable] = None  # per batch, as the dataset does
+        self.pipeline: ImagePipeline = "clibd"
+        if self.has_images or "image" in self.later:  # only then is the run's config read
+            if run is not None and (mean is None or std is None):
+                mean, std = run_normalisation(run, mean, std)
+            saved = getattr(model, "image_view", None)
+            view = run_image_view(run, saved) if run is not None else (saved or {})
+            eval_resize = eval_resize or view.get("eval_resize")
+            self.pipeline = view.get("pipeline", "clibd")
+        self.decode_side = decode_side(self.image_size, None, eval_resize, self.pipeline)
+        if self.has_images:  # the views import torchvision
+            self._image_view(mean, std, eval_resize)
+        self._lock = threading.Lock()  # a batch runs, or towers loaded later are put in place
+        self._ready, self._failed = threading.Event(), None
+        if not self.later:
+            self._ready.set()
+            return
+        args = (run, mean, std, eval_resize)
+        threading.Thread(target=self._load_later, args=args, name="clibd-towers", daemon=True).start()
+
+    def _image_view(
+        self, mean: Optional[Sequence[float]], std: Optional[Sequence[float]], eval_resize: Optional[int]
+    ) -> None:
+        self.transform = build_pil_transform(self.image_size, None, eval_resize, self.pipeline)
+        self.normalize = build_normalize(mean, std)
+
+    def _load_later(
+        self, run: Path, mean: Optional[Sequence[float]], std: Optional[Sequence[float]], eval_resize: Optional[int]
+    ) -> None:
+        try:
+            self.model.load_towers(run, self.later)
+            if "image" in self.later:
+                self._image_view(mean, std, eval_resize)
+            with self._lock:
+                self.model.to(self.device).eval()
+                if self.encode.prepared:  # cast (bf16) the new towers as the others were
+                    self.encode.refresh(self.model)
+        except Exception as err:  # raised where a tower is waited for
+            self._failed = err
+        finally:
+            self._ready.set()
+
+    def wait_for_towers(self) -> None:
+        """Block until the towers loading in the background are in place; raise if they failed to load."""
+        self._ready.wait()
+        if self._failed is not None:
+            raise RuntimeError(f"loading the {', '.join(self.later)} tower(s) failed: {self._failed}") from self._failed
+
+    @property
+    def loading(self) -> tuple[str, ...]:
+        """The towers still loading in the background."""
+        return () if self._ready.is_set() else self.later
+
+    def _require(self, modality: str) -> None:
+        if modality in self.later:
+            self.wait_for_towers()
+        self.model.check_tower(modality)
+
+    @property
+    def has_images(self) -> bool:
+        return "image" in self.model.modalities
 
     @property
     def dim(self) -> int:
@@ -150,7 +220,8 @@ class Embedder:
 
     def _encode(self, batch: dict[str, torch.Tensor], modality: str) -> np.ndarray:
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        return self.encode(batch, modality).cpu().numpy()
+        with self._lock:
+            return self.encode(batch, modality).cpu().numpy()
 
     def _stack(self, parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
@@ -162,6 +233,7 @@ class Embedder:
         (also issued as one warning). With ``rules`` every photo is quality-checked
         (:func:`clibd.data.quality.photo_quality`, in the loader workers); flagged photos are
         embedded all the same, their ``quality`` says why they should not be trusted."""
+        self._require("image")
         inputs = list(inputs)
         files = _ImageFiles(inputs, self.transform, self.image_size, rules, self.photo_decode_side(rules))
         loader = DataLoader(files, batch_size=self.batch_size, collate_fn=_collate_images, num_workers=self.num_workers)
@@ -183,6 +255,7 @@ class Embedder:
 
     def embed_dna(self, sequences: Sequence[str], ids: Optional[Sequence[str]] = None) -> tuple[np.ndarray, list[str]]:
         """Barcodes -> embeddings (tokenised with the checkpoint's own k-mer tokenizer)."""
+        self._require("dna")
         sequences = list(sequences)
         ids = [f"dna-{i}" for i in range(len(sequences))] if ids is None else list(ids)
         if len(ids) != len(sequences):
@@ -200,6 +273,7 @@ class Embedder:
 
     def embed_text(self, strings: Sequence[str]) -> np.ndarray:
         """Taxonomy strings (e.g. ``"Diptera Sciaridae Bradysia not_classified"``) -> embeddings."""
+        self._require("text")
         strings = list(strings)
         length = self.model.cfg.text.max_length
         # The model's fixed text length (evaluation pads to it: clibd.data.text.encode_taxonomy), else the longest.

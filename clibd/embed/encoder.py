@@ -161,7 +161,9 @@ class InferenceEncoder:
             inputs = [torch.cat([x, x[-1:].expand(self.batch_size - rows, *x.shape[1:])]) for x in inputs]
         # Freezing is read when the first call compiles; torch.compile(options={"freezing": True})
         # was measured not to apply it (aten::addmm, not the pre-packed oneDNN linear, in the profile).
-        with torch.inference_mode(), _private_torch()[1](self.freeze):
+        # Without compile, inductor's config is not touched: importing it loads torch._dynamo (~1 s).
+        freezing = _private_torch()[1](self.freeze) if self.compile else contextlib.nullcontext()
+        with torch.inference_mode(), freezing:
             return encode(*inputs)[:rows].float()
 
 

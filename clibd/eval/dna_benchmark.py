@@ -20,7 +20,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 
-from clibd.data.dna_tokenizer import KmerTokenizer, token_counts
+from clibd.data.dna_tokenizer import KmerTokenizer
+from clibd.data.kmer_counts import token_counts
 from clibd.eval.metrics import topk_accuracy
 from clibd.taxonomy import label_codes
 

@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 
 from clibd.config import SPECIMEN_MODALITIES
 from clibd.eval.clustering import reduce_umap
+from clibd.eval.run_files import MAP_FILE, PICTURE_FILE
 from clibd.taxonomy import EVAL_RANKS
 
-MAP_FILE, PICTURE_FILE = "embeddings_map.csv", "embeddings.png"
 MAX_LEGEND = 12
 
 

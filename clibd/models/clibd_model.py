@@ -2,7 +2,9 @@
 
 ``save_pretrained(dir)`` writes ``model.safetensors``, ``config.json`` and
 ``text_tokenizer/``; ``CLIBDModel.from_pretrained(dir)`` rebuilds the model from those alone
-(no training config, data, hub or the towers' original checkpoints).
+(no training config, data, hub or the towers' original checkpoints), or only the towers a
+command needs (``modalities``): towers are built through ``clibd.models.registry``, so the
+libraries of the others are never imported.
 
 ``config.json``: ``{"format": 1, "model": <ModelConfig as a dict>, "architectures":
 {modality: <what the tower was built as>}, "dna_tokenizer": <KmerTokenizer settings, its
@@ -19,23 +21,24 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_model
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from clibd.atomic import atomic_directory
 from clibd.config import MODALITIES, ModelConfig, check_dna_tower
-from clibd.models.dna import DnaTower
+from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.models.finetune import apply_finetune
-from clibd.models.image import ImageTower
-from clibd.models.text import TextTower, build_text_tokenizer
+from clibd.models.registry import build_tower
 from clibd.models.weights import CheckpointMismatchError, mismatch_message
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 FORMAT_VERSION = 1
 # Batch keys each modality reads (docs/architecture.md, "Batch").
@@ -48,54 +51,78 @@ class CLIBDModel(nn.Module):
     def __init__(
         self,
         cfg: ModelConfig,
-        text_tokenizer: Optional[PreTrainedTokenizerBase] = None,
+        text_tokenizer: PreTrainedTokenizerBase | Path | None = None,
         architectures: Optional[dict[str, dict]] = None,
+        modalities: Optional[Sequence[str]] = None,
     ) -> None:
         """``architectures`` (from a saved model) rebuilds the towers with random init and
-        loads none of their pretrained weights; ``from_pretrained`` then fills them in."""
+        loads none of their pretrained weights; ``from_pretrained`` then fills them in.
+        ``modalities``: build only these of the enabled towers (None: all); such a model embeds,
+        it cannot be saved (:meth:`load_towers` adds the others later). ``text_tokenizer``: see
+        :class:`clibd.models.text.TextTower`."""
         super().__init__()
         check_dna_tower(cfg)
         self.cfg = cfg
-        self.modalities = tuple(m for m in MODALITIES if getattr(cfg, m).enabled)
-        if not self.modalities:
+        self.enabled = tuple(m for m in MODALITIES if getattr(cfg, m).enabled)
+        if not self.enabled:
             raise ValueError("model: every modality is disabled; enable at least one of image, dna, text")
-        arch = architectures or {}
-        towers: dict[str, nn.Module] = {}
-        if cfg.image.enabled:
-            towers["image"] = ImageTower(cfg.image, arch.get("image"))
-        if cfg.dna.enabled:
-            towers["dna"] = DnaTower(cfg.dna, arch.get("dna"), embed_dim=cfg.embed_dim)
-        self.text_tokenizer = None
-        if cfg.text.enabled:
-            self.text_tokenizer = text_tokenizer or build_text_tokenizer(cfg.text)
-            towers["text"] = TextTower(cfg.text, self.text_tokenizer, arch.get("text"))
-        for name, tower in towers.items():
-            tower_cfg = getattr(cfg, name)
-            apply_finetune(tower, tower_cfg.finetune, tower_cfg.lora, tower.default_lora_targets, f"model.{name}")
-            if tower_cfg.gradient_checkpointing:
-                tower.enable_gradient_checkpointing()
-        self.towers = nn.ModuleDict(towers)
-        # A tower that already ends in the embedding space (the original's DNA head, or a k-mer
-        # bag kept as it is) gets no projection.
-        self.heads = nn.ModuleDict(
-            {
-                name: nn.Identity()
-                if getattr(t, "ends_in_embedding_space", False)
-                else nn.Linear(t.output_dim, cfg.embed_dim)
-                for name, t in towers.items()
-            }
-        )
+        self._text_tokenizer, self._architectures = text_tokenizer, architectures or {}
+        self.towers, self.heads = nn.ModuleDict(), nn.ModuleDict()
         self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init)))
-        self.dna_tokenizer = towers["dna"].tokenizer if "dna" in towers else None
+        self.dna_tokenizer: Optional[KmerTokenizer] = None
+        self.text_tokenizer: Optional[PreTrainedTokenizerBase] = None
         # {"mean": [...], "std": [...]} the images were normalised with in training (saved in config.json).
         self.image_normalization: Optional[dict[str, list[float]]] = None
         # {"eval_resize": ..., "pipeline": ...}: the data.* evaluation view of training (saved in config.json).
         self.image_view: Optional[dict[str, Any]] = None
+        self._add_towers([m for m in self.enabled if modalities is None or m in modalities])
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The towers built, in ``MODALITIES`` order."""
+        return tuple(m for m in self.enabled if m in self.towers)
+
+    @property
+    def left_out(self) -> tuple[str, ...]:
+        """Enabled towers not built (``modalities`` of ``__init__`` / ``from_pretrained``)."""
+        return tuple(m for m in self.enabled if m not in self.towers)
+
+    def _add_towers(self, names: Sequence[str]) -> None:
+        """Build ``names``' towers (through the registry: their libraries are imported now), then
+        their heads: towers first, so a seeded model draws the same initial weights as ever."""
+        towers = {m: build_tower(m, self.cfg, self._architectures.get(m), self._text_tokenizer) for m in names}
+        for name, tower in towers.items():
+            tower_cfg = getattr(self.cfg, name)
+            apply_finetune(tower, tower_cfg.finetune, tower_cfg.lora, tower.default_lora_targets, f"model.{name}")
+            if tower_cfg.gradient_checkpointing:
+                tower.enable_gradient_checkpointing()
+        # A tower that already ends in the embedding space (the original's DNA head, or a k-mer
+        # bag kept as it is) gets no projection.
+        heads = {
+            name: nn.Identity()
+            if getattr(t, "ends_in_embedding_space", False)
+            else nn.Linear(t.output_dim, self.cfg.embed_dim)
+            for name, t in towers.items()
+        }
+        self.towers.update(towers)
+        self.heads.update(heads)
+        if "dna" in towers:
+            self.dna_tokenizer = towers["dna"].tokenizer
+        if "text" in towers:
+            self.text_tokenizer = towers["text"].tokenizer
 
     # ---- encoding -------------------------------------------------------------------------
-    def _embed(self, modality: str, *inputs: torch.Tensor) -> torch.Tensor:
+    def check_tower(self, modality: str) -> None:
+        """Raise ValueError, saying why, when this model cannot embed ``modality``."""
+        if modality in self.left_out:
+            loaded = ", ".join(self.modalities)
+            raise ValueError(f"the {modality} tower of this model was not loaded (loaded: {loaded})")
         if modality not in self.towers:
-            raise ValueError(f"this model has no {modality} tower (enabled: {', '.join(self.modalities)})")
+            enabled = ", ".join(self.enabled)
+            raise ValueError(f"this model has no {modality} tower (enabled: {enabled})")
+
+    def _embed(self, modality: str, *inputs: torch.Tensor) -> torch.Tensor:
+        self.check_tower(modality)
         return F.normalize(self.heads[modality](self.towers[modality](*inputs)), dim=-1)
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
@@ -135,6 +162,9 @@ class CLIBDModel(nn.Module):
     # ---- persistence ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write the model whole or not at all (``clibd.atomic.atomic_directory``)."""
+        if self.left_out:
+            loaded = ", ".join(self.modalities)
+            raise ValueError(f"only the {loaded} tower(s) of this model were loaded: load it whole to save it")
         with atomic_directory(directory) as tmp:
             save_model(self, str(tmp / "model.safetensors"))
             meta = {
@@ -151,8 +181,14 @@ class CLIBDModel(nn.Module):
         return Path(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, expected: Optional[ModelConfig] = None) -> "CLIBDModel":
-        """Load a saved model; with ``expected``, refuse one whose architecture differs."""
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        expected: Optional[ModelConfig] = None,
+        modalities: Optional[Sequence[str]] = None,
+    ) -> "CLIBDModel":
+        """Load a saved model; with ``expected``, refuse one whose architecture differs. ``modalities``:
+        load only these of its towers (the others' weights are not read, their libraries not imported)."""
         directory = Path(directory)
         config_file = directory / "config.json"
         if not config_file.is_file():
@@ -169,24 +205,43 @@ class CLIBDModel(nn.Module):
         # (the text tower's ``name`` is not read when its architecture is given).
         cfg.image = dataclasses.replace(cfg.image, pretrained=None)
         cfg.dna = dataclasses.replace(cfg.dna, pretrained=None)
-        tokenizer = None
-        if cfg.text.enabled:
-            tokenizer = AutoTokenizer.from_pretrained(directory / "text_tokenizer", local_files_only=True)
-        model = cls(cfg, text_tokenizer=tokenizer, architectures=meta["architectures"])
-        try:
-            missing, unexpected = load_model(model, str(directory / "model.safetensors"), strict=False)
-        except SafetensorError as err:
-            raise ValueError(f"{directory / 'model.safetensors'}: cannot be read ({err})") from None
-        if missing or unexpected:
-            raise CheckpointMismatchError(
-                f"{directory / 'model.safetensors'}: weights do not fit the model built from config.json: "
-                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-            )
+        model = cls(cfg, directory / "text_tokenizer", meta["architectures"], modalities)
+        model._load_weights(directory / "model.safetensors")
         model.image_normalization = meta.get("image_normalization")
         model.image_view = meta.get("image_view")
         if model.dna_tokenizer is not None:  # absent from models saved before data.dna_cleaning existed
             model.dna_tokenizer.cleaning = (meta.get("dna_tokenizer") or {}).get("cleaning", "clibd")
         return model
+
+    def load_towers(self, directory: str | os.PathLike, modalities: Sequence[str]) -> None:
+        """Build the ``modalities`` left out when this model was loaded from ``directory``, and read
+        their weights (``clibd serve`` loads the image tower after it starts answering)."""
+        new = [m for m in self.left_out if m in modalities]
+        self._add_towers(new)
+        self._load_weights(Path(directory) / "model.safetensors", only=new)
+
+    def _load_weights(self, weights: Path, only: Optional[Sequence[str]] = None) -> None:
+        """Every tensor of ``weights`` but the left-out towers' and heads' (``only``: just those
+        modalities' towers and heads); each must fit the model, and every tensor of theirs be there."""
+        skipped, kept = _weight_prefixes(self.left_out), _weight_prefixes(only or ())
+        wanted = (lambda key: key.startswith(kept)) if only is not None else (lambda key: not key.startswith(skipped))
+        try:
+            with safe_open(weights, framework="pt") as file:
+                state = {key: file.get_tensor(key) for key in file.keys() if wanted(key)}
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{weights}: cannot be read ({err})") from None
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [key for key in missing if wanted(key)]
+        if missing or unexpected:
+            raise CheckpointMismatchError(
+                f"{weights}: weights do not fit the model built from config.json: "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+
+
+def _weight_prefixes(modalities: Sequence[str]) -> tuple[str, ...]:
+    """The state-dict key prefixes of these modalities' towers and heads."""
+    return tuple(f"{part}.{m}." for m in modalities for part in ("towers", "heads"))
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -32,25 +32,19 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 
 from clibd.config import DnaTowerConfig
 from clibd.data.dna_tokenizer import KmerTokenizer
+from clibd.models.kmer_bag import KmerTower
 from clibd.models.pooling import pool
 from clibd.models.weights import CheckpointMismatchError, find_weights_file, load_state_dict, mismatch_message
 
 # Our pretrain-dna output records its tokenizer here (KmerTokenizer.settings()).
 TOKENIZER_FILE = "dna_tokenizer.json"
 _MLM_TRANSFORM = "cls.predictions.transform."
-
-
-def make_kmer_tokenizer(cfg: DnaTowerConfig) -> KmerTokenizer:
-    return KmerTokenizer(
-        k=cfg.k, vocab=cfg.vocab, max_nucleotides=cfg.max_nucleotides, stride=cfg.stride, prefix_id=cfg.prefix_token_id
-    )
 
 
 def checkpoint_tokenizer_settings(path: Path) -> dict:
@@ -193,7 +187,7 @@ def load_barcodebert(
     return model, transform
 
 
-class DnaTower(nn.Module):
+class DnaTower(KmerTower):
     """``forward(ids [B,L], mask [B,L]) -> [B, output_dim]``.
 
     ``head: linear``: the pooled last layer, ``output_dim`` = hidden size. ``head: mlm_softmax``:
@@ -204,14 +198,10 @@ class DnaTower(nn.Module):
     together are refused by ``clibd.config.check_dna_tower``.
     """
 
-    default_lora_targets = ["query", "value"]
-
     def __init__(self, cfg: DnaTowerConfig, arch: Optional[dict] = None, embed_dim: Optional[int] = None) -> None:
-        super().__init__()
         if arch is None:
             adopt_checkpoint_tokenizer(cfg)
-        self.tokenizer = make_kmer_tokenizer(cfg)
-        self.pooling, self.use_attention_mask = cfg.pooling, cfg.attention_mask
+        super().__init__(cfg)
         transform_weights: dict[str, torch.Tensor] = {}
         if arch is not None:
             self.backbone = BertModel(BertConfig.from_dict(arch["bert"]), add_pooling_layer=False)
@@ -220,7 +210,6 @@ class DnaTower(nn.Module):
         else:
             self.backbone = BertModel(dna_bert_config(cfg, self.tokenizer), add_pooling_layer=False)
         self.output_dim = self.backbone.config.hidden_size
-        self.head = cfg.head
         if cfg.head == "mlm_softmax":
             self._add_mlm_softmax_head(cfg, transform_weights, embed_dim)
         self.arch = {"bert": self.backbone.config.to_dict()}
@@ -240,16 +229,6 @@ class DnaTower(nn.Module):
         self.decoder = nn.Linear(self.backbone.config.hidden_size, embed_dim)
         self.output_dim = embed_dim
 
-    @property
-    def ends_in_embedding_space(self) -> bool:
-        """The tower's output is the embedding already: no projection head after it."""
-        return self.head in ("mlm_softmax", "identity")
-
-    @property
-    def has_mlm_softmax_head(self) -> bool:
-        """The forward pass runs the original's MLM softmax head over the last hidden state."""
-        return self.head == "mlm_softmax"
-
     def enable_gradient_checkpointing(self) -> None:
         self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
@@ -265,10 +244,3 @@ class DnaTower(nn.Module):
         if self.pooling == "kmer_bag":
             return pool(hidden, mask, "mean") + bag
         return pool(hidden, mask, self.pooling)
-
-    def _kmer_bag(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean word embedding of the real ACGT k-mers (special and UNK tokens left out), ``[B, H]``."""
-        table = self.backbone.embeddings.word_embeddings.weight
-        weights = (mask.bool() & (ids >= self.tokenizer.kmer_offset)).to(table.dtype)
-        total = F.embedding_bag(ids, table, mode="sum", per_sample_weights=weights)
-        return total / weights.sum(dim=1, keepdim=True).clamp(min=1)

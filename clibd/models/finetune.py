@@ -1,7 +1,7 @@
 """Per-tower fine-tuning mode (full | lora | frozen), gradient checkpointing, parameter counts.
 
-LoRA comes from peft (``inject_adapter_in_model``: the tower keeps its class and forward;
-everything but the adapters is frozen). Default targets when ``lora.targets`` is empty:
+LoRA comes from peft (``clibd.models.lora``, loaded only when a tower asks for it). Default
+targets when ``lora.targets`` is empty:
   - timm ViT: ``qkv``. timm fuses the q, k and v projections into one Linear, so the
     published "LoRA on q and v" becomes LoRA on the fused qkv (it adapts k as well); a
     q,v-only adapter would need a custom layer, which we avoid;
@@ -12,11 +12,10 @@ Projection heads and the logit scale live outside the towers and always train.
 
 from __future__ import annotations
 
-from peft import LoraConfig as PeftLoraConfig
-from peft import inject_adapter_in_model
 from torch import nn
 
 from clibd.config import LoraConfig
+from clibd.models.registry import load_part
 
 FINETUNE_MODES = ("full", "lora", "frozen")
 
@@ -30,12 +29,7 @@ def apply_finetune(tower: nn.Module, mode: str, lora: LoraConfig, default_target
         return
     if mode != "lora":
         raise ValueError(f"{where}.finetune={mode!r}: choose one of {FINETUNE_MODES}")
-    targets = list(lora.targets) or default_targets
-    config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets)
-    try:
-        tower.backbone = inject_adapter_in_model(config, tower.backbone)
-    except ValueError as err:
-        raise ValueError(f"{where}.lora.targets={targets}: {err}") from None
+    load_part("lora")(tower, lora, default_targets, where)
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, tuple[int, int]]:

@@ -1,4 +1,5 @@
-"""Image tower: a timm ViT (pooled CLS token) or the visual tower of an open_clip model.
+"""Image tower: a timm ViT (pooled CLS token) or the visual tower of an open_clip model
+(``clibd.models.open_clip_visual``, imported through ``clibd.models.registry`` only for that backbone).
 
 ``cfg.pretrained`` (``ImageTowerConfig``):
   - a local weights file (``.safetensors``, ``.pth``, ``.bin``) or a directory in the
@@ -12,20 +13,17 @@ with random init, without the checkpoint that seeded it.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any, Optional
 
-import open_clip
 import timm
 import torch
-from open_clip.factory import _get_hf_config
-from open_clip.model import _build_vision_tower
 from torch import nn
 
 from clibd.config import ImageTowerConfig
-from clibd.models.weights import find_weights_file, load_state_dict, refuse_unsafe_pickle
+from clibd.models.registry import load_part
+from clibd.models.weights import find_weights_file, load_state_dict
 
 
 def _check_timm_dir_architecture(path: Path, name: str) -> None:
@@ -71,39 +69,6 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def _open_clip_source(cfg: ImageTowerConfig) -> tuple[str, Optional[str], dict]:
-    """(model name for open_clip.create_model, its ``pretrained`` argument, model_cfg)."""
-    name, source = cfg.name, cfg.pretrained
-    if source and (source.startswith("hf-hub:") or Path(source).is_dir()):
-        name, source = (source if source.startswith("hf-hub:") else f"local-dir:{source}"), None
-    if name.startswith("hf-hub:"):
-        model_cfg = _get_hf_config(name.removeprefix("hf-hub:"))["model_cfg"]
-    elif name.startswith("local-dir:"):
-        model_cfg = json.loads((Path(name.removeprefix("local-dir:")) / "open_clip_config.json").read_text())[
-            "model_cfg"
-        ]
-    else:
-        model_cfg = open_clip.get_model_config(name)
-        if model_cfg is None:
-            raise ValueError(f"image.name={name!r} is not an open_clip model (see open_clip.list_models())")
-    return name, source, copy.deepcopy(model_cfg)
-
-
-def build_open_clip(cfg: ImageTowerConfig) -> tuple[nn.Module, dict]:
-    name, source, model_cfg = _open_clip_source(cfg)
-    with refuse_unsafe_pickle(source or name):
-        model = open_clip.create_model(name, pretrained=source, force_image_size=cfg.image_size)
-    model_cfg["vision_cfg"]["image_size"] = cfg.image_size
-    return model.visual, model_cfg
-
-
-def open_clip_visual_from_cfg(model_cfg: dict) -> nn.Module:
-    """The visual tower alone, random init, from an open_clip ``model_cfg``."""
-    return _build_vision_tower(
-        model_cfg["embed_dim"], dict(model_cfg["vision_cfg"]), model_cfg.get("quick_gelu", False)
-    )
-
-
 class ImageTower(nn.Module):
     """``forward(image [B,3,H,W]) -> [B, output_dim]``."""
 
@@ -116,11 +81,7 @@ class ImageTower(nn.Module):
             self.arch: dict = {"backbone": "timm"}
             self.default_lora_targets = ["qkv"]  # timm fuses q, k, v into one Linear
         elif cfg.backbone == "open_clip":
-            if arch is None:
-                self.backbone, model_cfg = build_open_clip(cfg)
-            else:
-                model_cfg = arch["model_cfg"]
-                self.backbone = open_clip_visual_from_cfg(model_cfg)
+            self.backbone, model_cfg = load_part("open_clip")(cfg, arch)
             self.output_dim = model_cfg["embed_dim"]
             self.arch = {"backbone": "open_clip", "model_cfg": model_cfg}
             self.default_lora_targets = ["attn"]  # nn.MultiheadAttention: fused q,k,v in-proj + out-proj

@@ -91,16 +91,34 @@ def _drop_pooler(model: nn.Module) -> nn.Module:
     return model
 
 
+def _tokenizer(cfg: TextTowerConfig, tokenizer: PreTrainedTokenizerBase | Path | None) -> PreTrainedTokenizerBase:
+    if tokenizer is None:
+        return build_text_tokenizer(cfg)
+    if isinstance(tokenizer, Path):
+        return AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
+    return tokenizer
+
+
 class TextTower(nn.Module):
-    """``forward(ids [B,T], mask [B,T]) -> [B, hidden]``."""
+    """``forward(ids [B,T], mask [B,T]) -> [B, hidden]``; ``tokenizer``: the one its ids come from.
+
+    ``tokenizer`` given as a tokenizer, a directory holding one (a saved model's ``text_tokenizer/``),
+    or None: ``cfg.name``'s (:func:`build_text_tokenizer`).
+    """
 
     default_lora_targets = ["query", "value"]
 
-    def __init__(self, cfg: TextTowerConfig, tokenizer: PreTrainedTokenizerBase, arch: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        cfg: TextTowerConfig,
+        tokenizer: PreTrainedTokenizerBase | Path | None = None,
+        arch: Optional[dict] = None,
+    ) -> None:
         super().__init__()
         if cfg.pooling not in POOLINGS:
             raise ValueError(f"text.pooling={cfg.pooling!r}: choose one of {POOLINGS}")
         self.pooling = cfg.pooling
+        self.tokenizer = tokenizer = _tokenizer(cfg, tokenizer)
         if arch is not None:
             config = AutoConfig.for_model(**arch["config"])
             self.backbone = _drop_pooler(AutoModel.from_config(config))

@@ -19,7 +19,7 @@ import pandas as pd
 
 from clibd.data.images import ImageReadError, read_image_bytes
 from clibd.data.transforms import ImageDecodeError, decode_image
-from clibd.eval.embedding_map import MAP_FILE, PICTURE_FILE
+from clibd.eval.run_files import MAP_FILE, PICTURE_FILE
 from clibd.serve.svg import line_chart, scatter
 
 PICTURES = ("accuracy.png", PICTURE_FILE)

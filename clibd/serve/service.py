@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from clibd.config import QualityConfig
+from clibd.config import SPECIMEN_MODALITIES, QualityConfig
 from clibd.data.images import ImageReadError, read_image_bytes
 from clibd.data.transforms import ImageDecodeError, decode_image
 from clibd.embed.embedder import Embedder
@@ -56,7 +56,11 @@ class Classifier:
         started = time.perf_counter()
         self.checkpoint, self.index_dir, self.k = Path(checkpoint), Path(index_dir), k
         self.rules, self.keep_flagged = QualityConfig() if rules is None else rules, keep_flagged
-        self.embedder = Embedder(checkpoint, device=device, batch_size=batch_size, precision=precision)
+        # Photos and barcodes (the text tower is never loaded); the image tower loads in the background:
+        # barcodes and /api/health are answered while its libraries import, photos wait for it.
+        self.embedder = Embedder(
+            checkpoint, device, batch_size, precision, modalities=SPECIMEN_MODALITIES, background=("image",)
+        )
         self.library = load_library(index_dir, self.embedder)
         taxonomy = self.library.taxonomy
         refs = taxonomy["image_ref"] if "image_ref" in taxonomy else pd.Series(pd.NA, index=taxonomy.index)
@@ -79,6 +83,7 @@ class Classifier:
             "thresholds": {m: t["threshold"] for m, t in meta["thresholds"].items()},
             "device": str(self.embedder.device),
             "load_seconds": round(self.load_seconds, 3),
+            "loading": list(self.embedder.loading),  # towers not ready yet (requests needing them wait)
         }
 
     def classify(self, photos: list[Upload], barcode_files: list[Upload], limits: Limits) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""A tiny CLIBD model (all three towers) saved in the real checkpoint layout, for the
-embed / classify / eval tests, and a tiny BarcodeBERT-shaped BertForMaskedLM."""
+"""A tiny CLIBD model (all three towers; DNA a 1-layer BERT, or the bag of k-mers) saved in the real
+checkpoint layout, for the embed / classify / eval tests, and a tiny BarcodeBERT-shaped BertForMaskedLM."""
 
 from __future__ import annotations
 
@@ -43,6 +43,15 @@ def tiny_model_cfg(image_size: int = 32) -> ModelConfig:
             name=None, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=200
         ),
     )
+
+
+def bag_only_model_cfg() -> ModelConfig:
+    """All three towers; DNA: the recipe's bag of k-mers with no transformer layer."""
+    cfg = tiny_model_cfg()
+    # head identity, hidden_size = embed_dim: the bag is the embedding
+    dna = dict(k=4, max_nucleotides=660, hidden_size=16, num_layers=0, num_heads=2, pooling="kmer_bag", head="identity")
+    cfg.dna = DnaTowerConfig(**dna)
+    return cfg
 
 
 def tiny_model(corpus: Sequence[str] = CORPUS, seed: int = 0, cfg: ModelConfig | None = None) -> CLIBDModel:

@@ -19,7 +19,8 @@ from transformers import BertForMaskedLM
 
 from clibd.config import DnaTowerConfig, PretrainConfig
 from clibd.data.dna_tokenizer import KmerTokenizer
-from clibd.models.dna import TOKENIZER_FILE, dna_bert_config, make_kmer_tokenizer
+from clibd.models.dna import TOKENIZER_FILE, dna_bert_config
+from clibd.models.kmer_bag import make_kmer_tokenizer
 from clibd.train.optim import build_optimizer, build_scheduler, scaled_lr
 from clibd.train.pretrain_dna.barcodes import DedupReport, OffsetEncodings
 from clibd.train.pretrain_dna.masking import IGNORE_INDEX, mask_tokens

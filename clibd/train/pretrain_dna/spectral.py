@@ -22,8 +22,9 @@ from sklearn.preprocessing import normalize
 from sklearn.utils.extmath import randomized_svd
 
 from clibd.config import DnaTowerConfig, PretrainConfig
-from clibd.data.dna_tokenizer import KmerTokenizer, token_counts
-from clibd.models.dna import make_kmer_tokenizer
+from clibd.data.dna_tokenizer import KmerTokenizer
+from clibd.data.kmer_counts import token_counts
+from clibd.models.kmer_bag import make_kmer_tokenizer
 from clibd.train.pretrain_dna.barcodes import DedupReport
 from clibd.train.pretrain_dna.mlm import build_mlm, save_checkpoint
 
