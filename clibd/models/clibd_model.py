@@ -8,6 +8,9 @@
 {modality: <what the tower was built as>}, "dna_tokenizer": <KmerTokenizer settings>,
 "image_normalization": {"mean": [...], "std": [...]} or null}`` (the image mean/std the
 model was trained with, when known).
+
+``manifest.json`` (written last; ``clibd.atomic``): every file's size and sha256 and the checkpoint
+hash; ``from_pretrained`` checks the weights and every other file against it before loading.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,7 +31,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from clibd.atomic import atomic_directory
+from clibd.atomic import MANIFEST, atomic_directory, chained_sha256, verify_manifest, write_manifest
 from clibd.config import MODALITIES, ModelConfig, check_dna_tower
 from clibd.models.dna import DnaTower
 from clibd.models.finetune import apply_finetune
@@ -36,6 +40,8 @@ from clibd.models.text import TextTower, build_text_tokenizer
 from clibd.models.weights import CheckpointMismatchError, mismatch_message
 
 FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+MANIFEST_KIND = "saved model"  # clibd.atomic's manifest: every file's checksum, checked on load
 # Batch keys each modality reads (docs/architecture.md, "Batch").
 BATCH_KEYS = {"image": ("image",), "dna": ("dna_ids", "dna_mask"), "text": ("text_ids", "text_mask")}
 # Config fields that change how weights are obtained or trained, not what the model computes.
@@ -132,7 +138,7 @@ class CLIBDModel(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write the model whole or not at all (``clibd.atomic.atomic_directory``)."""
         with atomic_directory(directory) as tmp:
-            save_model(self, str(tmp / "model.safetensors"))
+            save_model(self, str(tmp / WEIGHTS))
             meta = {
                 "format": FORMAT_VERSION,
                 "model": dataclasses.asdict(self.cfg),
@@ -143,6 +149,8 @@ class CLIBDModel(nn.Module):
             (tmp / "config.json").write_text(json.dumps(meta, indent=2))
             if self.text_tokenizer is not None:
                 self.text_tokenizer.save_pretrained(tmp / "text_tokenizer")
+            files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+            write_manifest(tmp, MANIFEST_KIND, files, chained_sha256([tmp / "config.json", tmp / WEIGHTS])[:16])
         return Path(directory)
 
     @classmethod
@@ -152,7 +160,11 @@ class CLIBDModel(nn.Module):
         config_file = directory / "config.json"
         if not config_file.is_file():
             raise FileNotFoundError(f"{directory}: not a saved CLIBD model (no config.json)")
-        meta = json.loads(config_file.read_text())
+        check_saved_files(directory)
+        try:
+            meta = json.loads(config_file.read_text())
+        except (UnicodeDecodeError, ValueError) as err:
+            raise ValueError(f"{config_file}: not a readable config.json ({err})") from None
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"{config_file}: unsupported format {meta.get('format')!r} (expected {FORMAT_VERSION})")
         cfg: ModelConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), meta["model"]))
@@ -169,9 +181,9 @@ class CLIBDModel(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(directory / "text_tokenizer", local_files_only=True)
         model = cls(cfg, text_tokenizer=tokenizer, architectures=meta["architectures"])
         try:
-            missing, unexpected = load_model(model, str(directory / "model.safetensors"), strict=False)
+            missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False)
         except SafetensorError as err:
-            raise ValueError(f"{directory / 'model.safetensors'}: cannot be read ({err})") from None
+            raise ValueError(f"{directory / WEIGHTS}: cannot be read ({err})") from None
         if missing or unexpected:
             raise CheckpointMismatchError(
                 f"{directory / 'model.safetensors'}: weights do not fit the model built from config.json: "
@@ -179,6 +191,20 @@ class CLIBDModel(nn.Module):
             )
         model.image_normalization = meta.get("image_normalization")
         return model
+
+
+def check_saved_files(directory: Path) -> None:
+    """Every file of a saved model as ``save_pretrained`` wrote it (its manifest's checksums, the
+    weights hashed whole): a flipped bit or a file of another save is refused naming the file. A
+    model saved before manifests existed is loaded with a warning that it was not checked."""
+    if (directory / MANIFEST).is_file():
+        verify_manifest(directory, MANIFEST_KIND, "saved model", full_check_bytes=None)
+    else:
+        warnings.warn(
+            f"{directory}: no {MANIFEST} (saved by an older clibd): its files' checksums cannot be checked; "
+            "save it again (CLIBDModel.from_pretrained(...).save_pretrained(...)) to record them",
+            stacklevel=3,
+        )
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
