@@ -31,6 +31,7 @@ BENCHMARKS = [
     "embedding",
     "serve",
     "library_scale",
+    "stream_classify",
 ]
 
 
