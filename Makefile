@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# --overwrite: `make demo` again starts afresh over runs/demo (train.py alone refuses an earlier run).
 demo: $(STAMP)
-	$(PY) train.py
+	$(PY) train.py --overwrite
 
 # ruff: pyflakes, pycodestyle, import order, bugbear and the formatter, line length 120 (pyproject.toml).
 lint: $(STAMP)

@@ -32,6 +32,7 @@ BENCHMARKS = [
     "serve",
     "library_scale",
     "startup",
+    "stream_classify",
 ]
 
 

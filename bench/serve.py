@@ -5,7 +5,7 @@ Rows: a batch of 100 photos with the demo config's towers (goal: >= 0.8x the CLI
 photo with the paper config's towers (the latency a person waits for; no goal). Models are
 untrained, saved as runs; libraries: real BOLD barcodes embedded as keys, with a nominal
 threshold (this measures speed only). Baseline: what ``clibd classify --images DIR`` does
-after start-up (``embed_inputs`` with the quality checks -> ``classify_specimens``), in process. Ours: the
+after start-up (``specimen_chunks`` with the quality checks -> ``search_specimens``), in process. Ours: the
 real app under uvicorn on loopback, the photos POSTed by an HTTP client as the page sends
 them (chunks of 25, two in flight), timed from the first request to the last answer. Timed in turns, best
 of ``rounds``; the server's start-up (model + library load) is in the note.
@@ -27,9 +27,10 @@ from bench.common import SHARED_DATA, Result
 from bench.compute import build_model, load_bench_config
 from clibd.config import save_config
 from clibd.embed.embedder import Embedder
-from clibd.embed.inputs import embed_inputs
+from clibd.embed.inputs import specimen_chunks
+from clibd.embed.records import photo_files
 from clibd.embed.run_dir import checkpoint_hash
-from clibd.index.classify_specimens import classify_specimens
+from clibd.index.classify_specimens import search_specimens
 from clibd.index.faiss_index import ReferenceIndex
 from clibd.index.library import load_library
 from clibd.taxonomy import ALL_RANKS
@@ -76,7 +77,8 @@ def _compare(size: str, device: str, n_photos: int, n_keys: int, rounds: int) ->
                     assert sum(pool.map(post, chunks)) == len(files)
 
             def cli() -> None:  # `clibd classify --images DIR` after start-up
-                assert len(classify_specimens(library, embed_inputs(embedder, [str(photos)]), 5)) == len(files)
+                chunks = specimen_chunks(embedder, photo_files([str(photos)])[0])
+                assert sum(len(search_specimens(library, inputs, 5).table) for inputs in chunks) == len(files)
 
             serve()  # warm-up: thread pool, allocator, first-call paths on both sides
             cli()

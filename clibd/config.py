@@ -410,7 +410,46 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[li
         dna.pretrained = None  # model.dna.pretrained=none: from scratch, said explicitly
     check_dna_tower(config.model)
     check_best_metric(config)
+    check_counts(config)
     return config
+
+
+# Counts that make no sense below a minimum, checked at load so that a typo ends in one line
+# naming the key instead of an error deep in a loader or the loop.
+MINIMUMS = {
+    "train.batch_size": 1,
+    "train.epochs": 1,
+    "train.grad_accum": 1,
+    "train.log_every_steps": 1,
+    "train.eval_every_epochs": 1,
+    "train.lr_reference_batch": 0,
+    "train.cpu_threads": 0,
+    "train.checkpoint_every_steps": 0,
+    "train.collective_timeout_s": 1,
+    "eval.batch_size": 1,
+    "pretrain.batch_size": 1,
+    "pretrain.epochs": 1,
+    "pretrain.log_every_steps": 1,
+    "data.num_workers": 0,
+    "data.demo_specimens": 0,
+    "model.embed_dim": 1,
+    "model.image.image_size": 1,
+    "model.dna.k": 1,
+    "model.dna.max_nucleotides": 1,
+    "quality.min_valid_nt": 0,
+}
+
+
+def check_counts(config: Config) -> None:
+    """Every ``MINIMUMS`` key at least its minimum, and ``eval.ks`` positive, naming the key."""
+    for key, least in MINIMUMS.items():
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value < least:
+            raise ConfigError(f"{key} must be at least {least}, got {value}")
+    if any(k < 1 for k in config.eval.ks):
+        raise ConfigError(f"eval.ks must all be at least 1, got {list(config.eval.ks)}")
 
 
 def check_dna_tower(model: ModelConfig) -> None:

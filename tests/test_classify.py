@@ -93,7 +93,7 @@ def _inputs(modality: str, ids: list[str], rows: list[list[float]], quality: lis
     from clibd.embed.inputs import EmbeddedInputs
 
     records = pd.DataFrame({"id": ids, "file": f"{modality}.in", "record": range(1, len(ids) + 1), "quality": quality})
-    return EmbeddedInputs(modality, records, np.array(rows, dtype=np.float32), [])
+    return EmbeddedInputs(modality, records, np.array(rows, dtype=np.float32))
 
 
 def test_classify_specimens_fuses_photo_and_barcode_by_the_mean_similarity() -> None:
@@ -257,7 +257,7 @@ def test_index_build_leaves_out_barcodes_failing_the_quality_minimums_counted(li
 
 
 @needs_shared_data
-def test_classify_real_photos_one_row_each_and_skip_unreadable(library, tmp_path, capsys) -> None:
+def test_classify_real_photos_one_row_each_and_unreadable_ones_say_why(library, tmp_path, capsys) -> None:
     index = library[1]
     empty = tmp_path / "broken.jpg"
     empty.write_bytes(b"")
@@ -265,10 +265,16 @@ def test_classify_real_photos_one_row_each_and_skip_unreadable(library, tmp_path
     code = _classify(library, "--images", str(REAL_IMAGES), str(empty), "--k", "3", "--out", str(out))
     assert code == 0
     err = capsys.readouterr().err
-    assert f"skipped {empty}" in err and "classified 32 of 40 specimens" in err and "withheld 8" in err
-    table = pd.read_csv(out, keep_default_na=False, na_values=[""])
+    assert f"{empty}: unreadable (empty file (0 bytes))" in err
+    assert "classified 32 of 41 specimens" in err and "withheld 9" in err and "unreadable 1" in err
+    every = pd.read_csv(out, keep_default_na=False, na_values=[""])
+    assert list(every.columns) == COLUMNS
+    broken = every.iloc[-1]  # the unreadable file has its row, after the folder's photos, with no prediction
+    assert (broken["id"], broken["image_file"]) == ("broken", str(empty))
+    assert broken["quality"] == "unreadable (empty file (0 bytes))"
+    assert every.iloc[-1:][["evidence", "species", "nearest_id", "possible_new_species"]].isna().all().all()
+    table = every.iloc[:-1]
     photos = sorted(REAL_IMAGES.glob("*.jpg"))
-    assert list(table.columns) == COLUMNS
     assert table["id"].tolist() == [p.stem for p in photos]
     assert table["image_file"].tolist() == list(map(str, photos)) and table["dna_file"].isna().all()
     # Empty and blurry wells are withheld, the row says why; the 32 valid photos are classified.
@@ -321,12 +327,16 @@ def test_classify_real_barcodes_quality_rows_in_table_and_json(library, tmp_path
 
 
 @needs_shared_data
-def test_classify_duplicate_ids_are_an_error_naming_them(library, tmp_path) -> None:
+def test_classify_duplicate_ids_are_an_error_naming_them(library, tmp_path, capsys) -> None:
     fasta = tmp_path / "dup.fasta"
     fasta.write_text(">a\nACGT\n>b\nACGT\n>a\nACGT\n")
-    message = r"1 duplicate barcode ids, each must name one specimen: 'a' \(.*dup.fasta:1, .*dup.fasta:3\)"
-    with pytest.raises(SystemExit, match=message):
-        _classify(library, "--dna", str(fasta))
+    out = tmp_path / "rows.csv"
+    assert _classify(library, "--dna", str(fasta), "--out", str(out)) == 1
+    message = f"clibd classify: 1 duplicate barcode ids, each must name one specimen: 'a' ({fasta}:1, {fasta}:3)"
+    assert message in capsys.readouterr().err and not out.exists()  # nothing written
+    # across chunks too: the first chunk was classified, yet --out stays unwritten
+    assert _classify(library, "--dna", str(fasta), "--out", str(out), "--chunk", "2") == 1
+    assert message in capsys.readouterr().err and not out.exists()
 
 
 @needs_shared_data
@@ -360,4 +370,4 @@ def test_classify_refuses_an_index_of_another_checkpoint(library, tmp_path) -> N
 
     other = real_run(tmp_path, seed=1)
     with pytest.raises(IndexMismatchError, match="rebuild the index"):
-        _classify((other, library[1]), "--dna", str(BOLD_4K))
+        _classify((other, library[1]), "--dna", str(BOLD_4K), "--debug")

@@ -177,10 +177,10 @@ def test_embed_real_photos_and_skip_unreadable_by_name(checkpoint: Path, tmp_pat
 @needs_shared_data
 def test_embed_real_barcodes_and_text(checkpoint: Path) -> None:
     from clibd.embed.embedder import Embedder
-    from clibd.embed.inputs import read_barcodes
+    from clibd.embed.records import read_barcode_records
 
-    records, skipped = read_barcodes([BOLD_4K])
-    assert len(records) == 4278 and skipped == []
+    records = read_barcode_records([BOLD_4K])
+    assert len(records) == 4278 and records["problem"].isna().all()
     assert records["record"].tolist() == list(range(1, 4279)) and set(records["file"]) == {str(BOLD_4K)}
     ids, seqs = records["id"].tolist(), records["sequence"].tolist()
     embedder = Embedder(checkpoint, device="cpu", batch_size=16)

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
 from clibd.config import DnaTowerConfig, ImageTowerConfig, LoraConfig, ModelConfig, TextTowerConfig
+from clibd.embed.run_dir import checkpoint_hash
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.dna import DnaTower
 from clibd.models.finetune import trainable_parameters
@@ -227,7 +228,17 @@ def test_save_and_load_round_trip(tmp_path, text_tokenizer) -> None:
         model.logit_scale.fill_(3.0)
     target = model.save_pretrained(tmp_path / "ckpt")
     model.save_pretrained(tmp_path / "ckpt")  # overwriting an existing save works too
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "text_tokenizer"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        "config.json",
+        "manifest.json",
+        "model.safetensors",
+        "text_tokenizer",
+    ]
+    manifest = json.loads((target / "manifest.json").read_text())  # every file, the weights' sha256 among them
+    assert sorted(manifest["files"]) == sorted(
+        str(p.relative_to(target)) for p in target.rglob("*") if p.is_file() and p.name != "manifest.json"
+    )
+    assert manifest["checkpoint_hash"] == checkpoint_hash(target)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
     loaded = CLIBDModel.from_pretrained(target, expected=cfg)
     assert loaded.logit_scale.item() == 3.0 and loaded.dna_tokenizer.settings() == model.dna_tokenizer.settings()

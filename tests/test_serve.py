@@ -103,7 +103,7 @@ def test_one_real_photo_matches_the_cli(client, library, tmp_path) -> None:
     expected = _cli_csv(library, tmp_path, photo.parent, "--images", photo.name)
     pd.testing.assert_frame_equal(served, expected)
     [specimen] = body["specimens"]
-    assert specimen["id"] == photo.stem and specimen["photo"] == photo.name and specimen["errors"] == []
+    assert specimen["id"] == photo.stem and specimen["photo"] == photo.name
     [result] = specimen["results"]
     assert (result["evidence"], result["quality"], result["files"]["image_file"]) == ("image", "", photo.name)
     threshold = json.loads((library[1] / "meta.json").read_text())["metadata"]["thresholds"]["image"]["threshold"]
@@ -203,21 +203,28 @@ def test_mixed_batch_bad_files_get_their_own_rows(client) -> None:
     answer = client.post("/api/classify", files=files)
     assert answer.status_code == 200
     body = answer.json()
-    by_id = {s["id"]: s for s in body["specimens"]}
-    assert [s["id"] for s in body["specimens"][:3]] == [p.stem for p in good]
-    assert all(len(by_id[p.stem]["results"]) == 1 and not by_id[p.stem]["errors"] for p in good)
-    assert "notes.jpg" in by_id["notes"]["errors"][0]["error"] and not by_id["notes"]["results"]
-    assert by_id["cut"]["errors"][0]["file"] == "cut.jpg" and not by_id["cut"]["results"]
+    ids = [p.stem for p in good] + ["notes", "cut", "lonely", "also_empty", "words.fasta"]
+    assert [s["id"] for s in body["specimens"]] == ids  # every input has its row, in upload order
+    by_id = {s["id"]: s["results"][0] for s in body["specimens"]}
+    assert all((by_id[p.stem]["evidence"], by_id[p.stem]["quality"]) == ("image", "") for p in good)
+    assert by_id["notes"]["quality"] == "image: unreadable (not an image file, or a format PIL cannot open (20 bytes))"
+    assert by_id["cut"]["quality"] == (
+        "image: unreadable (truncated image file (2,000 bytes): it was cut short when copied or saved)"
+    )
+    assert by_id["cut"]["files"] == {"image_file": "cut.jpg", "dna_file": None, "dna_record": None}
     for sid, record in (("lonely", 1), ("also_empty", 2)):  # as `clibd classify`: a row, never a prediction
-        [result] = by_id[sid]["results"]
+        result = by_id[sid]
         assert (result["evidence"], result["quality"]) == ("", "dna: too_short (0 valid nt < 200)")
         assert result["files"] == {"image_file": None, "dna_file": "empty.fasta", "dna_record": record}
-        assert result["neighbours"] == [] and not by_id[sid]["errors"]
-    assert "line 1: expected a '>' header line" in by_id["words.fasta"]["errors"][0]["error"]
-    assert body["counts"] == {"photos": 3, "barcodes": 2, "rows": 5, "withheld": 2, "errors": 3}
+        assert result["neighbours"] == []
+    words = by_id["words.fasta"]
+    assert words["quality"] == "dna: unreadable (line 1: expected a '>' header line, found 'no header here\\nACGT')"
+    assert words["files"] == {"image_file": None, "dna_file": "words.fasta", "dna_record": None}
+    assert body["counts"] == {"photos": 5, "barcodes": 3, "rows": 8, "withheld": 5, "errors": 3}
     table = pd.read_csv(io.StringIO(body["csv"]))
-    assert table["id"].tolist() == [p.stem for p in good] + ["lonely", "also_empty"]
-    assert table["evidence"].fillna("").tolist() == ["image"] * 3 + ["", ""]
+    assert table["id"].tolist() == ids  # the CSV has the same rows
+    assert table["evidence"].fillna("").tolist() == ["image"] * 3 + [""] * 5
+    assert table["quality"].fillna("").tolist() == [by_id[i]["quality"] for i in ids]
 
 
 def test_duplicate_ids_are_refused_by_name(client) -> None:
@@ -232,11 +239,12 @@ def test_oversized_upload_and_request(classifier) -> None:
     client = _client(classifier, file_bytes=limit, request_bytes=10 * limit)
     files = [("photos", (p.name, p.read_bytes(), "image/jpeg")) for p in (small, large)]
     body = client.post("/api/classify", files=files).json()
-    big = next(s for s in body["specimens"] if s["id"] == large.stem)
-    assert big["errors"][0]["error"] == (
-        f"{large.name}: {len(large.read_bytes()):,} bytes exceeds the per-file limit of {limit:,} bytes"
+    big = next(s for s in body["specimens"] if s["id"] == large.stem)["results"][0]
+    assert big["quality"] == (
+        f"unreadable ({len(large.read_bytes()):,} bytes exceeds the per-file limit of {limit:,} bytes)"
     )
-    assert pd.read_csv(io.StringIO(body["csv"]))["id"].tolist() == [small.stem]
+    table = pd.read_csv(io.StringIO(body["csv"]))
+    assert table["id"].tolist() == [small.stem, large.stem] and table["evidence"].isna().tolist() == [False, True]
     too_big = client.post("/api/classify", files=[("photos", ("x.jpg", b"\xff" * (10 * limit + 1), "image/jpeg"))])
     assert too_big.status_code == 413 and "exceeds the limit" in too_big.json()["error"]
 
@@ -323,3 +331,53 @@ def test_serve_command_refuses_incomplete_arguments(argv, message, monkeypatch) 
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("must not start"))
     with pytest.raises((SystemExit, FileNotFoundError), match=message):
         main(["serve", *argv])
+
+
+@pytest.mark.parametrize(
+    "request_, status, message",
+    [
+        ({"content": b"abc"}, 415, "not Content-Type '(none)'"),
+        (
+            {"content": b"{}", "headers": {"content-type": "application/json"}},
+            415,
+            "not Content-Type 'application/json'",
+        ),
+        ({"content": b"abc", "headers": {"content-type": "multipart/form-data"}}, 400, "malformed multipart/form-data"),
+        ({"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400, ""),
+    ],
+)
+def test_malformed_requests_get_a_4xx_with_a_json_sentence(client, request_, status, message) -> None:
+    answer = client.post("/api/classify", **request_)
+    assert answer.status_code == status and answer.headers["content-type"] == "application/json"
+    assert message in answer.json()["error"]
+
+
+def test_unknown_routes_and_methods_answer_json(client) -> None:
+    for answer, status in ((client.get("/api/nothing"), 404), (client.get("/api/classify"), 405)):
+        assert answer.status_code == status and answer.json()["error"].startswith("GET /api/")
+
+
+def test_bare_sequences_can_be_pasted(client) -> None:
+    seqs = pd.read_csv(BOLD_4K, sep="\t", dtype=str)["nucleotides"].iloc[:3].tolist()
+    one_per_line = client.post("/api/classify", content="\n".join(seqs), headers={"content-type": "text/plain"})
+    assert [s["id"] for s in one_per_line.json()["specimens"]] == ["pasted-1", "pasted-2", "pasted-3"]
+    wrapped = "\n".join(seqs[0][i : i + 60] for i in range(0, len(seqs[0]), 60))  # one barcode, wrapped
+    body = client.post("/api/classify", data={"fasta": wrapped + "\n\n" + seqs[1]}).json()
+    rows = pd.read_csv(io.StringIO(body["csv"]))
+    assert rows["id"].tolist() == ["pasted-1", "pasted-2"] and (rows["evidence"] == "dna").all()
+    same = client.post("/api/classify", data={"fasta": f">pasted-1\n{seqs[0]}\n>pasted-2\n{seqs[1]}\n"}).json()
+    pd.testing.assert_frame_equal(rows, pd.read_csv(io.StringIO(same["csv"])))  # as if it had headers
+
+
+def test_health_gives_the_provenance_and_whether_the_model_is_the_synthetic_demos(client, tmp_path) -> None:
+    from clibd.config import Config, save_config
+    from clibd.serve.service import provenance
+
+    health = client.get("/api/health").json()
+    assert health["library"]["dataset"].startswith("tabular:") and health["library"]["key_splits"]
+    assert health["trained_on"].startswith("tabular:") and health["synthetic_demo"] is False
+    cfg = Config()
+    cfg.data.demo_specimens = 4000  # a run the demo generator fed
+    save_config(cfg, tmp_path / "run" / "config.yaml")
+    (tmp_path / "run" / "model").mkdir()
+    assert provenance(tmp_path / "run" / "model", {})["synthetic_demo"] is True

@@ -1,10 +1,15 @@
 """``clibd embed --checkpoint DIR (--images FILES/DIRS | --dna FASTA/CSV/TSV) --out FILE``.
 
-``FILE.parquet``: columns ``id`` (string), ``file``, ``record``, ``quality`` and ``embedding``
-(fixed-size list of float32); ``FILE.npy``: the ``[N, D]`` float32 array, with the ids one
-per line in ``FILE.ids.txt``. Unreadable inputs are reported on stderr by name and left out;
-so are barcodes and photos that fail their quality checks (``clibd.data.quality``, counted
-by reason; ``--keep-flagged`` keeps flagged photos, with their ``quality``).
+Inputs are read, checked, embedded and written a chunk at a time (memory does not grow with
+the input; a progress bar on stderr). ``FILE.parquet``: one row per input record, columns
+``id`` (string), ``file``, ``record``, ``quality`` and ``embedding`` (fixed-size list of
+float32; null where the input was not embedded: unreadable, failed its quality checks
+(``clibd.data.quality``), or a flagged photo without ``--keep-flagged``; ``quality`` says
+why). ``FILE.npy``: the ``[N, D]`` float32 array of the embedded rows, their ids one per line
+in ``FILE.ids.txt`` (and ``FILE.manifest.json``); the inputs left out are named on stderr.
+Both are written whole or not at all (``clibd.embed.embedding_files``); a second writer to
+the same ``--out`` fails at once, and an ``--out`` that is not an earlier ``clibd embed``
+output is refused.
 """
 
 from __future__ import annotations
@@ -13,22 +18,40 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import get_args
+from typing import Iterator, get_args
 
 import numpy as np
 import pandas as pd
 
 from clibd.config import Precision, QualityConfig
 
+MAX_NAMED = 20  # inputs named one per line on stderr; the rest are counted
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a batch size, a k)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
 
 def add_input_arguments(parser: argparse.ArgumentParser, together: bool = False) -> None:
     """``--images`` / ``--dna``: one of them, or (``together``) either or both."""
     parser.add_argument("--checkpoint", required=True, help="model directory written by save_pretrained")
     inputs = parser.add_argument_group("inputs") if together else parser.add_mutually_exclusive_group(required=True)
-    inputs.add_argument("--images", nargs="+", metavar="FILE_OR_DIR", help="image files and/or folders of images")
+    inputs.add_argument(
+        "--images", nargs="+", metavar="FILE_OR_DIR", help="image files and/or folders of images (any format PIL opens)"
+    )
     inputs.add_argument("--dna", nargs="+", metavar="FILE", help="barcodes: FASTA, CSV, TSV or parquet files")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument(
+        "--chunk", type=positive_int, default=None, help="records read, embedded and written together (default 4096)"
+    )
     add_speed_arguments(parser)
 
 
@@ -81,38 +104,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_quality_arguments(parser, "also write the embeddings of flagged photos (their quality says why)")
 
 
-def write_embeddings(path: Path, emb: np.ndarray, records: pd.DataFrame) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ids = records["id"].astype(str).tolist()
-    if path.suffix == ".npy":
-        np.save(path, emb)
-        path.with_suffix(".ids.txt").write_text("".join(f"{i}\n" for i in ids))
-    elif path.suffix == ".parquet":
-        flat = pa.array(np.ascontiguousarray(emb, dtype=np.float32).ravel())
-        vectors = pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])
-        columns = {
-            "id": pa.array(ids, pa.string()),
-            "file": pa.array(records["file"].astype(str).tolist()),
-            "record": pa.array(records["record"].astype(int).tolist(), pa.int64()),
-            "quality": pa.array(records["quality"].astype(str).tolist()),
-            "embedding": vectors,
-        }
-        pq.write_table(pa.table(columns), path)
-    else:
-        raise ValueError(f"--out must end in .parquet or .npy, got {path}")
-
-
-def run(args: argparse.Namespace) -> int:
+def build_embedder(args: argparse.Namespace):
     from clibd.embed.embedder import Embedder
-    from clibd.embed.inputs import embed_inputs
 
-    out = Path(args.out)
-    if out.suffix not in (".parquet", ".npy"):
-        raise SystemExit(f"clibd embed: --out must end in .parquet or .npy, got {out}")
-    embedder = Embedder(
+    return Embedder(
         args.checkpoint,
         device=args.device,
         batch_size=args.batch_size,
@@ -120,18 +115,77 @@ def run(args: argparse.Namespace) -> int:
         compile=args.compile,
         modalities=input_modalities(args),
     )
-    try:
-        (inputs,) = embed_inputs(embedder, args.images, args.dna, quality_rules(args)).values()
-    except ValueError as err:  # duplicate ids
-        raise SystemExit(f"clibd embed: {err}") from None
-    records = inputs.records
-    keep = (records["quality"] == "").to_numpy(bool) | (args.keep_flagged and inputs.modality == "image")
-    for name, reason in zip(records.loc[~keep, "id"], records.loc[~keep, "quality"]):
-        print(f"left out {name}: {reason}", file=sys.stderr)
-    write_embeddings(out, inputs.embeddings[keep], records[keep])
-    reasons = Counter(q.split(" (")[0] for q in records.loc[~keep, "quality"])
-    print(
-        f"embedded {int(keep.sum())} specimens ({embedder.dim}-d), unreadable {len(inputs.skipped)}, "
-        f"left out by quality {int((~keep).sum())} {dict(reasons)}: {out}"
-    )
+
+
+def input_chunks(args: argparse.Namespace, embedder, command: str) -> Iterator[dict]:
+    """The inputs of ``--images`` / ``--dna`` a chunk at a time (``clibd.embed.inputs.specimen_chunks``)
+    under a progress bar; the files a folder held that are not images are named on stderr."""
+    from clibd.embed.inputs import specimen_chunks
+    from clibd.embed.records import CHUNK_RECORDS, count_records, photo_files
+    from clibd.progress import progress
+
+    photos, ignored = photo_files(args.images) if args.images is not None else (None, [])
+    if ignored:
+        shown = ", ".join(map(str, ignored[:5])) + (", ..." if len(ignored) > 5 else "")
+        print(f"{command}: ignored {len(ignored)} files that are no image format PIL opens: {shown}", file=sys.stderr)
+    if args.images is not None and not photos and args.dna is None:
+        raise SystemExit(f"{command}: nothing to do: no image files in {' '.join(args.images)}")
+    total = len(photos or []) + (count_records(args.dna) if args.dna is not None else 0)
+    chunk = args.chunk or CHUNK_RECORDS
+    bar = progress(total=total, desc=command, every=max(chunk, total // 20))
+    for inputs in specimen_chunks(embedder, photos, args.dna, quality_rules(args), chunk):
+        yield inputs
+        bar.update(max(len(i.records) for i in inputs.values()))
+    bar.close()
+
+
+class Notes:
+    """Lines on stderr naming inputs, the first ``MAX_NAMED`` of them; the rest are counted at the end."""
+
+    def __init__(self, command: str) -> None:
+        self.command, self.count = command, 0
+
+    def say(self, line: str) -> None:
+        if self.count < MAX_NAMED:
+            print(f"{self.command}: {line}", file=sys.stderr)
+        self.count += 1
+
+    def unreadable(self, records) -> None:
+        """``FILE[ record N]: unreadable (why)`` for each unreadable input of a chunk."""
+        bad = records[records["quality"].str.startswith("unreadable")]
+        for file, record, quality in zip(bad["file"], bad["record"].astype("Int64"), bad["quality"]):
+            self.say(f"{file}: {quality}" if record is pd.NA or record == 1 else f"{file} record {record}: {quality}")
+
+    def close(self) -> None:
+        if self.count > MAX_NAMED:
+            print(f"{self.command}: ... and {self.count - MAX_NAMED} more (see the quality column)", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from clibd.atomic import check_replaceable, output_lock
+    from clibd.embed.embedding_files import SUFFIXES, EmbeddingWriter, is_embed_output
+
+    out = Path(args.out)
+    if out.suffix not in SUFFIXES:
+        raise SystemExit(f"clibd embed: --out must end in .parquet or .npy, got {out}")
+    with output_lock(out):
+        check_replaceable(out, "", "clibd embed", is_embed_output, folder=False)
+        embedder = build_embedder(args)
+        reasons: Counter = Counter()
+        notes, embedded = Notes("clibd embed"), 0
+        with EmbeddingWriter(out, embedder.dim, embedder.checkpoint_hash) as writer:
+            for (inputs,) in (chunk.values() for chunk in input_chunks(args, embedder, "clibd embed")):
+                records = inputs.records
+                keep = (records["quality"] == "").to_numpy(bool)
+                if args.keep_flagged and inputs.modality == "image":
+                    keep |= np.isfinite(inputs.embeddings).all(axis=1)
+                notes.unreadable(records)
+                for name, reason in zip(records.loc[~keep, "id"], records.loc[~keep, "quality"]):
+                    if not reason.startswith("unreadable"):
+                        notes.say(f"left out {name}: {reason}")
+                reasons.update(q.split(" (")[0] for q in records.loc[~keep, "quality"])
+                writer.write(records, inputs.embeddings, keep)
+                embedded += int(keep.sum())
+        notes.close()
+    print(f"embedded {embedded} specimens ({embedder.dim}-d), left out {sum(reasons.values())} {dict(reasons)}: {out}")
     return 0

@@ -10,16 +10,20 @@ The config is ``--config`` if given, else the run's saved ``config.yaml`` found 
 checkpoint directory or up to three folders above it (``python train.py`` writes
 OUT/config.yaml, OUT/model and OUT/checkpoints/<name>/model); overrides apply on top. Output goes to ``--out``, default
 ``CHECKPOINT/../eval-<split>``. Works under ``accelerate launch`` (embedding split across
-processes; files written by the main process).
+processes; files written by the main process). The output folder is written whole or not at all
+(``clibd.atomic``: a temporary folder renamed into place, with a manifest), refused when it holds
+anything but an earlier evaluation, and locked against a second writer.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
-from typing import Optional, get_args
+from typing import Iterator, Optional, get_args
 
+from clibd.atomic import atomic_output, check_replaceable
 from clibd.config import MODALITIES, Config, ConfigError, EvalSplit, load_config
 
 
@@ -86,6 +90,27 @@ def run_published(args: argparse.Namespace) -> int:
     return 0
 
 
+EVALUATION = "evaluation"  # the manifest kind of an evaluation folder (clibd.atomic)
+
+
+def is_evaluation(folder: Path) -> bool:
+    """An evaluation folder written before evaluations had manifests (results or clustering files)."""
+    return (folder / "results.json").is_file() or (folder / "clustering.json").is_file()
+
+
+@contextlib.contextmanager
+def evaluation_output(out: Path, main_process: bool) -> Iterator[Path]:
+    """Where an evaluation writes: on the main process a temporary folder that replaces ``out`` whole
+    at the end (locked, refused over anything but an earlier evaluation); elsewhere ``out`` (nothing is
+    written there). Every process checks ``out`` first, so that all refuse together."""
+    check_replaceable(out, EVALUATION, "clibd eval", is_evaluation)
+    if not main_process:
+        yield out
+        return
+    with atomic_output(out, EVALUATION, "clibd eval", is_evaluation) as tmp:
+        yield tmp
+
+
 def run(args: argparse.Namespace) -> int:
     if bool(args.checkpoint) == bool(args.embeddings):
         raise SystemExit("clibd eval: give exactly one of --checkpoint DIR or --embeddings FILE.hdf5")
@@ -105,15 +130,17 @@ def run(args: argparse.Namespace) -> int:
     state = PartialState()
     model = CLIBDModel.from_pretrained(args.checkpoint).to(state.device)
     if args.task == "cluster":
-        scores = run_clustering(
-            cfg, model, out, split, args.modality, args.kmer_k, state=state, checkpoint=args.checkpoint
-        )
+        with evaluation_output(out, state.is_main_process) as folder:
+            scores = run_clustering(
+                cfg, model, folder, split, args.modality, args.kmer_k, state=state, checkpoint=args.checkpoint
+            )
         if state.is_main_process:
             print(json.dumps(scores["ami"], indent=1))
             print(cluster_report(scores["ami"]))
     else:
         evaluator = RetrievalEvaluator(cfg, split, state=state)
-        evaluator.run(model, out, checkpoint=args.checkpoint, embedding_map=not args.no_map)
+        with evaluation_output(out, state.is_main_process) as folder:
+            evaluator.run(model, folder, checkpoint=args.checkpoint, embedding_map=not args.no_map)
         if state.is_main_process:
             body = {k: v for k, v in evaluator.document.items() if k != "meta"}
             print(results_markdown(body).split("## Micro")[0])

@@ -2,12 +2,16 @@
 
 With no ``--config`` it trains ``configs/demo.yaml`` on the demo data (generated if absent).
 Exit status 0 when done, 143 when SIGTERM stopped it after a checkpoint (resume with
-``--resume latest``).
+``--resume latest``). An OUT holding an earlier run is refused unless ``--resume`` continues it or
+``--overwrite`` starts afresh over it (``clibd.train.out_dir``); a second run to the same OUT
+fails at once (a lock).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from pathlib import Path
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -18,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help=f"run config (default: {DEMO_CONFIG.relative_to(DEMO_CONFIG.parents[1])})")
     parser.add_argument("--out", help="output folder (default: the config's out_dir)")
     parser.add_argument("--resume", help="'latest' (OUT/checkpoints/last) or a checkpoint directory")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start afresh over an earlier run in --out (its outputs are removed)"
+    )
     parser.add_argument("--no-eval", action="store_true", help="skip the retrieval evaluation after training")
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit (reads no data)"
@@ -34,16 +41,24 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
+    from clibd.atomic import output_lock
     from clibd.train.loop import train
+    from clibd.train.out_dir import prepare_out_dir
 
-    result = train(cfg, out, resume=args.resume)
+    # Every process checks OUT, so that all refuse together; the first (RANK 0 under a launcher) holds
+    # the lock, so that another run to OUT fails at once, and clears an earlier run under --overwrite.
+    main = int(os.environ.get("RANK", "0")) == 0
+    prepare_out_dir(out, args.resume, args.overwrite, main_process=False)
+    with output_lock(out) if main else contextlib.nullcontext():
+        prepare_out_dir(out, args.resume, args.overwrite, main_process=main)
+        result = train(cfg, out, resume=args.resume)
+        evaluated = None if args.no_eval or result.interrupted else _evaluate(cfg, result.model_dir)
     if result.interrupted:
         print(
             f"stopped by SIGTERM at step {result.steps};"
             f" resume with: python train.py --config ... --out {out} --resume latest"
         )
         return SIGTERM_EXIT
-    evaluated = None if args.no_eval else _evaluate(cfg, result.model_dir)
     _print_summary(result, evaluated)
     return 0
 
@@ -52,13 +67,15 @@ def _evaluate(cfg, model_dir: Path):
     """The retrieval evaluation of ``clibd eval`` on the trained model (main process writes)."""
     from accelerate import PartialState
 
+    from clibd.commands.evaluate import evaluation_output
     from clibd.eval.evaluator import RetrievalEvaluator
     from clibd.models.clibd_model import CLIBDModel
 
     state = PartialState()  # the one training set up
     model = CLIBDModel.from_pretrained(model_dir).to(state.device)
     out = model_dir.parent / f"eval-{cfg.eval.split}"
-    RetrievalEvaluator(cfg, cfg.eval.split, state=state).run(model, out, checkpoint=str(model_dir))
+    with evaluation_output(out, state.is_main_process) as folder:
+        RetrievalEvaluator(cfg, cfg.eval.split, state=state).run(model, folder, checkpoint=str(model_dir))
     return out if state.is_main_process else None
 
 

@@ -6,7 +6,10 @@ Decoding rules:
   - JPEGs decode in PIL's draft mode at the smallest DCT scale (1/2, 1/4, 1/8) that still
     covers the size the transform needs, so 1024x768 originals decode several times faster
     (``data.image_pipeline: original`` decodes them whole, as the published code does);
-  - empty, unidentifiable or truncated data raises ``ImageDecodeError`` naming the ref;
+  - the EXIF orientation is applied (a photo tagged "rotated" is turned upright); an animation
+    (GIF, WebP, multi-page TIFF) gives its first frame;
+  - empty, unidentifiable or truncated data raises ``ImageDecodeError`` naming the ref and
+    saying what is wrong in words (``problem``);
   - an image whose header declares more than ``MAX_IMAGE_PIXELS`` pixels is refused before
     any pixel is decoded (decompression-bomb guard).
 
@@ -18,12 +21,13 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING, Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clibd.config import AugmentConfig, DataConfig, ImagePipeline
 
@@ -35,20 +39,27 @@ if TYPE_CHECKING:
 MAX_IMAGE_PIXELS = 50_000_000
 
 WHITE = (255, 255, 255)
+EXIF_ORIENTATION = 0x0112
 
 
 class ImageDecodeError(ValueError):
-    """Image bytes that cannot be turned into an RGB image; the message names the ref."""
+    """Image bytes that cannot be turned into an RGB image: the message names the ref, ``problem``
+    says what is wrong in words (for a row that already names its file)."""
+
+    def __init__(self, ref: str, problem: str) -> None:
+        super().__init__(f"image {ref}: {problem}")
+        self.problem = problem
 
 
 def decode_image(data: bytes, ref: str, min_side: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode ``data`` into an RGB image; ``min_side`` lets JPEGs decode at reduced size.
+    """Decode ``data`` into an RGB image, turned upright by its EXIF orientation (the first frame
+    of an animation); ``min_side`` lets JPEGs decode at reduced size.
 
     With ``min_side`` the result's shorter side is at least ``min_side`` (or the original's,
     if smaller), never scaled below what the transform needs.
     """
     if not data:
-        raise ImageDecodeError(f"image {ref}: empty file (0 bytes)")
+        raise ImageDecodeError(ref, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             # PIL's own bomb limit is looser than ours; its warning would only duplicate our check.
@@ -57,18 +68,32 @@ def decode_image(data: bytes, ref: str, min_side: int | None = None, max_pixels:
         width, height = img.size
         if width * height > max_pixels:
             raise ImageDecodeError(
-                f"image {ref}: {width}x{height} = {width * height} pixels exceeds the limit of "
-                f"{max_pixels} (decompression-bomb guard)"
+                ref,
+                f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+                "(decompression-bomb guard)",
             )
         if min_side is not None:
             img.draft("RGB", (min_side, min_side))  # no-op for formats other than JPEG
         img.load()
+        if img.getexif().get(EXIF_ORIENTATION, 1) != 1:  # a camera's "rotate 90" tag: turn it upright
+            img = ImageOps.exif_transpose(img)
     except ImageDecodeError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        # OSError covers UnidentifiedImageError and "image file is truncated".
-        raise ImageDecodeError(f"image {ref}: cannot decode ({type(err).__name__}: {err})") from None
+        raise ImageDecodeError(ref, _problem(err, len(data))) from None
     return _to_rgb(img)
+
+
+def _problem(err: Exception, size: int) -> str:
+    """What PIL's exception means, in words, without the object reprs it carries."""
+    if isinstance(err, UnidentifiedImageError):
+        return f"not an image file, or a format PIL cannot open ({size:,} bytes)"
+    if "truncated" in str(err).lower():
+        return f"truncated image file ({size:,} bytes): it was cut short when copied or saved"
+    if isinstance(err, Image.DecompressionBombError):
+        return "too many pixels (decompression-bomb guard)"
+    detail = re.sub(r"<[^<>]* at 0x[0-9a-f]+>", "the data", str(err)) or type(err).__name__
+    return f"damaged image data ({detail})"
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

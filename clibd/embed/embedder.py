@@ -20,6 +20,8 @@ from clibd.embed.run_dir import checkpoint_hash, run_image_view, run_normalisati
 from clibd.models.clibd_model import CLIBDModel
 from clibd.progress import progress
 
+NORM_TOLERANCE = 0.05  # |norm - 1| of an embedding row; bf16 rounding stays far below it
+
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
@@ -29,7 +31,7 @@ def resolve_device(device: str) -> torch.device:
 
 class _ImageFiles(Dataset):
     """Decode + transform (+ quality-check) one input: ``(i, tensor, quality)``; a failure
-    becomes ``(i, None, message)``, never an exception."""
+    becomes ``(i, None, problem)`` (in words, without the file name), never an exception."""
 
     def __init__(
         self,
@@ -56,8 +58,10 @@ class _ImageFiles(Dataset):
                 image = decode_image(Path(item).read_bytes(), str(item), self.decode_side)
             quality = "" if self.rules is None else photo_quality(image, self.min_side, self.rules)
             return i, self.transform(image), quality
-        except (OSError, ImageDecodeError) as err:
-            return i, None, str(err)
+        except ImageDecodeError as err:
+            return i, None, err.problem
+        except OSError as err:
+            return i, None, f"cannot read the file ({err.strerror or type(err).__name__})"
 
 
 def _collate_images(items: list) -> tuple[list[int], Optional[torch.Tensor], list[str], list[tuple[int, str]]]:
@@ -76,6 +80,14 @@ class ImageEmbeddings(NamedTuple):
     quality: list[str]  # per embedded row: clibd.data.quality.photo_quality ("" = passed or not checked)
 
 
+class PhotoResults(NamedTuple):
+    """What :meth:`Embedder.embed_photos` returns: one row per input, in input order."""
+
+    embeddings: np.ndarray  # [N, D] float32; NaN rows: not embedded (``problem``) or not finite
+    quality: list[str]  # clibd.data.quality.photo_quality of each decoded photo ("" = passed or not checked)
+    problems: list[Optional[str]]  # why an input could not be read or decoded (None: it was)
+
+
 def image_id(item: str | Path | Image.Image, position: int) -> str:
     """A file's id is its name without the extension; an in-memory image's is ``image-<position>``."""
     return f"image-{position}" if isinstance(item, Image.Image) else Path(item).stem
@@ -86,13 +98,20 @@ def input_name(item: str | Path | Image.Image, position: int) -> str:
     return f"image-{position}" if isinstance(item, Image.Image) else str(item)
 
 
+def unit_rows(embeddings: np.ndarray, tolerance: float = NORM_TOLERANCE) -> np.ndarray:
+    """Which rows are unit vectors, as every embedding is: a damaged weight that overflows makes a
+    zero or NaN row after normalisation (x / inf), and such a row must never look like an answer."""
+    return np.abs(np.linalg.norm(embeddings.astype(np.float64), axis=1) - 1.0) <= tolerance
+
+
 class Embedder:
     """Embed new specimens with a trained checkpoint (inference mode, batched, eval transform).
 
     ``Embedder("runs/demo/model").embed_images(["a.jpg", ...])``
     ``-> ImageEmbeddings(emb [N,D], ids, skipped, quality)``;
     ``embed_dna(sequences, ids) -> (emb, ids)``; ``embed_text(strings) -> emb``.
-    Embeddings are float32, L2-normalised, in input order (skipped inputs left out).
+    Embeddings are float32, L2-normalised, in input order (skipped inputs left out); a row the
+    model could not make a unit vector of (non-finite: damaged weights) is NaN, never zeros.
 
     Image normalisation: ``mean``/``std`` if given, else the checkpoint's config.json
     ``image_normalization``, else ``data.mean``/``data.std`` of the run's ``config.yaml``
@@ -219,39 +238,59 @@ class Embedder:
         return max(self.decode_side, ANALYSIS_SIDE)
 
     def _encode(self, batch: dict[str, torch.Tensor], modality: str) -> np.ndarray:
+        """Embeddings of one batch; a row that is not a unit vector (:func:`unit_rows`) comes back NaN."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with self._lock:
-            return self.encode(batch, modality).cpu().numpy()
+            out = self.encode(batch, modality).cpu().numpy().astype(np.float32, copy=False)
+        out[~unit_rows(out)] = np.nan
+        return out
 
     def _stack(self, parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
 
-    def embed_images(
-        self, inputs: Sequence[str | Path | Image.Image], rules: Optional[QualityConfig] = None
-    ) -> ImageEmbeddings:
-        """``skipped`` lists ``(input, reason)`` for every input that could not be read or decoded
-        (also issued as one warning). With ``rules`` every photo is quality-checked
-        (:func:`clibd.data.quality.photo_quality`, in the loader workers); flagged photos are
-        embedded all the same, their ``quality`` says why they should not be trusted."""
+    def embed_photos(
+        self, inputs: Sequence[str | Path | Image.Image], rules: Optional[QualityConfig] = None, bar: bool = True
+    ) -> PhotoResults:
+        """One row per input (:class:`PhotoResults`): decoded (files in the loader workers), quality-checked
+        with ``rules`` (:func:`clibd.data.quality.photo_quality`; flagged photos are embedded all the same,
+        their ``quality`` says why they should not be trusted) and embedded. ``bar``: a progress bar of
+        its own (off when a caller's bar counts these photos)."""
         self._require("image")
         inputs = list(inputs)
         files = _ImageFiles(inputs, self.transform, self.image_size, rules, self.photo_decode_side(rules))
         loader = DataLoader(files, batch_size=self.batch_size, collate_fn=_collate_images, num_workers=self.num_workers)
-        parts, ids, skipped, quality = [], [], [], []
-        batches = progress(loader, desc="embed images", leave=False, disable=len(loader) < 2)
-        for positions, images, flags, failed in batches:
-            skipped += [(input_name(inputs[i], i), msg) for i, msg in failed]
+        embeddings = np.full((len(inputs), self.dim), np.nan, dtype=np.float32)
+        quality, problems = [""] * len(inputs), [None] * len(inputs)
+        for positions, images, flags, failed in progress(
+            loader, desc="embed images", disable=not bar or len(loader) < 2
+        ):
+            for i, problem in failed:
+                problems[i] = problem
             if images is not None:
-                parts.append(self._encode({"image": self.normalize(images)}, "image"))
-                ids += [image_id(inputs[i], i) for i in positions]
-                quality += flags
+                embeddings[positions] = self._encode({"image": self.normalize(images)}, "image")
+                for i, flag in zip(positions, flags):
+                    quality[i] = flag
+        return PhotoResults(embeddings, quality, problems)
+
+    def embed_images(
+        self, inputs: Sequence[str | Path | Image.Image], rules: Optional[QualityConfig] = None
+    ) -> ImageEmbeddings:
+        """:meth:`embed_photos` without the inputs that could not be read or decoded: ``skipped`` lists
+        ``(input, reason)`` for each (also issued as one warning). Rows are L2-normalised, or NaN where
+        the model gave a non-finite embedding."""
+        inputs = list(inputs)
+        result = self.embed_photos(inputs, rules)
+        read = [i for i, problem in enumerate(result.problems) if problem is None]
+        skipped = [(input_name(inputs[i], i), problem) for i, problem in enumerate(result.problems) if problem]
         if skipped:
             warnings.warn(
                 f"skipped {len(skipped)} of {len(inputs)} images: "
                 + "; ".join(f"{name}: {why}" for name, why in skipped),
                 stacklevel=2,
             )
-        return ImageEmbeddings(self._stack(parts), ids, skipped, quality)
+        return ImageEmbeddings(
+            result.embeddings[read], [image_id(inputs[i], i) for i in read], skipped, [result.quality[i] for i in read]
+        )
 
     def embed_dna(self, sequences: Sequence[str], ids: Optional[Sequence[str]] = None) -> tuple[np.ndarray, list[str]]:
         """Barcodes -> embeddings (tokenised with the checkpoint's own k-mer tokenizer)."""

@@ -3,26 +3,24 @@ and the run's ``config.yaml`` (image normalisation and view) found beside or abo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from clibd.atomic import chained_sha256
 from clibd.config import DataConfig, load_config
 
 
 def checkpoint_hash(checkpoint_dir: str | Path) -> str:
     """sha256 (first 16 hex) of the checkpoint's weights and config: what embeddings depend on."""
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        path = Path(checkpoint_dir) / name
+    if not Path(checkpoint_dir).is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {checkpoint_dir}")
+    paths = [Path(checkpoint_dir) / name for name in ("config.json", "model.safetensors")]
+    for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint_dir} has no {name}")
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 24):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+            raise FileNotFoundError(f"checkpoint {checkpoint_dir} has no {path.name}")
+    return chained_sha256(paths)[:16]
 
 
 def find_run_config(checkpoint_dir: str | Path) -> Optional[Path]:

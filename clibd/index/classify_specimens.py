@@ -66,7 +66,9 @@ def _specimens(inputs: dict[str, EmbeddedInputs], keep_flagged: bool) -> tuple[p
         if modality == "dna":
             table["dna_record"] = pd.array(aligned["record"].to_numpy(object), "Int64")
         ok = quality == "" if modality == "dna" or not keep_flagged else np.ones(len(ids), dtype=bool)
-        used[:, j] = present & ok
+        # never an unreadable or damaged row (its embedding is NaN); position -1 takes the appended False
+        embedded = np.append(np.isfinite(inputs[modality].embeddings).all(axis=1), False)
+        used[:, j] = present & ok & embedded[at]
         embeddings[used[:, j], j] = inputs[modality].embeddings[at[used[:, j]]]
         notes.append(np.where(quality == "", "", f"{modality}: " + quality) if len(given) > 1 else quality)
     image, dna = used.T
@@ -136,5 +138,6 @@ def classify_specimens(
     """One row per specimen: ``id``, ``image_file``, ``dna_file``, ``dna_record``, ``evidence``,
     ``quality``, then :func:`clibd.index.vote.predict_taxonomy`'s columns (empty where no evidence).
 
-    ``inputs``: ``clibd.embed.inputs.embed_inputs``'s output, from the checkpoint the index was built with."""
+    ``inputs``: a chunk of ``clibd.embed.inputs.specimen_chunks`` (or ``embed_decoded``), from the checkpoint
+    the index was built with."""
     return search_specimens(index, inputs, k, keep_flagged).table

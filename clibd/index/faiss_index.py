@@ -33,7 +33,9 @@ first comes first), so results do not depend on FAISS's heap order.
 
 On disk (``save``): ``index.faiss`` (the CPU index), ``keys.parquet`` (``id`` + taxonomy
 columns), ``meta.json`` (dim, kind, parameters, ``checkpoint_hash`` and the free
-``metadata`` dict, e.g. a calibrated new-species threshold).
+``metadata`` dict, e.g. a calibrated new-species threshold), and last ``manifest.json``
+(``clibd.atomic``: each file's checksum), which ``load`` checks: a folder whose files come from
+different saves, or a save cut short, is refused naming the file.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from clibd.atomic import MANIFEST, verify_manifest, write_manifest
+
 KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 IVF_KINDS = ("ivf", "ivfpq")
 CPU_KINDS = ("ivfpq", "hnsw")  # FAISS has no GPU HNSW, fast-scan PQ or refine stage
@@ -60,6 +64,7 @@ MIN_TRAIN_PER_CENTROID = 39  # FAISS warns below this many training points per c
 PQ_NBITS = 4  # fast-scan PQ codes are 4 bits
 FORMAT_VERSION = 1
 INDEX_FILE, KEYS_FILE, META_FILE = "index.faiss", "keys.parquet", "meta.json"
+MANIFEST_KIND = "reference index"  # clibd.atomic's manifest, written last by save and checked by load
 
 
 class IndexMismatchError(ValueError):
@@ -295,6 +300,7 @@ class ReferenceIndex:
             raise ValueError("refusing to save an empty ReferenceIndex")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        (directory / MANIFEST).unlink(missing_ok=True)  # until the new one is written, the folder is unfinished
         cpu_index = faiss.index_gpu_to_cpu(self._index) if self._gpu else self._index
         # Written beside and renamed into place: a loaded ivfpq index maps the old file, which must not
         # be truncated under it (saving over the folder it was loaded from).
@@ -319,6 +325,7 @@ class ReferenceIndex:
             "metadata": self.metadata,
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+        write_manifest(directory, MANIFEST_KIND, [INDEX_FILE, KEYS_FILE, META_FILE], self.checkpoint_hash)
         return directory
 
     @classmethod
@@ -334,6 +341,7 @@ class ReferenceIndex:
         missing = [name for name in (INDEX_FILE, KEYS_FILE, META_FILE) if not (directory / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{directory} is not a saved ReferenceIndex: missing {missing}")
+        verify_manifest(directory, MANIFEST_KIND, "reference index")  # whole, and all of one write
         meta = _read_part(directory, META_FILE, lambda path: json.loads(path.read_text()))
         if expected_dim is not None and meta["dim"] != expected_dim:
             raise IndexMismatchError(

@@ -12,6 +12,9 @@ cleaning included>, "image_normalization": {"mean": [...], "std": [...]} or null
 "image_view": {"eval_resize": int or null, "pipeline": "clibd" | "original"} or null}`` (the
 image mean/std and evaluation view the model was trained with, when known): what a user's new
 specimens must go through to be embedded as the model's training and evaluation data were.
+
+``manifest.json`` (written last; ``clibd.atomic``): every file's size and sha256 and the checkpoint
+hash; ``from_pretrained`` checks the weights and every other file against it before loading.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -30,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_model
 from torch import nn
 
-from clibd.atomic import atomic_directory
+from clibd.atomic import MANIFEST, atomic_directory, chained_sha256, verify_manifest, write_manifest
 from clibd.config import MODALITIES, ModelConfig, check_dna_tower
 from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.models.finetune import apply_finetune
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+MANIFEST_KIND = "saved model"  # clibd.atomic's manifest: every file's checksum, checked on load
 # Batch keys each modality reads (docs/architecture.md, "Batch").
 BATCH_KEYS = {"image": ("image",), "dna": ("dna_ids", "dna_mask"), "text": ("text_ids", "text_mask")}
 # Config fields that change how weights are obtained or trained, not what the model computes.
@@ -166,7 +172,7 @@ class CLIBDModel(nn.Module):
             loaded = ", ".join(self.modalities)
             raise ValueError(f"only the {loaded} tower(s) of this model were loaded: load it whole to save it")
         with atomic_directory(directory) as tmp:
-            save_model(self, str(tmp / "model.safetensors"))
+            save_model(self, str(tmp / WEIGHTS))
             meta = {
                 "format": FORMAT_VERSION,
                 "model": dataclasses.asdict(self.cfg),
@@ -178,6 +184,8 @@ class CLIBDModel(nn.Module):
             (tmp / "config.json").write_text(json.dumps(meta, indent=2))
             if self.text_tokenizer is not None:
                 self.text_tokenizer.save_pretrained(tmp / "text_tokenizer")
+            files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+            write_manifest(tmp, MANIFEST_KIND, files, chained_sha256([tmp / "config.json", tmp / WEIGHTS])[:16])
         return Path(directory)
 
     @classmethod
@@ -193,7 +201,11 @@ class CLIBDModel(nn.Module):
         config_file = directory / "config.json"
         if not config_file.is_file():
             raise FileNotFoundError(f"{directory}: not a saved CLIBD model (no config.json)")
-        meta = json.loads(config_file.read_text())
+        check_saved_files(directory)
+        try:
+            meta = json.loads(config_file.read_text())
+        except (UnicodeDecodeError, ValueError) as err:
+            raise ValueError(f"{config_file}: not a readable config.json ({err})") from None
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"{config_file}: unsupported format {meta.get('format')!r} (expected {FORMAT_VERSION})")
         cfg: ModelConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), meta["model"]))
@@ -206,7 +218,7 @@ class CLIBDModel(nn.Module):
         cfg.image = dataclasses.replace(cfg.image, pretrained=None)
         cfg.dna = dataclasses.replace(cfg.dna, pretrained=None)
         model = cls(cfg, directory / "text_tokenizer", meta["architectures"], modalities)
-        model._load_weights(directory / "model.safetensors")
+        model._load_weights(directory / WEIGHTS)
         model.image_normalization = meta.get("image_normalization")
         model.image_view = meta.get("image_view")
         if model.dna_tokenizer is not None:  # absent from models saved before data.dna_cleaning existed
@@ -218,7 +230,7 @@ class CLIBDModel(nn.Module):
         their weights (``clibd serve`` loads the image tower after it starts answering)."""
         new = [m for m in self.left_out if m in modalities]
         self._add_towers(new)
-        self._load_weights(Path(directory) / "model.safetensors", only=new)
+        self._load_weights(Path(directory) / WEIGHTS, only=new)
 
     def _load_weights(self, weights: Path, only: Optional[Sequence[str]] = None) -> None:
         """Every tensor of ``weights`` but the left-out towers' and heads' (``only``: just those
@@ -242,6 +254,20 @@ class CLIBDModel(nn.Module):
 def _weight_prefixes(modalities: Sequence[str]) -> tuple[str, ...]:
     """The state-dict key prefixes of these modalities' towers and heads."""
     return tuple(f"{part}.{m}." for m in modalities for part in ("towers", "heads"))
+
+
+def check_saved_files(directory: Path) -> None:
+    """Every file of a saved model as ``save_pretrained`` wrote it (its manifest's checksums, the
+    weights hashed whole): a flipped bit or a file of another save is refused naming the file. A
+    model saved before manifests existed is loaded with a warning that it was not checked."""
+    if (directory / MANIFEST).is_file():
+        verify_manifest(directory, MANIFEST_KIND, "saved model", full_check_bytes=None)
+    else:
+        warnings.warn(
+            f"{directory}: no {MANIFEST} (saved by an older clibd): its files' checksums cannot be checked; "
+            "save it again (CLIBDModel.from_pretrained(...).save_pretrained(...)) to record them",
+            stacklevel=3,
+        )
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -2,10 +2,12 @@
 model and a library are given) and the run report (when a run folder is given).
 
 Routes: ``GET /`` (page), ``GET /api/health``, ``POST /api/classify`` (multipart: ``photos``
-files, ``barcodes`` files, ``fasta`` pasted text; or url-encoded ``fasta`` alone), ``GET /api/thumbnail/<key id>``,
-``GET /run`` and its pictures. A request body larger than ``Limits.request_bytes`` is
-refused with 413 before it is parsed; files are parsed in memory (never spooled to disk) and
-dropped after the answer.
+files, ``barcodes`` files, ``fasta`` pasted text; url-encoded ``fasta`` alone; or a text/plain
+body of FASTA or bare sequences), ``GET /api/thumbnail/<key id>``, ``GET /run`` and its
+pictures. A request body larger than ``Limits.request_bytes`` is refused with 413 before it is
+parsed; files are parsed in memory (never spooled to disk) and dropped after the answer.
+Every error is JSON ``{"error": sentence}``: 400 a malformed body, 413 too large, 415 another
+Content-Type, 404 / 405 unknown routes, 500 a bug (its traceback only in the server's log).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Optional
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -24,10 +27,10 @@ from starlette.staticfiles import StaticFiles
 
 from clibd.serve.report import RunReport
 from clibd.serve.service import Classifier, Limits
-from clibd.serve.uploads import Upload
+from clibd.serve.uploads import PASTED_NAME, Upload
 
 STATIC = Path(__file__).with_name("static")
-PASTED_NAME = "pasted.fasta"
+BODY_KINDS = ("multipart/form-data", "application/x-www-form-urlencoded", "text/plain")
 
 
 DEFAULT_LIMITS = Limits()
@@ -57,12 +60,21 @@ def build_app(
         return JSONResponse({"status": "ok", **classifier.health()})
 
     async def classify(request: Request) -> Response:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in BODY_KINDS:
+            return JSONResponse(
+                {
+                    "error": f"POST /api/classify takes {', '.join(BODY_KINDS)} (fields photos, barcodes, fasta; "
+                    f"text/plain: FASTA or bare sequences), not Content-Type {kind or '(none)'!r}"
+                },
+                status_code=415,
+            )
         try:
-            photos, barcodes = await _read_uploads(request, limits)
+            photos, barcodes = await _read_uploads(request, limits, kind)
         except _TooLarge as err:
             return JSONResponse({"error": str(err)}, status_code=413)
-        except MultiPartException as err:
-            return JSONResponse({"error": f"bad multipart body: {err}"}, status_code=400)
+        except (MultiPartException, ValueError, KeyError, UnicodeDecodeError) as err:
+            return JSONResponse({"error": f"malformed {kind} body: {str(err) or type(err).__name__}"}, status_code=400)
         if not photos and not barcodes:
             return JSONResponse(
                 {"error": "no photos or barcodes in the request (fields: photos, barcodes, fasta)"}, status_code=400
@@ -87,7 +99,17 @@ def build_app(
         ]
     if report is not None:
         routes += _report_routes(report)
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error})
+
+
+async def _http_error(request: Request, err: HTTPException) -> Response:
+    """404, 405, ... as JSON with a sentence, for the page's scripts and for curl alike."""
+    return JSONResponse({"error": f"{request.method} {request.url.path}: {err.detail}"}, status_code=err.status_code)
+
+
+async def _server_error(request: Request, err: Exception) -> Response:
+    """A bug: JSON 500 saying so (the traceback goes to the server's log, never to the client)."""
+    return JSONResponse({"error": f"internal error while answering {request.url.path}: see the server log"}, 500)
 
 
 def _report_routes(report: RunReport) -> list[Route]:
@@ -111,7 +133,7 @@ def _report_routes(report: RunReport) -> list[Route]:
     ]
 
 
-async def _read_uploads(request: Request, limits: Limits) -> tuple[list[Upload], list[Upload]]:
+async def _read_uploads(request: Request, limits: Limits, kind: str) -> tuple[list[Upload], list[Upload]]:
     """The request's files, read into memory under the size limits (413 past them)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limits.request_bytes:
@@ -125,7 +147,9 @@ async def _read_uploads(request: Request, limits: Limits) -> tuple[list[Upload],
     async def replay():
         yield bytes(body)
 
-    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+    if kind == "text/plain":
+        return [], [Upload(PASTED_NAME, bytes(body))]
+    if kind == "application/x-www-form-urlencoded":
         form = await FormParser(request.headers, replay()).parse()  # pasted text only
     else:
         parser = MultiPartParser(

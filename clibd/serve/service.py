@@ -17,14 +17,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from clibd.config import SPECIMEN_MODALITIES, QualityConfig
+from clibd.config import SPECIMEN_MODALITIES, QualityConfig, load_config
 from clibd.data.images import ImageReadError, read_image_bytes
 from clibd.data.transforms import ImageDecodeError, decode_image
 from clibd.embed.embedder import Embedder
 from clibd.embed.inputs import embed_decoded
+from clibd.embed.run_dir import find_run_config
 from clibd.index.classify_specimens import FILE_COLUMNS, SpecimenSearch, search_specimens
 from clibd.index.library import load_library
-from clibd.serve.uploads import InputError, Upload, decode_photos, read_barcode_uploads, specimen_id
+from clibd.serve.uploads import Upload, decode_photos, read_barcode_uploads, specimen_id
 from clibd.taxonomy import EVAL_RANKS
 
 THUMBNAIL_SIDE = 128
@@ -66,6 +67,7 @@ class Classifier:
         refs = taxonomy["image_ref"] if "image_ref" in taxonomy else pd.Series(pd.NA, index=taxonomy.index)
         self._image_refs = {key: ref for key, ref in zip(self.library.ids, refs) if isinstance(ref, str)}
         self._lock = threading.Lock()  # one inference at a time: the model's threads are the parallelism
+        self._provenance = provenance(self.checkpoint, self.library.metadata)
         self.load_seconds = time.perf_counter() - started
 
     def health(self) -> dict[str, Any]:
@@ -84,60 +86,55 @@ class Classifier:
             "device": str(self.embedder.device),
             "load_seconds": round(self.load_seconds, 3),
             "loading": list(self.embedder.loading),  # towers not ready yet (requests needing them wait)
+            **self._provenance,
         }
 
     def classify(self, photos: list[Upload], barcode_files: list[Upload], limits: Limits) -> dict[str, Any]:
-        """The JSON answer: ``specimens`` (one per id, in upload order), ``csv``, ``counts``.
+        """The JSON answer: ``specimens`` (one per row, in upload order), ``csv``, ``counts``.
 
-        Rows are ``clibd classify``'s (``clibd.index.classify_specimens``): a photo and a barcode with
-        one id are one specimen and one fused prediction; a modality counts as given when any of its
-        files was uploaded. Raises ValueError on duplicate ids within photos or within barcodes."""
+        Rows are ``clibd classify``'s (``clibd.index.classify_specimens``), one for every input: a photo
+        and a barcode with one id are one specimen and one fused prediction; a file or record that
+        cannot be read has its row, its ``quality`` saying why; a modality counts as given when any of
+        its files was uploaded. Raises ValueError on duplicate ids within photos or within barcodes."""
         started = time.perf_counter()
-        images, errors = decode_photos(photos, self.embedder.photo_decode_side(self.rules), limits.file_bytes)
-        barcodes, barcode_errors = read_barcode_uploads(barcode_files, limits.file_bytes)
+        images = decode_photos(photos, self.embedder.photo_decode_side(self.rules), limits.file_bytes)
+        barcodes = read_barcode_uploads(barcode_files, limits.file_bytes)
         with self._lock:
             inputs = embed_decoded(
                 self.embedder, images if photos else None, barcodes if barcode_files else None, self.rules
             )
             result = search_specimens(self.library, inputs, self.k, self.keep_flagged)
         photo_files = {specimen_id(upload.name): upload.name for upload in photos}
-        specimens = self._specimens(result, errors + barcode_errors, photo_files)
         return {
-            "specimens": specimens,
+            "specimens": self._specimens(result, photo_files),
             "csv": result.table.to_csv(index=False, float_format="%.4f"),
             "counts": {
                 "photos": len(images),
                 "barcodes": len(barcodes),
                 "rows": len(result.table),
                 "withheld": int((result.table["evidence"] == "").sum()),
-                "errors": len(errors) + len(barcode_errors),
+                "errors": int(sum(given.unreadable.sum() for given in inputs.values())),
             },
             "seconds": round(time.perf_counter() - started, 4),
         }
 
-    def _specimens(self, result: SpecimenSearch, errors: list[InputError], photo_files: dict[str, str]) -> list[dict]:
-        by_id: dict[str, dict] = {}
-
-        def specimen(sid: str) -> dict:
-            return by_id.setdefault(sid, {"id": sid, "photo": photo_files.get(sid), "results": [], "errors": []})
-
+    def _specimens(self, result: SpecimenSearch, photo_files: dict[str, str]) -> list[dict]:
         neighbours = self._neighbours(result)
+        specimens = []
         for record, threshold, near in zip(_records(result.table), result.thresholds, neighbours):
             evidence, quality = record.pop("evidence"), record.pop("quality")
             files = {column: record.pop(column) for column in FILE_COLUMNS}
-            specimen(record.pop("id"))["results"].append(
-                {
-                    "evidence": evidence,
-                    "quality": quality,
-                    "files": files,
-                    "prediction": record,
-                    "threshold": None if np.isnan(threshold) else float(threshold),
-                    "neighbours": near,
-                }
-            )
-        for error in errors:
-            specimen(error.id)["errors"].append({"file": error.file, "error": error.error})
-        return list(by_id.values())
+            sid = record.pop("id")
+            result_row = {
+                "evidence": evidence,
+                "quality": quality,
+                "files": files,
+                "prediction": record,
+                "threshold": None if np.isnan(threshold) else float(threshold),
+                "neighbours": near,
+            }
+            specimens.append({"id": sid, "photo": photo_files.get(sid), "results": [result_row]})
+        return specimens
 
     def _neighbours(self, result: SpecimenSearch) -> list[list[dict]]:
         """Per row, its k nearest keys (id, similarity, four ranks, thumbnail URL), nearest first; none where
@@ -161,6 +158,19 @@ class Classifier:
         """A key's photo as a small JPEG, or None when the library has no photo for that key id."""
         ref = self._image_refs.get(key)
         return None if ref is None else _thumbnail(ref)
+
+
+def provenance(checkpoint: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """What the page says about where its answers come from: the library's build (dataset, key splits,
+    checkpoint), the data the model was trained on, and whether that was the synthetic demo data
+    (``data.demo_specimens`` of the run's config.yaml: the demo generator made it)."""
+    found = find_run_config(checkpoint)
+    data = load_config(found).data if found is not None else None
+    return {
+        "library": {key: metadata.get(key) for key in ("dataset", "key_splits", "checkpoint", "provenance")},
+        "trained_on": f"{data.format}:{data.root}" if data is not None else None,
+        "synthetic_demo": bool(data is not None and data.demo_specimens > 0),
+    }
 
 
 @lru_cache(maxsize=4096)

@@ -1,25 +1,26 @@
 """Uploaded files -> specimens, in memory (nothing is written to disk, nothing executed or
 unpickled: images go through PIL's decoders, barcodes through the FASTA / CSV readers).
 
-Every upload either yields inputs or one :class:`InputError` naming the file (or the record)
-and the problem, so one bad file never stops the rest of a batch. Ids follow ``clibd
-classify``: a photo's id is its file name without the extension; a barcode's is its FASTA
-id or its row's id column (``clibd.embed.inputs.ID_COLUMNS``).
+Every upload gives rows as ``clibd classify``'s files do: a bad file or record gets its row
+with the problem in words, so one bad file never stops the rest of a batch, and the CSV has a
+row for every input. Ids follow ``clibd classify``: a photo's id is its file name without the
+extension; a barcode's is its FASTA id or its row's id column (``clibd.embed.records.ID_COLUMNS``);
+pasted bare sequences are ``pasted-1``, ``pasted-2``, ...
 """
 
 from __future__ import annotations
 
-import io
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import pandas as pd
 
-from clibd.data.sources.fasta import parse_fasta
 from clibd.data.transforms import ImageDecodeError, decode_image
-from clibd.embed.inputs import FASTA_SUFFIXES, ID_COLUMNS, SEQUENCE_COLUMNS
+from clibd.embed.records import barcode_file_records, unreadable_row
 
-TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+PASTED_NAME = "pasted.fasta"  # what the page's text box is called in rows and errors
+BARCODE_LINE = 200  # a pasted line this long is a whole barcode, not a wrapped piece of one
 
 
 @dataclass(frozen=True)
@@ -28,86 +29,71 @@ class Upload:
     data: bytes
 
 
-@dataclass(frozen=True)
-class InputError:
-    id: str  # the specimen id where known, else the file name
-    file: str
-    error: str
-
-
 def specimen_id(name: str) -> str:
     """``photos/AB123.jpg`` -> ``AB123`` (the last component only, whatever the client sent)."""
     return PurePosixPath(name.replace("\\", "/")).stem or name
 
 
-def decode_photos(uploads: list[Upload], side: int, max_bytes: int) -> tuple[pd.DataFrame, list[InputError]]:
-    """``(photos, errors)``: ``photos`` (``id``, ``file``, ``record``, ``image``: RGB) decoded as ``clibd
-    classify`` decodes a file (same checks; JPEGs keep a shorter side of ``side``)."""
-    photos, errors = [], []
+def decode_photos(uploads: list[Upload], side: int, max_bytes: int) -> pd.DataFrame:
+    """``id``, ``file``, ``record``, ``image`` (RGB; None where it could not be decoded) and ``problem``
+    (why, in words; ``<NA>`` where it was): decoded as ``clibd classify`` decodes a file (same checks;
+    JPEGs keep a shorter side of ``side``)."""
+    rows = []
     for upload in uploads:
-        sid = specimen_id(upload.name)
+        image, problem = None, None
         if len(upload.data) > max_bytes:
-            errors.append(InputError(sid, upload.name, _too_large(upload, max_bytes)))
-            continue
-        try:
-            photos.append((sid, upload.name, 1, decode_image(upload.data, upload.name, side)))
-        except (OSError, ImageDecodeError) as err:
-            errors.append(InputError(sid, upload.name, str(err)))
-    return pd.DataFrame(photos, columns=["id", "file", "record", "image"]).astype({"record": int}), errors
+            problem = _too_large(upload, max_bytes)
+        else:
+            try:
+                image = decode_image(upload.data, upload.name, side)
+            except ImageDecodeError as err:
+                problem = err.problem
+        rows.append((specimen_id(upload.name), upload.name, 1, image, problem))
+    table = pd.DataFrame(rows, columns=["id", "file", "record", "image", "problem"])
+    return table.astype({"id": "string", "record": "Int64", "problem": "string"})
 
 
-def read_barcode_uploads(uploads: list[Upload], max_bytes: int) -> tuple[pd.DataFrame, list[InputError]]:
-    """``(records, errors)``: ``records`` (``id``, ``file``, ``record``: 1-based in its file, ``sequence``)
-    from FASTA (or pasted FASTA text), CSV or TSV uploads; barcodes are checked later, as ``clibd classify``
-    checks them (an empty one gets its row, with the reason in ``quality``)."""
-    tables, errors = [], []
+def read_barcode_uploads(uploads: list[Upload], max_bytes: int) -> pd.DataFrame:
+    """Every record of FASTA / CSV / TSV / parquet uploads and pasted text (``clibd.embed.records.
+    BARCODE_COLUMNS``; read as ``clibd classify`` reads files: a bad record or file gets its row with
+    the problem); barcodes are checked later, as ``clibd classify`` checks them."""
+    tables = []
     for upload in uploads:
         if len(upload.data) > max_bytes:
-            errors.append(InputError(upload.name, upload.name, _too_large(upload, max_bytes)))
-            continue
-        try:
-            tables.append(_barcode_table(upload))
-        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
-            errors.append(InputError(upload.name, upload.name, f"cannot read: {err}"))
-    records = (
-        pd.concat(tables, ignore_index=True)
-        if tables
-        else pd.DataFrame({"id": [], "file": [], "record": [], "sequence": []}).astype({"record": int})
-    )
-    if records.empty and not errors and uploads:
-        errors.append(InputError(uploads[0].name, uploads[0].name, "no barcode records"))
-    return records, errors
+            tables.append(unreadable_row(upload.name, _too_large(upload, max_bytes)))
+        elif upload.name == PASTED_NAME and not upload.data.lstrip().startswith(b">"):
+            tables.append(bare_sequences(upload))
+        else:
+            tables += list(barcode_file_records(upload.name, upload.data))
+    if not tables:
+        return unreadable_row("", "").iloc[:0]
+    return pd.concat(tables, ignore_index=True)
 
 
-def _barcode_table(upload: Upload) -> pd.DataFrame:
-    """``id``, ``file``, ``record``, ``sequence`` (a missing id becomes ``<file>:<record number>``)."""
-    suffix = PurePosixPath(upload.name).suffix.lower()
-    if suffix in TABLE_SEPARATORS:
-        raw = pd.read_csv(io.BytesIO(upload.data), sep=TABLE_SEPARATORS[suffix], dtype="string")
-        lower = {c.lower(): c for c in raw.columns}
-        id_col = next((lower[c] for c in ID_COLUMNS if c in lower), None)
-        seq_col = next((lower[c] for c in SEQUENCE_COLUMNS if c in lower), None)
-        if id_col is None or seq_col is None:
-            raise ValueError(
-                f"{upload.name}: ids are read from one of {list(ID_COLUMNS)}, barcodes from one of "
-                f"{list(SEQUENCE_COLUMNS)}; found columns {list(raw.columns)}"
-            )
-        ids, sequences = raw[id_col], raw[seq_col]
-    elif suffix in FASTA_SUFFIXES or not suffix or upload.data.lstrip()[:1] == b">":
-        table = parse_fasta(upload.data, upload.name)
-        ids, sequences = table["processid"], table["dna_barcode"]
-    else:
-        raise ValueError(f"{upload.name}: not a barcode file (FASTA {sorted(FASTA_SUFFIXES)}, .csv or .tsv)")
-    fallback = pd.Series([f"{upload.name}:{i + 1}" for i in range(len(ids))], dtype="string", index=ids.index)
+def bare_sequences(upload: Upload) -> pd.DataFrame:
+    """Pasted sequences without FASTA headers (BOLD's identification engine takes them too), named
+    ``pasted-1``, ``pasted-2``, ...: blocks of lines separated by blank lines; in a block whose lines
+    are all as long as a barcode (200 characters or more) each line is one, else the block is one
+    sequence wrapped at a width."""
+    text = upload.data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    sequences = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [line.strip() for line in block.split("\n") if line.strip()]
+        if lines and min(map(len, lines)) >= BARCODE_LINE:
+            sequences += lines
+        elif lines:
+            sequences.append("".join(lines))
+    n = len(sequences)
     return pd.DataFrame(
         {
-            "id": ids.astype("string").fillna(fallback).reset_index(drop=True),
+            "id": pd.array([f"pasted-{i}" for i in range(1, n + 1)], "string"),
             "file": upload.name,
-            "record": range(1, len(ids) + 1),
-            "sequence": sequences.astype("string").fillna("").reset_index(drop=True),
+            "record": pd.array(range(1, n + 1), "Int64"),
+            "sequence": pd.array(sequences, "string"),
+            "problem": pd.array([None] * n, "string"),
         }
     )
 
 
 def _too_large(upload: Upload, max_bytes: int) -> str:
-    return f"{upload.name}: {len(upload.data):,} bytes exceeds the per-file limit of {max_bytes:,} bytes"
+    return f"{len(upload.data):,} bytes exceeds the per-file limit of {max_bytes:,} bytes"

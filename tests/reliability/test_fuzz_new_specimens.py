@@ -1,8 +1,8 @@
 """New-specimen inputs of ``clibd classify`` / ``clibd embed``, fuzzed: any text gets the
 barcode quality a per-character oracle gives; any barcode file gives records that each name
-their file and record number, or a skip naming the file, or a duplicate-id error naming the
-id; any photo gets a known quality text (too_small, empty_well, blurry or passed), never an
-exception."""
+their file and record number, or one row naming the file and why it cannot be read, or a
+duplicate-id error naming the id; any photo gets a known quality text (too_small, empty_well,
+blurry or passed), never an exception."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from PIL import Image
 
 from clibd.config import QualityConfig
 from clibd.data.quality import barcode_quality, photo_quality
-from clibd.embed.inputs import check_unique_ids, read_barcodes
+from clibd.embed.inputs import SeenIds
+from clibd.embed.records import read_barcode_records
 from tests.helpers.fuzz import FUZZ, FUZZ_EXAMPLES
 
 pytestmark = [pytest.mark.reliability, pytest.mark.fuzz, pytest.mark.timeout(240 * max(1, FUZZ_EXAMPLES // 300))]
@@ -72,17 +73,18 @@ def test_barcode_files_give_traceable_records_a_named_skip_or_a_duplicate_error(
         cells = [(i, re.sub(r"[,\t\r\n]", "", s)) for i, s in rows]  # no separators inside a cell
         text = end.join([f"processid{sep}nucleotides", *(f"{i}{sep}{s}" for i, s in cells)])
     path.write_text(text, encoding="utf-8")
-    records, skipped = read_barcodes([path])
-    if skipped:
-        assert [name for name, _ in skipped] == [str(path)] and records.empty
+    records = read_barcode_records([path])
+    assert (records["file"] == str(path)).all()
+    if records["record"].isna().any():  # the file could not be read: its one row says why
+        assert len(records) == 1 and records["id"].iloc[0] == str(path) and records["problem"].iloc[0]
         return
-    assert (records["file"] == str(path)).all() and records["record"].tolist() == list(range(1, len(records) + 1))
+    assert records["record"].tolist() == list(range(1, len(records) + 1))
     duplicated = records["id"][records["id"].duplicated()]
     if len(duplicated):
         with pytest.raises(ValueError, match=re.escape(repr(duplicated.iloc[0]))):
-            check_unique_ids(records, "barcode")
+            SeenIds("barcode").check(records)
     else:
-        check_unique_ids(records, "barcode")
+        SeenIds("barcode").check(records)
     assert len(barcode_quality(records["sequence"].tolist(), QualityConfig())) == len(records)
 
 

@@ -7,12 +7,19 @@ Accepted headers (after ``>``):
   e.g. a species name; trailing fields may be left out; an empty field is unknown).
 
 Sequence lines are joined with all whitespace removed; CRLF and a UTF-8 BOM are accepted.
-Text before the first header, or a header with more than 6 fields, is an error naming the line.
+Text before the first header is an error naming the line. A record that is not UTF-8 text,
+or whose header has more than 6 fields, is an error naming its line (:func:`read_fasta`, a
+dataset), or, read with ``mark_bad`` (new specimens: :func:`iter_fasta`), costs that record
+only: its row keeps the id its header gives and says what is wrong in ``problem``.
+
+:func:`iter_fasta` reads a file of any size in blocks of about ``block_bytes`` (whole
+records each), so memory stays bounded by the block, not the file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -20,6 +27,8 @@ import pandas as pd
 from clibd.data.specimens import normalise_table
 
 HEADER_FIELDS = ("processid", "split", "order", "family", "genus", "species")
+BOM = b"\xef\xbb\xbf"
+BLOCK_BYTES = 4 << 20
 
 
 def read_fasta(path: str | Path) -> pd.DataFrame:
@@ -29,38 +38,110 @@ def read_fasta(path: str | Path) -> pd.DataFrame:
     return parse_fasta(path.read_bytes(), str(path))
 
 
-def parse_fasta(raw: bytes, path: str) -> pd.DataFrame:
-    """FASTA bytes (a file's, or an upload's never written to disk); ``path`` names them in errors."""
+def iter_fasta(path: str | Path, block_bytes: int = BLOCK_BYTES, mark_bad: bool = True) -> Iterator[pd.DataFrame]:
+    """The records of a FASTA file, a block of whole records at a time (:func:`parse_fasta` each)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FASTA file not found: {path}")
+    line, carry, first = 1, b"", True
+    with path.open("rb") as f:
+        if f.read(len(BOM)) != BOM:
+            f.seek(0)
+        while True:
+            block = f.read(block_bytes)
+            data = carry + block
+            if block:
+                cut = max(data.rfind(b"\n>"), data.rfind(b"\r>")) + 1  # the last record begun may go on
+                if not data[:cut].strip():  # no whole record yet (or blank lines before the first)
+                    carry = data
+                    continue
+                data, carry = data[:cut], data[cut:]
+            if data or first:
+                yield parse_fasta(data, str(path), first_line=line, mark_bad=mark_bad)
+                line += _line_ends(data)
+                first = False
+            if not block:
+                return
+
+
+def _line_ends(raw: bytes) -> int:
+    return raw.count(b"\n") + raw.count(b"\r") - raw.count(b"\r\n")
+
+
+def _decode_each(pieces: list[bytes], first_line: int) -> tuple[list[str], list[object]]:
+    """Texts of FASTA record pieces decoded one by one (the rare path: the whole was not UTF-8); a
+    piece that fails keeps its lines (undecodable bytes replaced) and gets a problem naming its line."""
+    texts: list[str] = []
+    problems: list[object] = []
+    line = first_line - 1  # pieces start with the '\n' their split removed, the first one excepted
+    for i, piece in enumerate(pieces):
+        try:
+            texts.append(piece.decode("utf-8"))
+            problems.append(pd.NA)
+        except UnicodeDecodeError as err:
+            texts.append(piece.decode("utf-8", errors="replace"))
+            at = line + piece[: err.start].count(b"\n") + (1 if i else 0)
+            problems.append(f"line {at}: not UTF-8 text (byte 0x{piece[err.start]:02x})")
+        line += piece.count(b"\n") + (1 if i else 0)
+    return texts, problems
+
+
+def parse_fasta(raw: bytes, path: str, first_line: int = 1, mark_bad: bool = False) -> pd.DataFrame:
+    """FASTA bytes (a file's, a block of one, or an upload's never written to disk) -> specimen table;
+    ``path`` names them in errors, ``first_line`` is the file line ``raw`` starts at. ``mark_bad``: a
+    bad record gets a ``problem`` column text (``<NA>`` for good ones) instead of failing the whole."""
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if first_line == 1:
+        raw = raw.removeprefix(BOM)
     try:
-        text = raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+        chunks, problems = ("\n" + raw.decode("utf-8")).split("\n>"), None
     except UnicodeDecodeError as err:
-        line = raw[: err.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
-        raise ValueError(f"{path}: line {line}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    chunks = ("\n" + text).split("\n>")
+        if not mark_bad:
+            line = first_line + raw[: err.start].count(b"\n")
+            raise ValueError(f"{path}: line {line}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        chunks, problems = _decode_each((b"\n" + raw).split(b"\n>"), first_line)
     if chunks[0].strip():
-        line = next(i for i, s in enumerate(text.split("\n"), 1) if s.strip())
+        line = first_line - 1 + next(i for i, s in enumerate(chunks[0].split("\n")) if s.strip())
         raise ValueError(f"{path}: line {line}: expected a '>' header line, found {chunks[0].strip()[:60]!r}")
     if len(chunks) == 1:
+        if first_line > 1:
+            return _table(pd.Series([], dtype="string"), pd.Series([], dtype="string"), mark_bad)
         raise ValueError(f"{path}: no FASTA records (no '>' header line)")
     records = pd.Series(chunks[1:], dtype="string")
     parts = records.str.partition("\n")
     head, seq = parts[0], parts[2].str.replace(r"\s+", "", regex=True)
+    problem = pd.Series(problems[1:] if problems else pd.NA, index=records.index, dtype="string")
     line_of = (
-        1
+        first_line
         + chunks[0].count("\n")
         + np.concatenate([[0], np.cumsum(records.str.count("\n").to_numpy(dtype=np.int64) + 1)[:-1]])
     )
-    fields = head.str.split("|", expand=True)
-    if fields.shape[1] > len(HEADER_FIELDS):
-        bad = int(np.flatnonzero(fields[len(HEADER_FIELDS)].notna().to_numpy())[0])
+    too_many = head.str.count(r"\|").to_numpy(dtype=np.int64) >= len(HEADER_FIELDS)
+    if too_many.any() and not mark_bad:
+        bad = int(np.flatnonzero(too_many)[0])
         raise ValueError(
             f"{path}: line {line_of[bad]}: header has more than {len(HEADER_FIELDS)} '|'-separated fields "
             f"({'|'.join(HEADER_FIELDS)}): {head.iat[bad][:80]!r}"
         )
-    table = pd.DataFrame({name: fields[j] if j in fields else pd.NA for j, name in enumerate(HEADER_FIELDS)})
+    if too_many.any():
+        lines = pd.Series(line_of, index=records.index).astype(str)
+        message = "line " + lines + f": header has more than {len(HEADER_FIELDS)} '|'-separated fields"
+        problem = problem.mask(pd.Series(too_many, index=records.index), message)
+    seq = seq.mask(problem.notna(), "")
+    return _table(head, seq, mark_bad, problem)
+
+
+def _table(head: pd.Series, seq: pd.Series, mark_bad: bool, problem: pd.Series | None = None) -> pd.DataFrame:
+    fields = head.str.split("|", n=len(HEADER_FIELDS) - 1, expand=True) if len(head) else pd.DataFrame()
+    table = pd.DataFrame(
+        {name: fields[j] if j in fields else pd.NA for j, name in enumerate(HEADER_FIELDS)}, index=head.index
+    )
     piped = head.str.contains("|", regex=False)
-    table["processid"] = table["processid"].where(piped, head.str.strip().str.split(n=1).str[0])
+    first_word = head.str.strip().str.split(n=1).str[0] if len(head) else head
+    table["processid"] = table["processid"].where(piped, first_word)
     table["dna_barcode"] = seq
+    if mark_bad:
+        table["problem"] = problem if problem is not None else pd.Series(pd.NA, index=head.index, dtype="string")
     return normalise_table(table)
 
 

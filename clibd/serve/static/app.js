@@ -1,12 +1,17 @@
-// The classify page: queue dropped files, send them in chunks (progress), render each specimen.
+// The classify page: queue dropped files, send them in chunks (progress), list every specimen in a
+// summary table (sortable, filterable, paged: only one page is in the DOM, so thousands render at
+// once) and open a row's card with its prediction and nearest reference specimens.
 // Every value from a file or the server goes in through textContent, never as markup.
 "use strict";
 // Photos per request: the progress bar moves once per chunk. Each request pays a fixed cost
 // (HTTP, search, vote), so chunks are not small, and two are in flight to overlap it.
-const CHUNK = 25, IN_FLIGHT = 2;
+const CHUNK = 25, IN_FLIGHT = 2, PAGE = 100;
 const RANKS = ["order", "family", "genus", "species"];
-const IMAGE = /\.(jpe?g|png|tiff?|bmp|webp)$/i;
-let photos = [], barcodes = [], csvParts = [];
+const IMAGE = /\.(jpe?g|png|gif|tiff?|bmp|webp|jp2|j2k|ico|pcx|ppm|pgm|pbm|tga|dds|psd|eps|im|sgi|xbm|xpm)$/i;
+let photos = [], barcodes = [], csvParts = [], rows = [];
+const view = { filter: "all", search: "", key: null, ascending: true, page: 0, open: null };
+// For the browser test and the curious: when the last answer arrived and its table was on screen.
+window.clibdTiming = { answered: 0, rendered: 0 };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, text, cls) {
@@ -27,24 +32,69 @@ function queue(files) {
   if (barcodes.length) list.append(el("li", `${barcodes.length} barcode file(s): ${names(barcodes)}`));
 }
 
-function card(id) {
-  let node = document.querySelector(`[data-specimen="${CSS.escape(id)}"]`);
-  if (!node) {
-    node = el("article", null, "specimen-card");
-    node.dataset.specimen = id;
-    const head = el("div", null, "card-head");
-    head.append(el("h2", id));
-    const photo = photos.find((f) => stem(f.name) === id);
-    if (photo) {
-      const img = el("img", null, "query-photo");
-      img.src = URL.createObjectURL(photo);
-      img.alt = photo.name;
-      head.append(img);
-    }
-    node.append(head);
-    $("results").append(node);
+// One summary row per specimen. The deepest confident rank is the server's when it reports one
+// (deepest_confident_rank); until then, the species vote.
+function summaryRow(specimen, index) {
+  const result = specimen.results[0];
+  const p = result.prediction;
+  const confident = p.deepest_confident_rank !== undefined;
+  const rank = confident ? p.deepest_confident_rank : (p.species ? "species" : null);
+  return {
+    index, id: specimen.id, specimen, evidence: result.evidence, quality: result.quality || "",
+    rank: rank ? (confident ? rank : "species (vote)") : "", name: rank ? (p[rank] ?? "") : "",
+    similarity: p.best_similarity,
+    isNew: result.evidence ? Boolean(p.possible_new_species) : null,
+    failed: !result.evidence,
+  };
+}
+
+const FILTERS = {
+  all: () => true,
+  new: (r) => r.isNew === true,
+  failed: (r) => r.failed,
+  known: (r) => r.isNew === false,
+};
+
+function visibleRows() {
+  const needle = view.search.trim().toLowerCase();
+  let shown = rows.filter(FILTERS[view.filter]);
+  if (needle) shown = shown.filter((r) => r.id.toLowerCase().includes(needle) || r.name.toLowerCase().includes(needle));
+  if (view.key) {
+    const key = view.key, sign = view.ascending ? 1 : -1;
+    const value = (r) => (r[key] === null || r[key] === undefined || r[key] === "" ? null : r[key]);
+    shown = shown.slice().sort((a, b) => {
+      const x = value(a), y = value(b);
+      if (x === null || y === null) return (x === null) - (y === null) || a.index - b.index; // blanks last
+      return (x < y ? -1 : x > y ? 1 : 0) * sign || a.index - b.index;
+    });
   }
-  return node;
+  return shown;
+}
+
+function renderTable() {
+  const shown = visibleRows();
+  const pages = Math.max(1, Math.ceil(shown.length / PAGE));
+  view.page = Math.min(view.page, pages - 1);
+  const body = document.createElement("tbody");
+  for (const r of shown.slice(view.page * PAGE, (view.page + 1) * PAGE)) {
+    const tr = el("tr", null, r.failed ? "failed" : r.isNew ? "new" : "known");
+    tr.dataset.specimen = r.id;
+    if (view.open === r.id) tr.classList.add("open");
+    tr.append(el("td", r.id), el("td", r.evidence || "none"), el("td", r.quality || "passed", "quality"),
+      el("td", r.rank || "–"), el("td", r.name || "–", "name"), el("td", fmt(r.similarity)),
+      el("td", r.isNew === null ? "–" : r.isNew ? "possible new species" : "known"));
+    tr.addEventListener("click", () => openCard(r));
+    body.append(tr);
+  }
+  $("table").tBodies[0].replaceWith(body);
+  $("shown").textContent = `${shown.length} of ${rows.length} specimens`;
+  $("page").textContent = `page ${view.page + 1} of ${pages}`;
+  $("prev").disabled = view.page === 0;
+  $("next").disabled = view.page >= pages - 1;
+  for (const th of $("table").tHead.rows[0].cells) {
+    th.classList.toggle("sorted", th.dataset.key === view.key);
+    th.dataset.order = th.dataset.key === view.key ? (view.ascending ? "▲" : "▼") : "";
+  }
 }
 
 const SOURCES = { image: "from the photo", dna: "from the barcode", "image+dna": "from the photo and the barcode" };
@@ -92,19 +142,46 @@ function prediction(result) {
   return box;
 }
 
-function render(specimens) {
-  for (const s of specimens) {
-    const node = card(s.id);
-    for (const r of s.results) node.append(prediction(r));
-    for (const e of s.errors) node.append(el("p", `${e.file}: ${e.error}`, "error"));
+function openCard(r) {
+  view.open = r.id;
+  const node = el("article", null, "specimen-card");
+  node.dataset.specimen = r.id;
+  const head = el("div", null, "card-head");
+  head.append(el("h2", r.id));
+  const photo = photos.find((f) => stem(f.name) === r.id);
+  if (photo) {
+    const img = el("img", null, "query-photo");
+    img.src = URL.createObjectURL(photo);
+    img.alt = photo.name;
+    head.append(img);
   }
+  const close = el("button", "close", "close");
+  close.type = "button";
+  close.addEventListener("click", () => { view.open = null; $("results").replaceChildren(); renderTable(); });
+  head.append(close);
+  node.append(head);
+  for (const result of r.specimen.results) node.append(prediction(result));
+  $("results").replaceChildren(node);
+  renderTable();
+  node.scrollIntoView({ block: "nearest" });
 }
 
 async function send(form) {
   const response = await fetch("/api/classify", { method: "POST", body: form });
-  const body = await response.json();
+  const text = await response.text();
+  const arrived = performance.now(); // the answer is here: what follows (parse, table) is the page's time
+  const body = JSON.parse(text);
   if (!response.ok) throw new Error(body.error || response.statusText);
+  body.arrived = arrived;
   return body;
+}
+
+function showRows(specimens, arrived) {
+  window.clibdTiming.answered = arrived;
+  for (const s of specimens) rows.push(summaryRow(s, rows.length));
+  $("summary").hidden = false;
+  renderTable();
+  requestAnimationFrame(() => { window.clibdTiming.rendered = performance.now(); });
 }
 
 async function classify() {
@@ -114,12 +191,12 @@ async function classify() {
   const chunks = Math.max(1, Math.ceil(photos.length / size));
   if (!photos.length && !barcodes.length && !pasted) { $("status").textContent = "nothing to classify"; return; }
   $("results").replaceChildren();
-  csvParts = [];
+  rows = []; csvParts = []; view.page = 0; view.open = null;
   $("csv").hidden = true;
   $("go").disabled = true;
   const bar = $("progress");
   bar.hidden = false; bar.max = photos.length + (barcodes.length || pasted ? 1 : 0); bar.value = 0;
-  let done = 0, rows = 0, withheld = 0, errors = 0;
+  let done = 0, count = 0, withheld = 0, errors = 0;
   const started = performance.now();
   try {
     const form = (c) => {
@@ -138,16 +215,16 @@ async function classify() {
       const part = photos.slice(c * size, (c + 1) * size);
       const body = await pending[c]; // answers are shown in order
       launch();
-      render(body.specimens);
+      showRows(body.specimens, body.arrived);
       csvParts.push(c === 0 ? body.csv : body.csv.split("\n").slice(1).join("\n"));
       done += part.length + (c === 0 && (barcodes.length || pasted) ? 1 : 0);
-      rows += body.counts.rows; withheld += body.counts.withheld; errors += body.counts.errors;
+      count += body.counts.rows; withheld += body.counts.withheld; errors += body.counts.errors;
       bar.value = done;
       $("status").textContent =
-        `${done} of ${bar.max} inputs, ${rows} specimens (${withheld} withheld), ${errors} errors`;
+        `${done} of ${bar.max} inputs, ${count} specimens (${withheld} withheld), ${errors} unreadable`;
     }
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
-    $("status").textContent = `done: ${rows} specimens (${withheld} withheld), ${errors} errors in ${seconds} s`;
+    $("status").textContent = `done: ${count} specimens (${withheld} withheld), ${errors} unreadable in ${seconds} s`;
     $("csv").href = URL.createObjectURL(new Blob([csvParts.join("")], { type: "text/csv" }));
     $("csv").hidden = false;
   } catch (err) {
@@ -168,10 +245,34 @@ drop.addEventListener("drop", (e) => {
 $("files").addEventListener("change", (e) => queue(e.target.files));
 $("go").addEventListener("click", classify);
 $("clear").addEventListener("click", () => {
-  photos = []; barcodes = []; $("queued").replaceChildren(); $("results").replaceChildren(); $("fasta").value = "";
+  photos = []; barcodes = []; rows = []; $("queued").replaceChildren(); $("results").replaceChildren();
+  $("fasta").value = ""; $("summary").hidden = true;
+  Object.assign(view, { filter: "all", search: "", key: null, ascending: true, page: 0, open: null });
+  $("filter").value = "all"; $("search").value = "";
   $("csv").hidden = true; $("progress").hidden = true; $("status").textContent = "";
 });
+$("filter").addEventListener("change", (e) => { view.filter = e.target.value; view.page = 0; renderTable(); });
+$("search").addEventListener("input", (e) => { view.search = e.target.value; view.page = 0; renderTable(); });
+$("prev").addEventListener("click", () => { view.page -= 1; renderTable(); });
+$("next").addEventListener("click", () => { view.page += 1; renderTable(); });
+for (const th of document.querySelectorAll("#table th[data-key]")) {
+  th.addEventListener("click", () => {
+    view.ascending = view.key === th.dataset.key ? !view.ascending : true;
+    view.key = th.dataset.key;
+    renderTable();
+  });
+}
 fetch("/api/health").then((r) => r.json()).then((h) => {
   const hash = String(h.checkpoint_hash).slice(0, 12);
   $("model").textContent = `model ${h.model} · index ${h.index} (${h.keys} ${h.index_modality} keys) · hash ${hash}`;
+  const lib = h.library || {};
+  $("provenance").textContent = `Reference library: ${h.keys} ${h.index_modality} keys` +
+    (lib.dataset ? ` from ${lib.dataset}` : "") + (lib.key_splits ? ` (splits ${lib.key_splits.join(", ")})` : "") +
+    ` · built with checkpoint ${String(h.index_checkpoint_hash).slice(0, 12)}` +
+    (lib.checkpoint ? ` (${lib.checkpoint})` : "") + ` · model trained on ${h.trained_on || "unknown data"}.`;
+  if (h.synthetic_demo) {
+    $("synthetic").hidden = false;
+    $("synthetic").textContent = "This model was trained on the synthetic demo data (clibd's simulated tree of " +
+      "life): its names are invented and its predictions say nothing about real specimens.";
+  }
 });
