@@ -182,6 +182,13 @@ class DataConfig:
     demo_specimens: int = 0
     demo_seed: int = 0
     splits: SplitRoles = field(default_factory=SplitRoles)
+    # Where each row's split name comes from: "column" (the table's own split column) | "auto"
+    # (any labelled table split by the BIOSCAN-5M rules, seeded by split_seed: unseen species held
+    # out, seen species into train / val / test; clibd/data/species_split.py) | a split file
+    # (processid<TAB>split), as `python train.py` writes OUT/split.tsv for an auto split and names
+    # in OUT/config.yaml, so that evaluating the run reads the same rows in the same roles.
+    split: str = "column"
+    split_seed: int = 0
     bad_records: Literal["error", "skip"] = "error"  # skip: skips are counted and reported
     # Ranks every key/query row (splits of keys, test_*, val_* roles) must carry; [] = none.
     required_ranks: list[str] = field(default_factory=lambda: ["order", "family", "genus", "species"])

@@ -3,7 +3,10 @@ CSV, TSV or parquet files (read with ``clibd.data.sources``), quality-checked
 (``clibd.data.quality``) and embedded; or the same already in memory (:func:`embed_decoded`).
 
 Every input record becomes one row of ``records``: ``id``, ``file``, ``record`` (1-based
-record number in its file; 1 for a photo) and ``quality`` (``""`` = passed). Unreadable
+record number in its file; 1 for a photo) and ``quality`` (``""`` = passed); barcodes also keep
+``sequence`` and ``strand``: given an ``orient`` function (a library's
+``clibd.index.strand.StrandModel.orient``), each barcode that passed is put on the library's strand
+before it is embedded (``strand`` ``+`` as given, ``-`` reverse-complemented; ``<NA>`` otherwise). Unreadable
 files are returned as named skips. Duplicate ids within one modality's inputs are an
 error naming them and their records: the id is how a photo meets its barcode and how an
 output row is traced back, so it must say which specimen it is.
@@ -15,7 +18,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,18 +27,19 @@ from PIL import Image
 from clibd.config import QualityConfig
 from clibd.data.quality import barcode_quality
 from clibd.data.sources.delimited import table_columns
-from clibd.data.sources.fasta import read_fasta
+from clibd.data.sources.fasta import FASTA_SUFFIXES, read_fasta
 from clibd.data.sources.tabular import read_tabular
 from clibd.embed.embedder import Embedder, image_id
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
-FASTA_SUFFIXES = {".fa", ".fasta", ".fas", ".fna"}
 # Accepted column names, first match wins (BIOSCAN / BOLD / BarcodeBERT / generic spellings).
 ID_COLUMNS = ("processid", "id", "sampleid", "name")
 SEQUENCE_COLUMNS = ("dna_barcode", "nucleotides", "nuc", "sequence", "seq")
 RECORD_COLUMNS = ["id", "file", "record", "quality"]
+BARCODE_COLUMNS = [*RECORD_COLUMNS, "sequence", "strand"]
 
 Skipped = list[tuple[str, str]]  # (input name, reason)
+Orient = Callable[[list[str]], tuple[list[str], np.ndarray]]  # reads -> (on the library's strand, "+"/"-" each)
 
 
 @dataclass
@@ -114,23 +118,34 @@ def check_unique_ids(records: pd.DataFrame, what: str) -> None:
 
 
 def embed_barcode_records(
-    embedder: Embedder, records: pd.DataFrame, rules: QualityConfig, skipped: Optional[Skipped] = None
+    embedder: Embedder,
+    records: pd.DataFrame,
+    rules: QualityConfig,
+    skipped: Optional[Skipped] = None,
+    orient: Optional[Orient] = None,
 ) -> EmbeddedInputs:
-    """Check (``clibd.data.quality.barcode_quality``) and embed the barcodes that pass; ``records``:
-    ``id``, ``file``, ``record``, ``sequence`` (from files or from memory), ``skipped``: unreadable inputs."""
+    """Check (``clibd.data.quality.barcode_quality``), orient (``orient``, module docstring) and embed
+    the barcodes that pass; ``records``: ``id``, ``file``, ``record``, ``sequence`` (from files or from
+    memory), ``skipped``: unreadable inputs."""
     check_unique_ids(records, "barcode")
-    records = records.assign(quality=barcode_quality(records["sequence"].tolist(), rules))
+    records = records.assign(quality=barcode_quality(records["sequence"].tolist(), rules), strand=pd.NA)
+    records = records.astype({"sequence": "string", "strand": "string"})
     passed = (records["quality"] == "").to_numpy(bool)
     embeddings = np.full((len(records), embedder.dim), np.nan, dtype=np.float32)
     if passed.any():
+        if orient is not None:
+            oriented, strand = orient(records.loc[passed, "sequence"].tolist())
+            records.loc[passed, "sequence"], records.loc[passed, "strand"] = oriented, strand
         embeddings[passed], _ = embedder.embed_dna(records.loc[passed, "sequence"].tolist())
-    return EmbeddedInputs("dna", records[RECORD_COLUMNS].reset_index(drop=True), embeddings, skipped or [])
+    return EmbeddedInputs("dna", records[BARCODE_COLUMNS].reset_index(drop=True), embeddings, skipped or [])
 
 
-def embed_barcodes(embedder: Embedder, paths: Sequence[str | Path], rules: QualityConfig) -> EmbeddedInputs:
-    """Read, check and embed the barcodes of FASTA / CSV / TSV / parquet files."""
+def embed_barcodes(
+    embedder: Embedder, paths: Sequence[str | Path], rules: QualityConfig, orient: Optional[Orient] = None
+) -> EmbeddedInputs:
+    """Read, check, orient and embed the barcodes of FASTA / CSV / TSV / parquet files."""
     records, skipped = read_barcodes(paths)
-    return embed_barcode_records(embedder, records, rules, skipped)
+    return embed_barcode_records(embedder, records, rules, skipped, orient)
 
 
 def embed_photo_items(
@@ -162,6 +177,7 @@ def embed_decoded(
     photos: Optional[pd.DataFrame] = None,
     barcodes: Optional[pd.DataFrame] = None,
     rules: Optional[QualityConfig] = None,
+    orient: Optional[Orient] = None,
 ) -> dict[str, EmbeddedInputs]:
     """:func:`embed_inputs` for inputs already in memory (a server's uploads: nothing touches disk).
     ``photos``: ``id``, ``file``, ``record``, ``image`` (PIL); ``barcodes``: ``id``, ``file``, ``record``,
@@ -173,7 +189,7 @@ def embed_decoded(
     if photos is not None:
         out["image"] = embed_photo_items(embedder, photos["image"].tolist(), photos.drop(columns="image"), rules)
     if barcodes is not None:
-        out["dna"] = embed_barcode_records(embedder, barcodes, rules)
+        out["dna"] = embed_barcode_records(embedder, barcodes, rules, orient=orient)
     return out
 
 
@@ -182,6 +198,7 @@ def embed_inputs(
     images: Optional[Sequence[str]] = None,
     dna: Optional[Sequence[str]] = None,
     rules: Optional[QualityConfig] = None,
+    orient: Optional[Orient] = None,
 ) -> dict[str, EmbeddedInputs]:
     """``{"image": ..., "dna": ...}`` for the modalities given; skips are also printed to stderr by name."""
     if images is None and dna is None:
@@ -191,7 +208,7 @@ def embed_inputs(
     if images is not None:
         out["image"] = embed_photos(embedder, images, rules)
     if dna is not None:
-        out["dna"] = embed_barcodes(embedder, dna, rules)
+        out["dna"] = embed_barcodes(embedder, dna, rules, orient)
     for inputs in out.values():
         for name, reason in inputs.skipped:
             print(f"skipped {name}: {reason}", file=sys.stderr)

@@ -20,6 +20,7 @@ import pandas as pd
 from clibd.data.specimens import normalise_table
 
 HEADER_FIELDS = ("processid", "split", "order", "family", "genus", "species")
+FASTA_SUFFIXES = {".fa", ".fasta", ".fas", ".fna"}
 
 
 def read_fasta(path: str | Path) -> pd.DataFrame:
