@@ -43,7 +43,7 @@ from clibd.index.key_barcodes import KeyBarcodes
 from clibd.index.vote import predict_taxonomy
 
 FILE_COLUMNS = ["image_file", "dna_file", "dna_record"]
-SEARCH_DEPTH = 50  # candidates searched per row: the first k vote, all of them count for each rank's margin
+SEARCH_DEPTH = 20  # candidates searched per row: the first k vote, all of them count for each rank's margin
 
 
 def fused_threshold(thresholds: dict, evidence: str) -> float:

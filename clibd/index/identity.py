@@ -156,7 +156,7 @@ def barcode_hits(
     ``rerank.candidates`` re-ranked by identity for rows with a barcode (``queries``: the oriented
     read, None: none) when ``rerank`` is given, and the identity of the first ``k`` of such rows
     (needs ``barcodes``)."""
-    has = np.array([q is not None for q in queries], dtype=bool) & (barcodes is not None)
+    has = pd.notna(queries).astype(bool) & (barcodes is not None)
     scores, positions = scores.copy(), positions.copy()
     k = min(k, scores.shape[1])
     identity = HitIdentity(np.full((len(scores), k), np.nan), np.zeros((len(scores), k), dtype=np.int64))
