@@ -42,6 +42,8 @@ HARMONIC_MEAN = "harmonic_mean"
 RETRIEVAL_ROLES = (*QUERY_ROLES, HARMONIC_MEAN)
 RETRIEVAL_AVERAGES = ("macro", "micro")
 # train.best_metric: these, or a retrieval key "<query>-><key>/<avg>/<rank>/top<k>/<role>".
+# data.split: the table's own split column | the BIOSCAN-5M rules on its labels | else a split file's path.
+SPLIT_COLUMN, SPLIT_AUTO = "column", "auto"
 LOSS_METRIC = "val_loss"
 MEAN_TOP1 = "mean_top1"  # micro and macro top-1 averaged over every pair, query role and rank (docs/training.md)
 
@@ -380,7 +382,17 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[li
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     check_dna_tower(config.model)
     check_best_metric(config)
+    check_split(config.data)
     return config
+
+
+def check_split(data: DataConfig) -> None:
+    """``data.split`` is ``column``, ``auto`` or a split file that exists."""
+    if data.split not in (SPLIT_COLUMN, SPLIT_AUTO) and not Path(data.split).is_file():
+        raise ConfigError(
+            f"data.split={data.split!r}: expected {SPLIT_COLUMN!r} (the table's split column), {SPLIT_AUTO!r} "
+            "(split by the BIOSCAN-5M rules) or an existing split file (processid<TAB>split)"
+        )
 
 
 def check_dna_tower(model: ModelConfig) -> None:

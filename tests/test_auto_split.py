@@ -38,6 +38,15 @@ def test_auto_split_of_real_barcodes_follows_the_bioscan5m_rules() -> None:
     assert auto_split(table, seed=0).equals(table["split"]) and not auto_split(table, seed=1).equals(table["split"])
 
 
+def test_a_split_that_is_neither_a_word_nor_a_file_is_refused_at_load(tmp_path) -> None:
+    from clibd.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.split='atuo': expected 'column'.*'auto'.*or an existing split file"):
+        load_config(CONFIG, ["data.split=atuo"])
+    (tmp_path / "split.tsv").write_text("processid\tsplit\n")
+    assert load_config(CONFIG, [f"data.split={tmp_path / 'split.tsv'}"]).data.split == str(tmp_path / "split.tsv")
+
+
 def test_rows_without_a_species_are_pretrain_rows() -> None:
     table = pd.DataFrame(
         {

@@ -27,10 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clibd.config import SPLIT_AUTO, SPLIT_COLUMN
+
 ROLE_KEY, ROLE_SEEN, ROLE_UNSEEN = "key", "query_seen", "query_unseen"
 UNSEEN_RANKS = ("genus", "family")  # ranks whose groups can each give up one unseen species
 VAL_SHARE = 1 / 3  # of the query rows: BIOSCAN-5M has 1 val row for ~2.7 test rows
-AUTO, COLUMN = "auto", "column"  # data.split: computed here | the table's own split column
+AUTO, COLUMN = SPLIT_AUTO, SPLIT_COLUMN  # data.split: computed here | the table's own split column
 SPLIT_FILE = "split.tsv"
 
 
