@@ -101,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {reverse} barcodes read on the other strand were reverse-complemented" if reverse else ""),
         file=sys.stderr,
     )
+    calibrated_k = index.metadata.get("calibration", {}).get("k", args.k)
+    if calibrated_k != args.k:
+        print(f"the library's rank rules were calibrated for --k {calibrated_k}, not {args.k}", file=sys.stderr)
     for kind, reason in index.metadata.get("calibration", {}).get("not_calibrated", {}).items():
         print(
             f"the library is not calibrated for {kind} queries ({reason}): no flag, no confident rank", file=sys.stderr
