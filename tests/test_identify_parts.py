@@ -153,3 +153,18 @@ def test_calibrate_rank_takes_the_score_that_separates_best() -> None:
     assert rule["threshold"] == pytest.approx(0.15) and (rule["n_correct"], rule["n_wrong"]) == (3, 2)
     assert calibrate_rank(scores, np.ones(5, bool))["rule"] == "always"
     assert calibrate_rank(scores, np.zeros(5, bool))["rule"] == "never"
+
+
+def test_calibration_hold_out_caps_the_queries_and_never_keys_a_held_out_species() -> None:
+    from clibd.index.table_library import hold_out
+
+    species = np.repeat(["G a", "G b", "H c", "H d", "I e"], 10)
+    table = pd.DataFrame({"processid": [f"p{i}" for i in range(50)], "genus": [s[0] for s in species]})
+    table["species"] = species
+    table.loc[49, ["genus", "species"]] = None  # a row without a species: a key only
+    full, capped = hold_out(table, seed=0), hold_out(table, seed=0, most=5)
+    counts = pd.Series(full).value_counts().to_dict()
+    # G, H: one unseen species each; the seen ones halved (5 + 5 keys, I e's 9 rows 5 + 4); the unlabelled row a key
+    assert counts == {"query_unseen": 20, "key": 16, "query_seen": 14}
+    assert pd.Series(capped).value_counts().to_dict() == {"key": 16, "unused": 24, "query_seen": 5, "query_unseen": 5}
+    assert (capped[full == "key"] == "key").all() and not (capped[full == "query_unseen"] == "key").any()

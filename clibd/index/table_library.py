@@ -14,9 +14,9 @@ no split is needed. In order:
    (``clibd.data.species_split.unseen_species_split``, seeded): in every genus with two or more
    species one species is held out; the seen species' rows are halved into keys and queries;
    the held-out species' rows query keys from which they are absent, as a new species would be.
-   Rows without genus or species are keys only. A table too small for ``MIN_QUERIES`` seen and
-   unseen queries is not calibrated: the library says so and stores no threshold
-   (``clibd.index.calibration``);
+   Rows without genus or species are keys only. At most ``MAX_QUERIES`` queries of each kind
+   are used (a seeded sample). A table too small for ``MIN_QUERIES`` seen and unseen queries is
+   not calibrated: the library says so and stores no threshold (``clibd.index.calibration``);
 5. the library of all the keys is saved with its provenance: the file, its rows, its sha256, the
    checkpoint and its hash, the seed, when it was built (``clibd index info``, ``/api/health``).
 """
@@ -35,13 +35,18 @@ from accelerate import PartialState
 from clibd.config import SPECIMEN_MODALITIES, Config
 from clibd.data.quality import barcode_quality
 from clibd.data.sources.labelled import read_labelled_table
-from clibd.data.species_split import ROLE_KEY, unseen_species_split
+from clibd.data.species_split import ROLE_KEY, ROLE_SEEN, ROLE_UNSEEN, unseen_species_split
 from clibd.embed.datasets import embed_roles, eval_encoder
 from clibd.embed.inputs import expand_image_paths
 from clibd.embed.run_dir import checkpoint_hash
 from clibd.index.calibration import Queries, query_evidence
 from clibd.index.library import Library, assemble, orient_rows
 from clibd.taxonomy import ALL_RANKS
+
+# Calibration queries of each kind (seen, unseen species) at most: a table of millions calibrates on a
+# seeded sample (each query is searched and aligned), with the same keys.
+MAX_QUERIES = 5000
+UNUSED = "unused"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -71,13 +76,19 @@ def _quality_skips(cfg: Config, table: pd.DataFrame) -> tuple[pd.DataFrame, dict
     return table[~failed].reset_index(drop=True), {str(k): int(v) for k, v in counts.items()}
 
 
-def hold_out(table: pd.DataFrame, seed: int) -> np.ndarray:
-    """Each row's role in the calibration (``key``, ``query_seen``, ``query_unseen``): the protocol on
-    the rows with genus and species, keys for the others."""
+def hold_out(table: pd.DataFrame, seed: int, most: int = MAX_QUERIES) -> np.ndarray:
+    """Each row's role in the calibration (``key``, ``query_seen``, ``query_unseen``; ``unused``): the
+    protocol on the rows with genus and species, keys for the others; at most ``most`` queries of each
+    kind (a seeded sample; the others are left out of the calibration, neither key nor query)."""
     labelled = (table["genus"].notna() & table["species"].notna()).to_numpy(bool)
     roles = np.full(len(table), ROLE_KEY, dtype=object)
     if labelled.any():
         roles[labelled] = unseen_species_split(table[labelled], seed).to_numpy(object)
+    rng = np.random.default_rng(seed)
+    for role in (ROLE_SEEN, ROLE_UNSEEN):
+        rows = np.flatnonzero(roles == role)
+        if len(rows) > most:
+            roles[rng.choice(rows, len(rows) - most, replace=False)] = UNUSED
     return roles
 
 
