@@ -52,6 +52,8 @@ HARMONIC_MEAN = "harmonic_mean"
 RETRIEVAL_ROLES = (*QUERY_ROLES, HARMONIC_MEAN)
 RETRIEVAL_AVERAGES = ("macro", "micro")
 # train.best_metric: these, or a retrieval key "<query>-><key>/<avg>/<rank>/top<k>/<role>".
+# data.split: the table's own split column | the BIOSCAN-5M rules on its labels | else a split file's path.
+SPLIT_COLUMN, SPLIT_AUTO = "column", "auto"
 LOSS_METRIC = "val_loss"
 MEAN_TOP1 = "mean_top1"  # micro and macro top-1 averaged over every pair, query role and rank (docs/training.md)
 
@@ -192,6 +194,13 @@ class DataConfig:
     demo_specimens: int = 0
     demo_seed: int = 0
     splits: SplitRoles = field(default_factory=SplitRoles)
+    # Where each row's split name comes from: "column" (the table's own split column) | "auto"
+    # (any labelled table split by the BIOSCAN-5M rules, seeded by split_seed: unseen species held
+    # out, seen species into train / val / test; clibd/data/species_split.py) | a split file
+    # (processid<TAB>split), as `python train.py` writes OUT/split.tsv for an auto split and names
+    # in OUT/config.yaml, so that evaluating the run reads the same rows in the same roles.
+    split: str = "column"
+    split_seed: int = 0
     bad_records: Literal["error", "skip"] = "error"  # skip: skips are counted and reported
     # Ranks every key/query row (splits of keys, test_*, val_* roles) must carry; [] = none.
     required_ranks: list[str] = field(default_factory=lambda: ["order", "family", "genus", "species"])
@@ -411,6 +420,7 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[li
     check_dna_tower(config.model)
     check_best_metric(config)
     check_counts(config)
+    check_split(config.data)
     return config
 
 
@@ -450,6 +460,15 @@ def check_counts(config: Config) -> None:
             raise ConfigError(f"{key} must be at least {least}, got {value}")
     if any(k < 1 for k in config.eval.ks):
         raise ConfigError(f"eval.ks must all be at least 1, got {list(config.eval.ks)}")
+
+
+def check_split(data: DataConfig) -> None:
+    """``data.split`` is ``column``, ``auto`` or a split file that exists."""
+    if data.split not in (SPLIT_COLUMN, SPLIT_AUTO) and not Path(data.split).is_file():
+        raise ConfigError(
+            f"data.split={data.split!r}: expected {SPLIT_COLUMN!r} (the table's split column), {SPLIT_AUTO!r} "
+            "(split by the BIOSCAN-5M rules) or an existing split file (processid<TAB>split)"
+        )
 
 
 def check_dna_tower(model: ModelConfig) -> None:

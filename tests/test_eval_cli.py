@@ -128,8 +128,8 @@ def test_index_build_embeds_keys_and_queries_with_one_encoder(checkpoint: Path, 
         clibd.embed.datasets, "InferenceEncoder", lambda *a, **k: encoders.append(make(*a, **k)) or encoders[-1]
     )
     cfg = load_config(find_run_config(checkpoint), [f"data.cache_dir={tmp_path / 'cache'}"])
-    index = build_library(cfg, CLIBDModel.from_pretrained(checkpoint), "dna", checkpoint, PartialState())
-    assert len(index) > 0 and len(encoders) == 1  # keys (dna) and queries (image, dna): one copy, one compile
+    library = build_library(cfg, CLIBDModel.from_pretrained(checkpoint), "dna", checkpoint, PartialState())
+    assert len(library.index) > 0 and len(encoders) == 1  # keys (dna) and queries (image, dna): one copy, one compile
 
 
 def test_missing_config_is_named(tmp_path: Path, capsys) -> None:

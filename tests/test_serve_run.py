@@ -231,7 +231,24 @@ def test_browser_drops_a_photo_and_a_fasta(server, classifier, screenshots) -> N
             card = _open_card(page, specimen["id"])
             for result, box in zip(specimen["results"], card.locator(".result").all(), strict=True):
                 names = box.locator("td.name").all_inner_texts()
-                assert names == [result["prediction"][r] or "unknown" for r in ("order", "family", "genus", "species")]
+                p = result["prediction"]
+                # a name withheld below the deepest confident rank (the vote had one) reads "uncertain"
+                assert names == [
+                    p[r] or ("unknown" if p[f"{r}_vote_share"] is None else "uncertain")
+                    for r in ("order", "family", "genus", "species")
+                ]
+                deepest = p["deepest_confident_rank"]
+                assert (
+                    box.locator(".deepest")
+                    .inner_text()
+                    .startswith(
+                        f"Sure down to {deepest}"
+                        if deepest
+                        else ("The library is not calibrated", "Not sure")[
+                            0 if p["possible_new_species"] is None else 1
+                        ]
+                    )
+                )
                 shown = [c.locator("b").inner_text() for c in box.locator(".neighbour").all()]
                 assert shown == [n["id"] for n in result["neighbours"]]
                 assert f"threshold {result['threshold']:.4f}" in box.locator(".flag").inner_text()
@@ -268,7 +285,7 @@ def test_browser_drops_a_photo_and_a_fasta(server, classifier, screenshots) -> N
         assert page.locator("#table tbody tr").count() == 16 and page.inner_text("#shown") == "16 of 60 specimens"
         csv = page.evaluate("fetch(document.getElementById('csv').href).then((r) => r.text())")
         lines = csv.strip().split("\n")
-        assert lines[0].startswith("id,image_file,dna_file,dna_record,evidence,quality,order,order_similarity")
+        assert lines[0].startswith("id,image_file,dna_file,dna_record,evidence,quality,strand,order,order_similarity")
         assert [line.split(",")[0] for line in lines[1:]] == rows
 
         # Bare sequences pasted, one per line, as BOLD takes them.

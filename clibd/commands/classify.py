@@ -10,7 +10,16 @@ read: it still has its row); then per rank (order, family, genus, species) the p
 ``<rank>_similarity`` and ``<rank>_vote_share`` (similarity-weighted vote of the k nearest
 reference specimens, see ``clibd.index.vote``); ``nearest_id``; ``best_similarity``;
 ``possible_new_species`` (best similarity below the threshold calibrated when the index was
-built). The index must have been built with the same checkpoint (hash and dimension are checked).
+built). Unreadable files are reported on stderr by name. The index must have been built
+with the same checkpoint (hash and dimension are checked).
+
+Barcodes (docs/identify.md): each is put on the library's strand before it is embedded
+(``strand``: ``+`` as given, ``-`` reverse-complemented; ``clibd.index.strand``); every DNA hit
+gets its % ``identity`` and ``overlap`` (per rank: ``<rank>_identity``, the mean over the keys that
+voted for the name); ``--rerank identity`` re-ranks the embedding search's ``--candidates``
+nearest keys by identity (``clibd.index.identity``) and judges those rows by the identity rules.
+Each row stops at its ``deepest_confident_rank``: the names below it are withheld (empty in csv /
+json, ``uncertain`` in the table), their similarity and vote share kept.
 
 Inputs are read, checked, embedded, searched and written a chunk at a time (``--chunk``):
 memory does not grow with the input, and a progress bar runs on stderr. ``--out FILE`` is
@@ -37,6 +46,8 @@ from clibd.commands.embed import (
     positive_int,
 )
 
+CANDIDATES, MARGIN = 10, 0.1  # clibd.index.identity's defaults (not imported: --help stays fast)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser, together=True)
@@ -45,6 +56,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("csv", "table", "json"), default="csv")
     parser.add_argument("--out", help="write here instead of stdout")
     add_quality_arguments(parser, "show the predictions of flagged photos (empty_well, blurry, too_small) anyway")
+    add_rerank_arguments(parser)
+
+
+def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
+    rerank = parser.add_argument_group("re-rank barcode hits by % identity (docs/identify.md)")
+    rerank.add_argument("--rerank", choices=("identity",), help="re-rank the embedding's nearest keys by % identity")
+    rerank.add_argument("--candidates", type=int, default=CANDIDATES, help="keys re-ranked (default %(default)s)")
+    rerank.add_argument(
+        "--margin", type=float, default=MARGIN, help="re-rank keys within this cosine of the nearest (%(default)s)"
+    )
+
+
+def rerank_settings(args: argparse.Namespace, species):
+    """The ``Rerank`` of ``--rerank identity`` over a library's key species, or None."""
+    from clibd.index.identity import Rerank
+
+    return Rerank.for_library(species, args.candidates, args.margin) if args.rerank else None
 
 
 class RowWriter:
@@ -86,25 +114,29 @@ def is_classify_output(path: Path) -> bool:
 def run(args: argparse.Namespace) -> int:
     from clibd.atomic import atomic_file_output
     from clibd.index.classify_specimens import search_specimens
-    from clibd.index.library import load_library
+    from clibd.index.library import load_key_dna, load_library
 
     if args.images is None and args.dna is None:
         raise SystemExit("clibd classify: give --images, --dna or both")
     embedder = build_embedder(args)
     index = load_library(args.index, embedder)
+    dna = load_key_dna(args.index, index)
+    rerank = rerank_settings(args, index.taxonomy["species"])
+    orient = dna.strand.orient if dna.strand is not None else None
     notes = Notes("clibd classify")
-    counts = {"rows": 0, "withheld": 0, "unreadable": 0}
+    counts = {"rows": 0, "withheld": 0, "unreadable": 0, "reverse": 0}
 
     def classify_into(stream: TextIO) -> None:
         writer = RowWriter(args.format, stream)
-        for inputs in input_chunks(args, embedder, "clibd classify"):
+        for inputs in input_chunks(args, embedder, "clibd classify", orient):
             for given in inputs.values():
                 notes.unreadable(given.records)
                 counts["unreadable"] += int(given.unreadable.sum())
-            table = search_specimens(index, inputs, args.k, args.keep_flagged).table
-            writer.write(table)
+            table = search_specimens(index, inputs, args.k, args.keep_flagged, dna.barcodes, rerank).table
+            writer.write(uncertain_shown(table) if args.format == "table" else table)
             counts["rows"] += len(table)
             counts["withheld"] += int((table["evidence"] == "").sum())
+            counts["reverse"] += int((table["strand"] == "-").sum())
         writer.close()
 
     if args.out:
@@ -114,10 +146,27 @@ def run(args: argparse.Namespace) -> int:
     else:
         classify_into(sys.stdout)
     notes.close()
-    rows, withheld = counts["rows"], counts["withheld"]
+    rows, withheld, reverse = counts["rows"], counts["withheld"], counts["reverse"]
     print(
         f"classified {rows - withheld} of {rows} specimens (keys: {index.metadata.get('modality')}), "
-        f"withheld {withheld} (see the quality column), unreadable {counts['unreadable']}",
+        f"withheld {withheld} (see the quality column), unreadable {counts['unreadable']}"
+        + (f"; {reverse} barcodes read on the other strand were reverse-complemented" if reverse else ""),
         file=sys.stderr,
     )
+    calibrated_k = index.metadata.get("calibration", {}).get("k", args.k)
+    if calibrated_k != args.k:
+        print(f"the library's rank rules were calibrated for --k {calibrated_k}, not {args.k}", file=sys.stderr)
+    for kind, reason in index.metadata.get("calibration", {}).get("not_calibrated", {}).items():
+        print(
+            f"the library is not calibrated for {kind} queries ({reason}): no flag, no confident rank", file=sys.stderr
+        )
     return 0
+
+
+def uncertain_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """For reading: a name withheld below the deepest confident rank (the vote had one) reads ``uncertain``."""
+    shown = table.copy()
+    for rank in ("order", "family", "genus", "species"):
+        withheld = shown[rank].isna() & shown[f"{rank}_vote_share"].notna()
+        shown[rank] = shown[rank].astype(object).where(~withheld, "uncertain")
+    return shown

@@ -18,12 +18,15 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Iterator, get_args
+from typing import TYPE_CHECKING, Iterator, Optional, get_args
 
 import numpy as np
 import pandas as pd
 
 from clibd.config import Precision, QualityConfig
+
+if TYPE_CHECKING:
+    from clibd.embed.inputs import Orient
 
 MAX_NAMED = 20  # inputs named one per line on stderr; the rest are counted
 
@@ -117,9 +120,12 @@ def build_embedder(args: argparse.Namespace):
     )
 
 
-def input_chunks(args: argparse.Namespace, embedder, command: str) -> Iterator[dict]:
-    """The inputs of ``--images`` / ``--dna`` a chunk at a time (``clibd.embed.inputs.specimen_chunks``)
-    under a progress bar; the files a folder held that are not images are named on stderr."""
+def input_chunks(
+    args: argparse.Namespace, embedder, command: str, orient: Optional[Orient] = None
+) -> Iterator[dict]:
+    """The inputs of ``--images`` / ``--dna`` a chunk at a time (``clibd.embed.inputs.specimen_chunks``;
+    ``orient``: put barcodes on a library's strand) under a progress bar; the files a folder held that
+    are not images are named on stderr."""
     from clibd.embed.inputs import specimen_chunks
     from clibd.embed.records import CHUNK_RECORDS, count_records, photo_files
     from clibd.progress import progress
@@ -133,7 +139,7 @@ def input_chunks(args: argparse.Namespace, embedder, command: str) -> Iterator[d
     total = len(photos or []) + (count_records(args.dna) if args.dna is not None else 0)
     chunk = args.chunk or CHUNK_RECORDS
     bar = progress(total=total, desc=command, every=max(chunk, total // 20))
-    for inputs in specimen_chunks(embedder, photos, args.dna, quality_rules(args), chunk):
+    for inputs in specimen_chunks(embedder, photos, args.dna, quality_rules(args), chunk, orient):
         yield inputs
         bar.update(max(len(i.records) for i in inputs.values()))
     bar.close()

@@ -1,5 +1,5 @@
 """``clibd serve --checkpoint DIR --index LIB [--run RUN] [--host 127.0.0.1] [--port 8000]
-[--keep-flagged] [--min-valid-nt 200 ...]``.
+[--keep-flagged] [--min-valid-nt 200 ...] [--rerank identity [--candidates 10] [--margin 0.1]]``.
 
 A local web app: the classify page and its JSON API (``POST /api/classify``,
 ``GET /api/health``) when a model and a library are given, the run report (``/run``) when
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import get_args
 
+from clibd.commands.classify import add_rerank_arguments, rerank_settings
 from clibd.commands.embed import add_quality_arguments, quality_rules
 from clibd.config import Precision
 
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-file-mb", type=float, default=16, help="largest accepted photo or barcode file")
     parser.add_argument("--max-request-mb", type=float, default=256, help="largest accepted request (one batch)")
     add_quality_arguments(parser, "show the predictions of flagged photos (empty_well, blurry, too_small) anyway")
+    add_rerank_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             args.precision,
             quality_rules(args),
             args.keep_flagged,
+            rerank=lambda species: rerank_settings(args, species),
         )
         print(
             f"loaded {args.checkpoint} and {args.index} ({len(classifier.library)} keys) "

@@ -34,6 +34,8 @@ from clibd.taxonomy import ALL_RANKS
 SPECIMEN_COLUMNS: tuple[str, ...] = ("processid", "split", *ALL_RANKS, "dna_bin", "dna_barcode", "image_ref")
 # The word the published CLIBD files and the BIOSCAN-1M TSV write for an unknown rank.
 MISSING_RANK_WORD = "not_classified"
+# Words that mean "unknown" in a rank or BIN column: that one, and BOLD data packages' "None".
+_UNKNOWN_WORDS = (MISSING_RANK_WORD, "None")
 POLICIES = ("error", "skip")
 
 REASON_NO_ID = "missing processid"
@@ -60,12 +62,14 @@ def _text(values: pd.Series, strip: bool) -> pd.Series:
 
 def normalise_table(table: pd.DataFrame) -> pd.DataFrame:
     """Contract columns first (added as ``<NA>`` when a source lacks them), text as pandas
-    ``"string"``, empty strings and the ``not_classified`` rank word as ``<NA>``."""
+    ``"string"``, empty strings and, in rank and BIN columns, the words ``not_classified`` and
+    ``None`` (BOLD data packages) as ``<NA>``."""
     out = {}
     for col in SPECIMEN_COLUMNS:
         if col in table:
             s = _text(table[col], strip=col not in _UNSTRIPPED)
-            out[col] = s.mask(s.eq(MISSING_RANK_WORD).fillna(False)) if col in ALL_RANKS else s
+            unknown = col in ALL_RANKS or col == "dna_bin"
+            out[col] = s.mask(s.isin(_UNKNOWN_WORDS).fillna(False)) if unknown else s
         else:
             out[col] = pd.Series(pd.NA, index=table.index, dtype="string")
     for col in table.columns:

@@ -8,6 +8,10 @@ could not be read) and ``quality``: ``""`` when it passed, else why it was not u
 the checks of ``clibd.data.quality`` (``too_short (...)``, ``blurry``, ...), ``unreadable
 (...)`` for an input that could not be read or decoded, ``not_finite (...)`` when the model
 gave no usable embedding (damaged weights). Its embedding row is NaN unless it was embedded.
+Barcodes also keep ``sequence`` and ``strand``: given an ``orient`` function (a library's
+``clibd.index.strand.StrandModel.orient``), each barcode that passed is put on the library's
+strand before it is embedded (``strand`` ``+`` as given, ``-`` reverse-complemented; ``<NA>``
+otherwise), and ``sequence`` is the read as embedded (the % identity of its hits is taken on it).
 
 Duplicate ids within one modality's inputs are an error naming them and their records (the
 id is how a photo meets its barcode and how an output row is traced back, so it must say
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,7 +34,11 @@ from clibd.embed.embedder import Embedder, image_id
 from clibd.embed.records import CHUNK_RECORDS, iter_barcode_records, photo_files
 
 RECORD_COLUMNS = ["id", "file", "record", "quality"]
+ORIENTED_COLUMNS = [*RECORD_COLUMNS, "sequence", "strand"]  # a barcode's rows (module docstring)
 NOT_FINITE = "not_finite (the model gave no finite embedding: its weights may be damaged)"
+
+
+Orient = Callable[[list[str]], tuple[list[str], np.ndarray]]  # reads -> (on the library's strand, "+"/"-" each)
 
 
 def unreadable(problem: object) -> str:
@@ -124,19 +132,26 @@ class SeenIds:
         return tuple(np.concatenate([f[j] for f in found]) for j in range(3))
 
 
-def embed_barcode_records(embedder: Embedder, records: pd.DataFrame, rules: QualityConfig) -> EmbeddedInputs:
-    """Check (``clibd.data.quality.barcode_quality``) and embed the barcodes that pass; ``records``:
-    ``clibd.embed.records.BARCODE_COLUMNS`` (a ``problem`` makes the record unreadable)."""
+def embed_barcode_records(
+    embedder: Embedder, records: pd.DataFrame, rules: QualityConfig, orient: Optional[Orient] = None
+) -> EmbeddedInputs:
+    """Check (``clibd.data.quality.barcode_quality``), orient (``orient``, module docstring) and embed
+    the barcodes that pass; ``records``: ``clibd.embed.records.BARCODE_COLUMNS`` (a ``problem`` makes
+    the record unreadable)."""
     problem = records["problem"] if "problem" in records else pd.Series(pd.NA, index=records.index)
     quality = pd.Series(barcode_quality(records["sequence"].tolist(), rules), index=records.index, dtype="string")
     quality = quality.mask(problem.notna(), "unreadable (" + problem.astype("string") + ")")
     embeddings = np.full((len(records), embedder.dim), np.nan, dtype=np.float32)
     passed = (quality == "").to_numpy(bool)
+    records = records.assign(strand=pd.NA).astype({"sequence": "string", "strand": "string"})
     if passed.any():
+        if orient is not None:
+            oriented, strand = orient(records.loc[passed, "sequence"].tolist())
+            records.loc[passed, "sequence"], records.loc[passed, "strand"] = oriented, strand
         embeddings[passed], _ = embedder.embed_dna(records.loc[passed, "sequence"].tolist())
     quality = quality.mask(passed & ~np.isfinite(embeddings).all(axis=1), NOT_FINITE)
     table = records.assign(quality=quality, record=records["record"].astype("Int64"))
-    return EmbeddedInputs("dna", table[RECORD_COLUMNS].reset_index(drop=True), embeddings)
+    return EmbeddedInputs("dna", table[ORIENTED_COLUMNS].reset_index(drop=True), embeddings)
 
 
 def embed_photo_items(
@@ -173,6 +188,7 @@ def specimen_chunks(
     dna: Optional[Sequence[str]] = None,
     rules: Optional[QualityConfig] = None,
     chunk: int = CHUNK_RECORDS,
+    orient: Optional[Orient] = None,
 ) -> Iterator[dict[str, EmbeddedInputs]]:
     """The inputs a chunk at a time, ``{"image": ..., "dna": ...}`` for the modalities given (a chunk
     of specimens: ``clibd.index.classify_specimens`` makes its rows). Memory is bounded by the chunk.
@@ -198,7 +214,7 @@ def specimen_chunks(
     if images is None:
         for records in iter_barcode_records(dna, chunk):
             seen.check(records)
-            yield {"dna": embed_barcode_records(embedder, records, rules)}
+            yield {"dna": embed_barcode_records(embedder, records, rules, orient)}
         return
     photo_ids = pd.Index(photos["id"])
     paired = []
@@ -206,7 +222,7 @@ def specimen_chunks(
         seen.check(records)
         mine = records[records["id"].isin(photo_ids)]
         if len(mine):
-            paired.append(embed_barcode_records(embedder, mine, rules))
+            paired.append(embed_barcode_records(embedder, mine, rules, orient))
     barcodes = EmbeddedInputs.concat(paired, "dna", embedder.dim)
     at = pd.Index(barcodes.records["id"])
     for start in range(0, len(files), chunk):
@@ -217,7 +233,7 @@ def specimen_chunks(
     for records in iter_barcode_records(dna, chunk):
         rest = records[~records["id"].isin(photo_ids)]
         if len(rest):
-            yield {"image": no_photos, "dna": embed_barcode_records(embedder, rest.reset_index(drop=True), rules)}
+            yield {"image": no_photos, "dna": embed_barcode_records(embedder, rest.reset_index(drop=True), rules, orient)}
 
 
 def embed_decoded(
@@ -225,6 +241,7 @@ def embed_decoded(
     photos: Optional[pd.DataFrame] = None,
     barcodes: Optional[pd.DataFrame] = None,
     rules: Optional[QualityConfig] = None,
+    orient: Optional[Orient] = None,
 ) -> dict[str, EmbeddedInputs]:
     """:func:`specimen_chunks` for inputs already in memory, as one chunk (a server's uploads: nothing
     touches disk). ``photos``: ``id``, ``file``, ``record``, ``image`` (PIL, None where it could not
@@ -240,5 +257,5 @@ def embed_decoded(
         out["image"] = embed_photo_items(embedder, photos["image"].tolist(), photos, rules, problems)
     if barcodes is not None:
         SeenIds("barcode").check(barcodes)
-        out["dna"] = embed_barcode_records(embedder, barcodes, rules)
+        out["dna"] = embed_barcode_records(embedder, barcodes, rules, orient)
     return out

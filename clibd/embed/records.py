@@ -29,9 +29,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from clibd.data.sources.delimited import iter_table, table_columns
-from clibd.data.sources.fasta import iter_fasta, parse_fasta
+from clibd.data.sources.fasta import FASTA_SUFFIXES, iter_fasta, parse_fasta
 
-FASTA_SUFFIXES = {".fa", ".fasta", ".fas", ".fna"}
 # Accepted column names, first match wins (BIOSCAN / BOLD / BarcodeBERT / generic spellings).
 ID_COLUMNS = ("processid", "id", "sampleid", "name")
 SEQUENCE_COLUMNS = ("dna_barcode", "nucleotides", "nuc", "sequence", "seq")

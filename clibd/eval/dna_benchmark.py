@@ -1,7 +1,7 @@
 """Supervised evaluation of DNA representations, as in the BIOSCAN-5M DNA benchmark.
 
-* ``unseen_species_split``: the held-out-species protocol (one species per multi-species
-  genus becomes unseen; seen species' samples are halved into keys and queries).
+* ``unseen_species_split`` (``clibd.data.species_split``): the held-out-species protocol (one
+  species per multi-species genus becomes unseen; seen species' samples are halved into keys and queries).
 * ``nn_macro_top1``: cosine 1-NN of queries against keys, macro top-1 per rank (the
   paper's "1-NN genus accuracy of unseen species" is ``rank="genus"`` on unseen queries).
 * ``linear_probe``: logistic regression on frozen embeddings of seen species.
@@ -22,39 +22,12 @@ from sklearn.neighbors import NearestNeighbors
 
 from clibd.data.dna_tokenizer import KmerTokenizer
 from clibd.data.kmer_counts import token_counts
+
+# The protocol's split lives with the data (a reference library calibrates itself by it too);
+# re-exported here, where the benchmark's callers import it.
+from clibd.data.species_split import ROLE_KEY, ROLE_SEEN, ROLE_UNSEEN, unseen_species_split  # noqa: F401
 from clibd.eval.metrics import topk_accuracy
 from clibd.taxonomy import label_codes
-
-ROLE_KEY, ROLE_SEEN, ROLE_UNSEEN = "key", "query_seen", "query_unseen"
-
-
-def unseen_species_split(table: pd.DataFrame, seed: int = 0) -> pd.Series:
-    """Role of every row: ``key``, ``query_seen`` or ``query_unseen``.
-
-    In every genus with two or more species one species (seeded choice) is unseen: all its
-    rows query. Each seen species' rows are shuffled and halved, keys first (so a species
-    with a single sample is a key only). Rows without genus or species are keys of no
-    species and are rejected: the protocol needs both.
-    """
-    missing = table["genus"].isna() | table["species"].isna()
-    if missing.any():
-        first = table.loc[missing, "processid"].iloc[0]
-        raise ValueError(f"{int(missing.sum())} rows lack genus or species (first: {first}); drop them first")
-    rng = np.random.default_rng(seed)
-    pairs = table[["genus", "species"]].drop_duplicates().sort_values(["genus", "species"])
-    multi = pairs.groupby("genus")["species"].transform("size") >= 2
-    candidates = pairs[multi].groupby("genus")["species"].agg(list)
-    unseen = {species[rng.integers(len(species))] for species in candidates}
-    is_unseen = table["species"].isin(unseen).to_numpy()
-    # Halve each seen species: rank of each row within its species in a seeded shuffle.
-    order = rng.permutation(len(table))
-    shuffled = table.iloc[order]
-    position = np.empty(len(table), dtype=np.int64)
-    position[order] = shuffled.groupby("species").cumcount().to_numpy()
-    size = table.groupby("species")["species"].transform("size").to_numpy()
-    is_key = position < np.ceil(size / 2)
-    roles = np.where(is_unseen, ROLE_UNSEEN, np.where(is_key, ROLE_KEY, ROLE_SEEN))
-    return pd.Series(roles, index=table.index, name="role")
 
 
 def nearest_key(queries: np.ndarray | sp.spmatrix, keys: np.ndarray | sp.spmatrix) -> np.ndarray:

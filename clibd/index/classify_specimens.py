@@ -15,36 +15,52 @@ the mean of the two (unit) query embeddings, so one exact search with the normal
 finds the fused nearest keys over the whole library, and scaling its scores by the mean's
 norm gives back the mean similarities. The vote (``clibd.index.vote``) then runs on these.
 The new-species threshold of fused rows is the library's calibrated ``image+dna`` one when
-it has it, else the mean of the image and DNA thresholds.
+it has it, else the mean of the image and DNA thresholds; none (a library too small to
+calibrate, or no photo in its table): the flag is ``<NA>``.
+
+Barcodes (``clibd.index.identity``, with the library's key barcodes): each row that used one
+gets ``strand`` (``+`` / ``-``: the read was reverse-complemented before it was embedded,
+``clibd.index.strand``), the % identity and overlap of its hits, and with ``rerank`` its
+candidates re-ranked by identity; such rows are then judged by the identity rules (new species on
+the top hit's identity, each rank on its mean identity) instead of the similarity ones. Every
+row's ranks are cut at its deepest confident rank (``clibd.index.vote.apply_rank_thresholds``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
 from clibd.config import SPECIMEN_MODALITIES
 from clibd.embed.inputs import EmbeddedInputs
+from clibd.index.confidence import FUSED, judge, per_evidence
 from clibd.index.faiss_index import ReferenceIndex
+from clibd.index.identity import Rerank, barcode_hits
+from clibd.index.key_barcodes import KeyBarcodes
 from clibd.index.vote import predict_taxonomy
 
-FUSED = "image+dna"
 FILE_COLUMNS = ["image_file", "dna_file", "dna_record"]
+SEARCH_DEPTH = 20  # candidates searched per row: the first k vote, all of them count for each rank's margin
 
 
 def fused_threshold(thresholds: dict, evidence: str) -> float:
-    """The new-species threshold for one kind of evidence (module docstring)."""
+    """The new-species threshold for one kind of evidence (module docstring); NaN: none."""
     if evidence in thresholds:
         return float(thresholds[evidence]["threshold"])
     if evidence == FUSED and all(m in thresholds for m in SPECIMEN_MODALITIES):
         return float(np.mean([thresholds[m]["threshold"] for m in SPECIMEN_MODALITIES]))
-    raise ValueError(f"the reference library has no new-species threshold calibrated for {evidence} queries")
+    return float("nan")
 
 
-def _specimens(inputs: dict[str, EmbeddedInputs], keep_flagged: bool) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """``(table, used [n, 2] bool, embeddings [n, 2, D])`` over the union of ids, photos' order first."""
+def _specimens(
+    inputs: dict[str, EmbeddedInputs], keep_flagged: bool
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """``(table, used [n, 2] bool, embeddings [n, 2, D], sequences [n])`` over the union of ids, photos'
+    order first; ``sequences``: each row's oriented barcode where it used one and the inputs were
+    oriented, else None."""
     given = [m for m in SPECIMEN_MODALITIES if m in inputs]
     ids = pd.unique(pd.concat([inputs[m].records["id"] for m in given], ignore_index=True).astype(str))
     dim = next(iter(inputs.values())).embeddings.shape[1]
@@ -54,6 +70,7 @@ def _specimens(inputs: dict[str, EmbeddedInputs], keep_flagged: bool) -> tuple[p
     used = np.zeros((len(ids), len(SPECIMEN_MODALITIES)), dtype=bool)
     embeddings = np.zeros((len(ids), len(SPECIMEN_MODALITIES), dim), dtype=np.float32)
     notes = []
+    sequences = np.full(len(ids), None, dtype=object)
     for j, modality in enumerate(SPECIMEN_MODALITIES):
         if modality not in inputs:
             continue
@@ -69,6 +86,9 @@ def _specimens(inputs: dict[str, EmbeddedInputs], keep_flagged: bool) -> tuple[p
         # never an unreadable or damaged row (its embedding is NaN); position -1 takes the appended False
         embedded = np.append(np.isfinite(inputs[modality].embeddings).all(axis=1), False)
         used[:, j] = present & ok & embedded[at]
+        if modality == "dna" and "sequence" in aligned:  # the read as embedded (on the library's strand)
+            sequences = np.where(used[:, j] & aligned["sequence"].notna().to_numpy(bool), aligned["sequence"], None)
+            table["strand"] = aligned["strand"].astype("string").where(used[:, j]).to_numpy()
         embeddings[used[:, j], j] = inputs[modality].embeddings[at[used[:, j]]]
         notes.append(np.where(quality == "", "", f"{modality}: " + quality) if len(given) > 1 else quality)
     image, dna = used.T
@@ -77,7 +97,10 @@ def _specimens(inputs: dict[str, EmbeddedInputs], keep_flagged: bool) -> tuple[p
     both = (first != "") & (second != "")
     joined = np.where(both, np.char.add(np.char.add(first, "; "), second), np.char.add(first, second))
     table["quality"] = pd.array(joined, dtype="string")
-    return table[["id", *FILE_COLUMNS, "evidence", "quality"]], used, embeddings
+    if "strand" not in table:
+        table["strand"] = pd.array([None] * len(ids), dtype="string")
+    table["strand"] = table["strand"].astype("string")
+    return table[["id", *FILE_COLUMNS, "evidence", "quality", "strand"]], used, embeddings, sequences
 
 
 def search_mean(
@@ -101,43 +124,75 @@ class SpecimenSearch:
     scores: np.ndarray  # [rows, k] (fused) similarity of the k nearest keys, nearest first; NaN where withheld
     positions: np.ndarray  # [rows, k] the keys' positions in the library; -1 where withheld
     thresholds: np.ndarray  # [rows] the new-species threshold the row was held to; NaN where withheld
+    identity: np.ndarray  # [rows, k] % identity of each of those keys; NaN where none (no barcode, no overlap)
+    reranked: np.ndarray  # [rows] bool: re-ranked by identity, so held to the identity thresholds
 
 
 def search_specimens(
-    index: ReferenceIndex, inputs: dict[str, EmbeddedInputs], k: int = 5, keep_flagged: bool = False
+    index: ReferenceIndex,
+    inputs: dict[str, EmbeddedInputs],
+    k: int = 5,
+    keep_flagged: bool = False,
+    barcodes: Optional[KeyBarcodes] = None,
+    rerank: Optional[Rerank] = None,
 ) -> SpecimenSearch:
-    """:func:`classify_specimens`, keeping each row's nearest keys, scores and threshold."""
+    """:func:`classify_specimens`, keeping each row's nearest keys, scores, identity and threshold."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    table, used, embeddings = _specimens(inputs, keep_flagged)
+    if rerank is not None and barcodes is None:
+        raise ValueError(
+            "the re-rank by identity needs the library's key barcodes; rebuild it with `clibd index build`"
+        )
+    table, used, embeddings, sequences = _specimens(inputs, keep_flagged)
     rows = np.flatnonzero(used.any(axis=1))
-    thresholds = index.metadata["thresholds"]
     evidence = table["evidence"].to_numpy(str)[rows]
-    threshold = pd.Series(evidence).map({e: fused_threshold(thresholds, e) for e in set(evidence)}).to_numpy(float)
+    threshold = per_evidence(evidence, lambda e: fused_threshold(index.metadata["thresholds"], e))
     k = min(k, len(index))
+    wide = min(max(k, rerank.candidates if rerank is not None else 0, SEARCH_DEPTH), len(index))
     if len(rows):
-        scores, positions = search_mean(index, embeddings[rows], used[rows], k)
+        scores, positions = search_mean(index, embeddings[rows], used[rows], wide)
     else:
-        scores, positions = np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    predicted = predict_taxonomy(scores, positions, index.taxonomy, index.ids, table["id"].iloc[rows], threshold)
-    predicted["possible_new_species"] = predicted["possible_new_species"].astype("boolean")
+        scores, positions = np.zeros((0, wide), np.float32), np.zeros((0, wide), np.int64)
+    hits = barcode_hits(sequences[rows], scores, positions, k, barcodes, rerank)
+    predicted = predict_taxonomy(
+        hits.scores,
+        hits.positions,
+        index.taxonomy,
+        index.ids,
+        table["id"].iloc[rows],
+        threshold,
+        identity=hits.identity.identity,
+        overlap=hits.identity.overlap,
+        k=k,
+    )
+    predicted, threshold = judge(predicted, index.metadata, evidence, hits.reranked, threshold)
     predicted.index = rows
     every = SpecimenSearch(
         pd.concat([table, predicted.drop(columns="id")], axis=1),
         np.full((len(table), k), np.nan, np.float32),
         np.full((len(table), k), -1, np.int64),
         np.full(len(table), np.nan),
+        np.full((len(table), k), np.nan),
+        np.zeros(len(table), dtype=bool),
     )
-    every.scores[rows], every.positions[rows], every.thresholds[rows] = scores, positions, threshold
+    every.scores[rows], every.positions[rows] = hits.scores[:, :k], hits.positions[:, :k]
+    every.thresholds[rows] = threshold
+    every.identity[rows], every.reranked[rows] = hits.identity.identity, hits.reranked
     return every
 
 
 def classify_specimens(
-    index: ReferenceIndex, inputs: dict[str, EmbeddedInputs], k: int = 5, keep_flagged: bool = False
+    index: ReferenceIndex,
+    inputs: dict[str, EmbeddedInputs],
+    k: int = 5,
+    keep_flagged: bool = False,
+    barcodes: Optional[KeyBarcodes] = None,
+    rerank: Optional[Rerank] = None,
 ) -> pd.DataFrame:
     """One row per specimen: ``id``, ``image_file``, ``dna_file``, ``dna_record``, ``evidence``,
-    ``quality``, then :func:`clibd.index.vote.predict_taxonomy`'s columns (empty where no evidence).
+    ``quality``, ``strand``, then :func:`clibd.index.vote.predict_taxonomy`'s columns (empty where no
+    evidence) and ``deepest_confident_rank``.
 
     ``inputs``: a chunk of ``clibd.embed.inputs.specimen_chunks`` (or ``embed_decoded``), from the checkpoint
     the index was built with."""
-    return search_specimens(index, inputs, k, keep_flagged).table
+    return search_specimens(index, inputs, k, keep_flagged, barcodes, rerank).table

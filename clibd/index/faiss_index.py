@@ -294,8 +294,9 @@ class ReferenceIndex:
         order = np.lexsort((tiebreak, -scores), axis=1)
         return np.take_along_axis(scores, order, 1), np.take_along_axis(positions, order, 1).astype(np.int64)
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``index.faiss``, ``keys.parquet`` and ``meta.json`` into ``directory``."""
+    def save(self, directory: str | Path, extra_files: Sequence[str] = ()) -> Path:
+        """Write ``index.faiss``, ``keys.parquet`` and ``meta.json`` into ``directory``, then the manifest
+        of those and of ``extra_files`` (others written there first, e.g. a library's key barcodes)."""
         if self._index is None:
             raise ValueError("refusing to save an empty ReferenceIndex")
         directory = Path(directory)
@@ -325,7 +326,7 @@ class ReferenceIndex:
             "metadata": self.metadata,
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=2))
-        write_manifest(directory, MANIFEST_KIND, [INDEX_FILE, KEYS_FILE, META_FILE], self.checkpoint_hash)
+        write_manifest(directory, MANIFEST_KIND, [INDEX_FILE, KEYS_FILE, META_FILE, *extra_files], self.checkpoint_hash)
         return directory
 
     @classmethod

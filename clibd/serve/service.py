@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,8 @@ from clibd.embed.embedder import Embedder
 from clibd.embed.inputs import embed_decoded
 from clibd.embed.run_dir import find_run_config
 from clibd.index.classify_specimens import FILE_COLUMNS, SpecimenSearch, search_specimens
-from clibd.index.library import load_library
+from clibd.index.identity import Rerank
+from clibd.index.library import load_key_dna, load_library
 from clibd.serve.uploads import Upload, decode_photos, read_barcode_uploads, specimen_id
 from clibd.taxonomy import EVAL_RANKS
 
@@ -52,8 +53,10 @@ class Classifier:
         precision: str = "auto",
         rules: Optional[QualityConfig] = None,
         keep_flagged: bool = False,
+        rerank: Optional[Callable[[pd.Series], Optional[Rerank]]] = None,
     ) -> None:
-        """``rules`` / ``keep_flagged``: the quality checks, as ``clibd classify``'s options."""
+        """``rules`` / ``keep_flagged``: the quality checks, as ``clibd classify``'s options; ``rerank``:
+        the re-rank by % identity of ``--rerank identity``, made from the library's key species."""
         started = time.perf_counter()
         self.checkpoint, self.index_dir, self.k = Path(checkpoint), Path(index_dir), k
         self.rules, self.keep_flagged = QualityConfig() if rules is None else rules, keep_flagged
@@ -63,6 +66,8 @@ class Classifier:
             checkpoint, device, batch_size, precision, modalities=SPECIMEN_MODALITIES, background=("image",)
         )
         self.library = load_library(index_dir, self.embedder)
+        self.dna = load_key_dna(index_dir, self.library)  # key barcodes (memory-mapped) and the strand model
+        self.rerank = None if rerank is None else rerank(self.library.taxonomy["species"])
         taxonomy = self.library.taxonomy
         refs = taxonomy["image_ref"] if "image_ref" in taxonomy else pd.Series(pd.NA, index=taxonomy.index)
         self._image_refs = {key: ref for key, ref in zip(self.library.ids, refs) if isinstance(ref, str)}
@@ -83,6 +88,12 @@ class Classifier:
             "dim": self.embedder.dim,
             "k": self.k,
             "thresholds": {m: t["threshold"] for m, t in meta["thresholds"].items()},
+            "identity_thresholds": {m: t["threshold"] for m, t in meta.get("identity_thresholds", {}).items()},
+            "rerank": None
+            if self.rerank is None
+            else {"candidates": self.rerank.candidates, "margin": self.rerank.margin},
+            "provenance": meta.get("provenance"),
+            "calibration": meta.get("calibration"),
             "device": str(self.embedder.device),
             "load_seconds": round(self.load_seconds, 3),
             "loading": list(self.embedder.loading),  # towers not ready yet (requests needing them wait)
@@ -100,10 +111,11 @@ class Classifier:
         images = decode_photos(photos, self.embedder.photo_decode_side(self.rules), limits.file_bytes)
         barcodes = read_barcode_uploads(barcode_files, limits.file_bytes)
         with self._lock:
+            orient = self.dna.strand.orient if self.dna.strand is not None else None
             inputs = embed_decoded(
-                self.embedder, images if photos else None, barcodes if barcode_files else None, self.rules
+                self.embedder, images if photos else None, barcodes if barcode_files else None, self.rules, orient
             )
-            result = search_specimens(self.library, inputs, self.k, self.keep_flagged)
+            result = search_specimens(self.library, inputs, self.k, self.keep_flagged, self.dna.barcodes, self.rerank)
         photo_files = {specimen_id(upload.name): upload.name for upload in photos}
         return {
             "specimens": self._specimens(result, photo_files),
@@ -121,7 +133,8 @@ class Classifier:
     def _specimens(self, result: SpecimenSearch, photo_files: dict[str, str]) -> list[dict]:
         neighbours = self._neighbours(result)
         specimens = []
-        for record, threshold, near in zip(_records(result.table), result.thresholds, neighbours):
+        scores = np.where(result.reranked, "identity", "similarity")
+        for record, threshold, near, score in zip(_records(result.table), result.thresholds, neighbours, scores):
             evidence, quality = record.pop("evidence"), record.pop("quality")
             files = {column: record.pop(column) for column in FILE_COLUMNS}
             sid = record.pop("id")
@@ -131,6 +144,7 @@ class Classifier:
                 "files": files,
                 "prediction": record,
                 "threshold": None if np.isnan(threshold) else float(threshold),
+                "threshold_on": str(score),  # the score the new-species threshold is compared with
                 "neighbours": near,
             }
             specimens.append({"id": sid, "photo": photo_files.get(sid), "results": [result_row]})
@@ -145,6 +159,7 @@ class Classifier:
             {
                 "id": self.library.ids[positions].astype(object),  # only the k rows: ids are a StringDType array
                 "similarity": result.scores[valid].astype(np.float64),
+                "identity": result.identity[valid],
             }
         )
         taxonomy = self.library.taxonomy[list(EVAL_RANKS)].iloc[positions].reset_index(drop=True)

@@ -26,6 +26,7 @@ from clibd.data.demo import ensure_demo
 from clibd.data.gpu_augment import BatchAugment
 from clibd.data.roles import select_role
 from clibd.data.sources import read_specimens
+from clibd.data.species_split import AUTO, SPLIT_FILE, write_split_file
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.finetune import trainable_parameters
 from clibd.models.text import build_text_tokenizer
@@ -231,6 +232,11 @@ def build_run(cfg: Config, out_dir: Path, resume_from: Optional[Path]) -> Run:
         torch.set_num_threads(tc.cpu_threads)
     set_seed(tc.seed)
     data = build_training_data(cfg, accelerator, resume_from / MODEL_DIR if resume_from else None)
+    if cfg.data.split == AUTO:  # the run's config names the split it used: its evaluation reads the same rows
+        split_file = (out_dir / SPLIT_FILE).resolve()
+        if accelerator.is_main_process:
+            write_split_file(data.table, out_dir)
+        cfg.data.split = str(split_file)
     if accelerator.is_main_process:
         save_config(cfg, out_dir / "config.yaml")
         for tower, (trainable, total) in data.trainable.items():

@@ -2,7 +2,9 @@
 
 ``data.format`` picks the reader; ``data.root`` is the dataset root (bioscan5m, bioscan1m)
 or the file (hdf5, tabular, fasta). A wrong root, a missing file or a missing column fails
-at once naming the expected path or column. Bad records then follow ``data.bad_records``
+at once naming the expected path or column. ``data.split`` other than ``column`` then names
+each row's split (``auto``: the BIOSCAN-5M rules on the table's labels; a split file:
+``clibd.data.species_split``). Bad records then follow ``data.bad_records``
 (clibd.data.specimens.validate_table).
 """
 
@@ -21,6 +23,7 @@ from clibd.data.sources.delimited import table_columns
 from clibd.data.sources.fasta import read_fasta
 from clibd.data.sources.hdf5 import read_clibd_hdf5
 from clibd.data.sources.tabular import read_tabular
+from clibd.data.species_split import AUTO, COLUMN, auto_split, read_split_file
 from clibd.data.specimens import validate_table
 
 FORMATS = ("bioscan5m", "bioscan1m", "hdf5", "tabular", "fasta")
@@ -62,6 +65,10 @@ def read_specimens(
     if data_cfg.columns and data_cfg.format not in _MAPPED_FORMATS:
         raise ValueError(f"data.columns is used by formats {_MAPPED_FORMATS} only, not {data_cfg.format!r}")
     table = _read(data_cfg, check_images=require_image is not False)
+    if data_cfg.split == AUTO:
+        table["split"] = auto_split(table, data_cfg.split_seed)
+    elif data_cfg.split != COLUMN:
+        table["split"] = read_split_file(data_cfg.split, table["processid"])
     if require_dna is None:
         require_dna = data_cfg.format in _DNA_FORMATS or _has_column(data_cfg, "dna_barcode")
     if require_image is None:

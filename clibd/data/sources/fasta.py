@@ -29,6 +29,7 @@ from clibd.data.specimens import normalise_table
 HEADER_FIELDS = ("processid", "split", "order", "family", "genus", "species")
 BOM = b"\xef\xbb\xbf"
 BLOCK_BYTES = 4 << 20
+FASTA_SUFFIXES = {".fa", ".fasta", ".fas", ".fna"}
 
 
 def read_fasta(path: str | Path) -> pd.DataFrame:

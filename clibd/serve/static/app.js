@@ -21,6 +21,7 @@ function el(tag, text, cls) {
   return node;
 }
 const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(4)); // as the CSV
+const pct = (v) => (v === null || v === undefined ? "–" : `${Number(v).toFixed(1)} %`);
 const stem = (name) => name.replace(/^.*[\\/]/, "").replace(/\.[^.]*$/, "");
 
 function queue(files) {
@@ -106,21 +107,31 @@ function prediction(result) {
   box.append(el("p", `evidence: ${result.evidence || "none"}`, "evidence"),
     el("p", `quality: ${result.quality || "passed"}`, "quality"));
   if (!result.evidence) return box;
+  if (p.strand === "-") box.append(el("p", "barcode read on the other strand: reverse-complemented", "strand"));
   const table = el("table", null, "prediction");
   const head = el("tr");
-  for (const h of ["rank", "predicted", "similarity", "vote share"]) head.append(el("th", h));
+  for (const h of ["rank", "predicted", "similarity", "margin", "identity", "vote share"]) head.append(el("th", h));
   table.append(head);
   for (const rank of RANKS) {
     const row = el("tr");
-    row.append(el("td", rank), el("td", p[rank] ?? "unknown", "name"), el("td", fmt(p[`${rank}_similarity`])),
+    // A name withheld below the deepest confident rank (the vote had one) reads "uncertain".
+    const withheld = p[rank] === null && p[`${rank}_vote_share`] !== null;
+    row.append(el("td", rank), el("td", withheld ? "uncertain" : p[rank] ?? "unknown", withheld ? "name uncertain" : "name"),
+      el("td", fmt(p[`${rank}_similarity`])), el("td", fmt(p[`${rank}_margin`])), el("td", pct(p[`${rank}_identity`])),
       el("td", p[`${rank}_vote_share`] === null ? "–" : `${Math.round(100 * p[`${rank}_vote_share`])} %`));
     table.append(row);
   }
   box.append(table);
+  box.append(el("p", p.deepest_confident_rank
+    ? `Sure down to ${p.deepest_confident_rank}` + (p.deepest_confident_rank === "species" ? "" : ": the ranks below are uncertain")
+    : (p.possible_new_species === null ? "The library is not calibrated: no rank is judged" : "Not sure of any rank"),
+    "deepest"));
   const flag = p.possible_new_species;
-  box.append(el("p", flag
-    ? `Possible new species: best similarity ${fmt(p.best_similarity)} < calibrated threshold ${fmt(result.threshold)}`
-    : `Known species: best similarity ${fmt(p.best_similarity)} ≥ calibrated threshold ${fmt(result.threshold)}`,
+  const byIdentity = result.threshold_on === "identity";
+  const [score, show] = byIdentity ? [`top hit identity ${pct(p.identity)}`, pct] : [`best similarity ${fmt(p.best_similarity)}`, fmt];
+  if (flag !== null) box.append(el("p", flag
+    ? `Possible new species: ${score} < calibrated threshold ${show(result.threshold)}`
+    : `Known species: ${score} ≥ calibrated threshold ${show(result.threshold)}`,
     flag ? "flag new" : "flag known"));
   const strip = el("div", null, "neighbours");
   for (const n of result.neighbours) {
@@ -133,7 +144,7 @@ function prediction(result) {
       fig.append(img);
     } else fig.append(el("div", "no photo", "nophoto"));
     const cap = el("figcaption");
-    cap.append(el("b", n.id), el("span", `similarity ${fmt(n.similarity)}`),
+    cap.append(el("b", n.id), el("span", `similarity ${fmt(n.similarity)}` + (n.identity === null ? "" : ` · identity ${pct(n.identity)}`)),
       el("span", [n.order, n.family, n.genus, n.species].map((x) => x ?? "?").join(" › ")));
     fig.append(cap);
     strip.append(fig);
