@@ -50,6 +50,14 @@ def _distinct_1m_indexes(rng: np.random.Generator, n: int) -> np.ndarray:
     return out
 
 
+def _most_specific(ranks: pd.DataFrame) -> pd.Series:
+    """Each row's most specific known rank, column by column (a row-wise bfill is a Python call per row)."""
+    taxon = ranks["species"]
+    for rank in ("genus", "subfamily", "family", "order"):
+        taxon = taxon.fillna(ranks[rank])
+    return taxon
+
+
 def build_metadata(
     rng: np.random.Generator,
     tree: Tree,
@@ -96,10 +104,7 @@ def build_metadata(
             "species": rank(tree.species[species], depth >= SPECIES),
         }
     )
-    # The most specific known rank; column by column (a row-wise bfill is a Python call per row).
-    taxon = ranks["species"]
-    for rank_name in ("genus", "subfamily", "family", "order"):
-        taxon = taxon.fillna(ranks[rank_name])
+    taxon = _most_specific(ranks)
 
     bins = pd.Series(_bin_codes(rng, len(tree.species))[species], dtype="string")
     home = rng.choice(len(REGIONS), len(tree.genera), p=[r[4] for r in REGIONS])[genus]
