@@ -190,7 +190,7 @@ def part_build(rows: int, work: Path, dim: int) -> dict[str, dict]:
         )
         index.reserve(len(ids))
         rng = np.random.default_rng(SEED)
-        first = max(BATCH, TRAIN_PER_LIST * default_nlist(len(ids)))  # the IVF training sample comes from it
+        first = max(BATCH, TRAIN_PER_LIST * default_nlist(len(ids), "ivfpq"))  # holds the IVF training sample
         for start, stop in zip([0, *range(first, len(ids), BATCH)], [*range(first, len(ids), BATCH), len(ids)]):
             vectors = rng.standard_normal((stop - start, dim), dtype=np.float32)
             index.add(vectors, ids.iloc[start:stop], taxonomy.iloc[start:stop])

@@ -9,7 +9,14 @@ import pytest
 
 from bench.library_scale import clustered as library_keys
 from clibd import ReferenceIndex
-from clibd.index.faiss_index import AUTO_IVFPQ_FROM, KEYS_FILE, ORDER_FILE, IndexMismatchError, auto_kind
+from clibd.index.faiss_index import (
+    AUTO_IVFPQ_FROM,
+    KEYS_FILE,
+    ORDER_FILE,
+    IndexMismatchError,
+    auto_kind,
+    default_nlist,
+)
 
 
 def _clustered(n: int, dim: int, centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -257,3 +264,10 @@ def test_auto_kind_picks_by_key_count(tmp_path) -> None:
         ReferenceIndex(8, "auto", device="cpu", pq_m=3).add(
             rng.normal(size=(AUTO_IVFPQ_FROM, 8)), np.arange(AUTO_IVFPQ_FROM).astype(str)
         )
+
+
+def test_ivfpq_lists_stop_at_1024() -> None:
+    # 2*sqrt(N) lists, at most N/39; ivfpq at most 1 024 (its build compares every key with every list).
+    assert default_nlist(3000) == default_nlist(3000, "ivfpq") == 76
+    assert default_nlist(100_000) == default_nlist(100_000, "ivfpq") == 632
+    assert (default_nlist(5_000_000), default_nlist(5_000_000, "ivfpq")) == (4472, 1024)
