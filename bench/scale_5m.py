@@ -1,10 +1,12 @@
 """A BIOSCAN-5M-sized dry run on one CPU machine: wall time and peak RSS of each stage a
 library of that size goes through, and each stage's growth exponent between two sizes.
 
-``python bench/scale_5m.py [--rows 5000000] [--dim 768] [--work DIR] [--out bench/scale_5m.json]``
+``python bench/scale_5m.py [--rows 5000000] [--dim 256] [--work DIR] [--parts ...] [--out bench/scale_5m.json]``
 (``make scale-5m`` runs 500 000 rows, then 5 000 000). Each run is stored in the JSON under its
-row count; the growth exponent of a stage between the smallest and the largest stored runs is
-``log(t_large / t_small) / log(rows_large / rows_small)`` (1 = linear), for wall time and for peak RSS.
+key size and row count (``--parts`` reruns some parts of a stored run, in the ``--work`` its
+earlier parts left); the growth exponent of a stage between the smallest and the largest stored
+runs of a key size is ``log(t_large / t_small) / log(rows_large / rows_small)`` (1 = linear), for
+wall time, peak RSS and the rise.
 
 Stages, in a process per part so that each peak is that process's own (``VmHWM``, reset before
 each stage with ``/proc/self/clear_refs``): ``peak_rss_gb`` is the process's peak during the
@@ -20,14 +22,18 @@ the process's imports and what it read before are in the peak, not the rise):
    ``tokenise (cached)``: the same call, answered from the cache.
 4. ``build``: an ``ivfpq`` ``ReferenceIndex`` of N keys: synthetic unit vectors (isotropic: this
    measures cost, not recall) with the table's real ids, ranks and ``image_ref``, added in batches
-   after ``reserve(N)``, with the library metadata ``clibd serve`` needs; ``save``.
-5. ``serve``: ``clibd serve`` as a subprocess on a tiny DNA-only model of ``--dim`` outputs (built
-   here, as the tests build theirs): start-up = launch until ``/api/health`` answers, with the
-   server's peak RSS then; then one classify of a barcode (``POST /api/classify``).
+   after ``reserve(N)``, with the library metadata ``clibd serve`` needs; ``save``. (Before it, a
+   part of its own saves a tiny DNA-only model of ``--dim`` outputs, as the tests build theirs.)
+5. ``serve``: ``clibd serve`` as a subprocess on that model and library: start-up = launch until
+   ``/api/health`` answers, with the server's peak RSS then; then one classify of a barcode
+   (``POST /api/classify``).
 
 Bars (issue 25): serve start-up at 5 M keys within 60 s and 3 GB RSS; no stage grows faster than
-linearly. Building holds the full vectors in RAM (4 x dim bytes a key: 15.4 GB at 5 M x 768);
-the run refuses to start a build that ``MemAvailable`` cannot hold.
+linearly. Key size: building a library holds its full vectors in RAM (4 x dim bytes a key: 15.4 GB
+at 5 M x 768, ~19 GB with the rest), more than this 24 GB machine spares beside the other work
+on it, so the default is 256-d (5.1 GB); a loaded ``ivfpq`` library holds dim/4 bytes of codes a
+key, so 768-d keys add 128 B a key to serve's RSS (0.64 GB at 5 M). The run refuses to start a
+build that ``MemAvailable`` cannot hold.
 """
 
 from __future__ import annotations
@@ -57,9 +63,12 @@ from bench.common import REPO  # noqa: E402
 
 SEED = 0
 DEFAULT_ROWS = 5_000_000
-KEY_COLUMNS = ("processid", "phylum", "class", "order", "family", "subfamily", "genus", "species", "image_ref")
-BATCH = 1 << 18  # keys added at a time (the first batch also holds the IVF training sample)
-PARTS = ("generate", "read", "tokenise", "build", "serve")  # each in its own process
+DEFAULT_DIM = 256  # module docstring: 768-d keys do not fit this machine's RAM while the library is built
+RANK_COLUMNS = ("phylum", "class", "order", "family", "subfamily", "genus", "species")
+KEY_COLUMNS = ("processid", *RANK_COLUMNS, "image_ref")
+BATCH = 1 << 16  # keys added at a time (the first batch also holds the IVF training sample)
+PARTS = ("generate", "read", "tokenise", "model", "build", "serve")  # each in its own process
+STAGES = ("generate", "read", "roles", "tokenise", "tokenise (cached)", "build", "serve start-up", "serve classify")
 STARTUP_BARS = {"startup_s": 60.0, "startup_peak_rss_gb": 3.0}
 GB = 1e9
 KEYS_FILE, BARCODES_FILE, QUERY_FILE = "keys.parquet", "train_barcodes.parquet", "query.fasta"
@@ -171,12 +180,17 @@ def _mem_available() -> int:
     raise KeyError("MemAvailable")
 
 
-def part_build(rows: int, work: Path, dim: int) -> dict[str, dict]:
+def part_model(work: Path, dim: int) -> dict[str, dict]:
+    tiny_dna_model(dim, work / "model")  # not measured: a process of its own, so torch is not in the build's RSS
+    return {}
+
+
+def part_build(work: Path, dim: int) -> dict[str, dict]:
     from clibd.embed.run_dir import checkpoint_hash
     from clibd.index.faiss_index import TRAIN_PER_LIST, ReferenceIndex, default_nlist
 
-    model = tiny_dna_model(dim, work / "model")
-    keys = pd.read_parquet(work / KEYS_FILE)
+    model = work / "model"
+    keys = pd.read_parquet(work / KEYS_FILE, read_dictionary=[c for c in KEY_COLUMNS if c in RANK_COLUMNS])
     ids, taxonomy = keys.pop("processid"), keys
     _check_memory(len(ids), dim)
 
@@ -299,11 +313,18 @@ def _run_part(part: str, rows: int, work: Path, dim: int) -> dict[str, dict]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS)
-    parser.add_argument("--dim", type=int, default=768, help="embedding size of the keys and the tiny model")
+    parser.add_argument("--dim", type=int, default=DEFAULT_DIM, help="embedding size of the keys and the tiny model")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one, removed)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="only these parts, into the stored run of --rows and --dim (--work holds the earlier "
+                        "parts' files): to rerun a part")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "scale_5m.json")
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -312,51 +333,46 @@ def main(argv: list[str] | None = None) -> int:
             "generate": lambda: part_generate(args.rows, args.work),
             "read": lambda: part_read(args.rows, args.work),
             "tokenise": lambda: part_tokenise(args.work),
-            "build": lambda: part_build(args.rows, args.work, args.dim),
+            "model": lambda: part_model(args.work, args.dim),
+            "build": lambda: part_build(args.work, args.dim),
             "serve": lambda: part_serve(args.work),
         }
         print(json.dumps(parts[args.part]()))
         return 0
+    if args.parts != list(PARTS) and args.work is None:
+        parser.error("--parts needs --work: the folder where the earlier parts left their files")
     work = args.work or Path(tempfile.mkdtemp(prefix="scale_5m-"))
-    started = time.time()
-    loads = []
-    stages: dict[str, dict] = {}
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {"by_dim": {}}
+    table = results["by_dim"].setdefault(str(args.dim), {"runs": {}})
+    run = table["runs"].setdefault(str(args.rows), {"rows": args.rows, "dim": args.dim, "stages": {}, "uptime": {}})
     try:
-        for part in PARTS:
-            loads.append(os.getloadavg()[0])
-            stages.update(_run_part(part, args.rows, work, args.dim))
+        for part in args.parts:
+            run["uptime"][part] = _uptime()
+            run["stages"].update(_run_part(part, args.rows, work, args.dim))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}}
-    results["runs"][str(args.rows)] = {
-        "rows": args.rows,
-        "dim": args.dim,
-        "stages": stages,
-        "total_s": round(time.time() - started, 1),
-        "load_average_at_each_part": loads,
-        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-    }
-    results["growth"] = growth(results["runs"])
-    largest = results["runs"][str(max(int(n) for n in results["runs"]))]
-    results["bars"] = bars(largest, results["growth"])
+    run["stages"] = {name: run["stages"][name] for name in STAGES if name in run["stages"]}
+    table["growth"] = growth(table["runs"])
+    largest = table["runs"][str(max(int(n) for n in table["runs"]))]
+    table["bars"] = bars(largest, table["growth"])
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results)
-    print(f"\nwrote {args.out}")
+    print_table(table)
+    print(f"\nwrote {args.out} (dim {args.dim}); {_uptime()}")
     return 0
 
 
-def print_table(results: dict) -> None:
-    grown = results.get("growth", {}).get("stages", {})
+def print_table(table: dict) -> None:
+    grown = table.get("growth", {})
     print(f"{'stage':<20} {'rows':>10} {'wall s':>9} {'peak RSS GB':>12} {'rise GB':>8} "
           f"{'exp. wall':>10} {'exp. RSS':>9} {'exp. rise':>10}")  # fmt: skip
-    for size, run in sorted(results["runs"].items(), key=lambda item: int(item[0])):
+    for size, run in sorted(table["runs"].items(), key=lambda item: int(item[0])):
         for name, stage in run["stages"].items():
-            e = grown.get(name, {}) if int(size) == results["growth"].get("to_rows") else {}
+            e = grown.get("stages", {}).get(name, {}) if int(size) == grown.get("to_rows") else {}
             print(f"{name:<20} {int(size):>10,} {stage['wall_s']:>9.2f} {stage['peak_rss_gb']:>12.3f} "
                   f"{stage.get('rise_gb', ''):>8} {e.get('wall_s', ''):>10} {e.get('peak_rss_gb', ''):>9} "
                   f"{e.get('rise_gb', ''):>10}")  # fmt: skip
-    for bar, met in results.get("bars", {}).items():
+    for bar, met in table.get("bars", {}).items():
         print(f"bar: {bar}: {'met' if met else 'NOT met'}")
 
 

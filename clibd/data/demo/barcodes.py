@@ -23,7 +23,7 @@ BARCODE_LENGTH = 658  # the standard COI-5P barcode region
 _UPSTREAM_SITES = 40  # sequence before the region, read by reads starting early
 _EXTRA_SITES = 100  # sequence beyond the region, read by over-long reads
 _TRAILING_N_MAX = 20
-BLOCK = 1 << 17  # rows mutated at once (the demo's few thousand haplotypes are one block)
+BLOCK = 1 << 15  # rows mutated at once (the demo's few thousand haplotypes are one block)
 _LETTERS = np.frombuffer(b"AGCT", dtype=np.uint8)
 _IUPAC = np.frombuffer(b"RYKMSWBDHV", dtype=np.uint8)
 _A_SHARE_OF_AT, _G_SHARE_OF_GC = 0.44, 0.49  # A / (A + T), G / (G + C) of real COI
@@ -63,7 +63,7 @@ def mutate(
     """Substitute each site with probability 1 - exp(-branch * rate) (``branch`` [N, 1]); the new
     base is drawn from the lineage's ``freqs`` [N, 4], transitions weighted by ``KAPPA``.
 
-    Rows go in blocks of ``BLOCK`` (~13 B of temporaries per site and row: 1.4 GB a block), so
+    Rows go in blocks of ``BLOCK`` (~13 B of temporaries per site and row: 0.35 GB a block), so
     millions of haplotypes fit in memory; up to ``BLOCK`` rows draw exactly as one block."""
     out = seqs.copy()
     for start in range(0, len(seqs), BLOCK):
