@@ -110,3 +110,21 @@ def test_growth_exponents_and_bars() -> None:
     runs["100000"]["stages"]["read"]["wall_s"] = 2000.0  # exponent 1.5
     assert not bars(runs["100000"], growth(runs))["no stage grows faster than linearly (exponent <= 1.05)"]
     assert growth({"1000": runs["1000"]}) == {}
+
+
+def test_library_scale_rows_and_the_recall_gate(monkeypatch) -> None:
+    from bench import library_scale
+
+    rows = {r.benchmark: r for r in library_scale.run("cpu", True, kinds=("ivfpq",))}
+    shapes = ("memory", "latency", "batch", "eval shape")
+    assert list(rows) == ["search flat: latency", *(f"search ivfpq: {shape}" for shape in shapes)]
+    evaluation = rows["search ivfpq: eval shape"]
+    assert evaluation.unit == "queries/s" and evaluation.workload.startswith("5,000 queries/call, top-5; 2,000 keys")
+    assert evaluation.ratio == pytest.approx(evaluation.ours / evaluation.baseline)  # recall@1 1.000 here
+    assert all(r.goal is None for r in rows.values())  # goals hold at make bench's size only
+    # A kind below the recall bar gets no speed credit; its memory still counts.
+    monkeypatch.setattr(library_scale, "RECALL_BAR", 1.01)
+    monkeypatch.setattr(library_scale, "FULL_BENCH", (2000, 64))
+    gated = {r.benchmark: r for r in library_scale.run("cpu", True, kinds=("ivfpq",))}
+    assert gated["search ivfpq: eval shape"].ratio == 0 and gated["search ivfpq: eval shape"].met is False
+    assert gated["search ivfpq: memory"].ratio > 1 and gated["search ivfpq: memory"].goal == 10.0
