@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EXTRA ?= cpu
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: venv demo lint test test-fast soak bench bench-real bench-rerank gpu-check clean
+.PHONY: venv demo lint test test-fast soak bench bench-real bench-rerank scale-5m gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ bench-real: $(STAMP)
 # The re-rank by % identity beside k-mer-8 and alignment 1-NN, and their speed at 100k keys (docs/identify.md).
 bench-rerank: $(STAMP)
 	$(PY) bench/rerank.py
+
+# BIOSCAN-5M's size on one CPU machine (docs/scale.md): 500 000 rows, then 5 000 000, into
+# bench/scale_5m.json with each stage's growth exponent. About 2 hours on 2 cores; 5 M x 768 keys
+# need ~20 GB of RAM while the library is built (--dim for less).
+scale-5m: $(STAMP)
+	$(PY) bench/scale_5m.py --rows 500000
+	$(PY) bench/scale_5m.py --rows 5000000
 
 # One GPU, no download, <= 8 minutes on an H200: writes bench/gpu_results.json (EXTRA=cuda for faiss-gpu).
 gpu-check: $(STAMP)

@@ -9,7 +9,14 @@ import pytest
 
 from bench.library_scale import clustered as library_keys
 from clibd import ReferenceIndex
-from clibd.index.faiss_index import IndexMismatchError
+from clibd.index.faiss_index import (
+    AUTO_IVFPQ_FROM,
+    KEYS_FILE,
+    ORDER_FILE,
+    IndexMismatchError,
+    auto_kind,
+    default_nlist,
+)
 
 
 def _clustered(n: int, dim: int, centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -95,7 +102,10 @@ def test_save_load_round_trip(tmp_path, kind: str) -> None:
     np.testing.assert_array_equal(before[1], after[1])
     np.testing.assert_array_equal(before[0], after[0])
     assert loaded.ids.tolist() == [f"id{i}" for i in range(2000)]
-    pd.testing.assert_frame_equal(loaded.taxonomy, _taxonomy(2000))
+    # Ranks are held as codes (categoricals, sorted categories), identical before and after the round trip.
+    pd.testing.assert_frame_equal(loaded.taxonomy, index.taxonomy)
+    assert loaded.taxonomy["genus"].cat.categories.tolist() == [f"G{i}" for i in range(7)]
+    pd.testing.assert_frame_equal(loaded.taxonomy.astype("string"), _taxonomy(2000))
     assert loaded.metadata == {"new_species_threshold": 0.42}
     assert (loaded.kind, loaded.dim, loaded.checkpoint_hash, len(loaded)) == (kind, 8, "abc123", 2000)
     assert json.loads((tmp_path / "ref" / "meta.json").read_text())["count"] == 2000
@@ -166,3 +176,98 @@ def test_cuda_without_gpu_faiss_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="faiss-gpu"):
         ReferenceIndex(4, device="cuda")
     assert not ReferenceIndex(4, device="auto").on_gpu
+
+
+def _ranks(n: int, offset: int = 0) -> pd.DataFrame:
+    """Seven rank columns with holes, and a per-key image_ref, as clibd index build stores them."""
+    i = np.arange(offset, offset + n)
+    return pd.DataFrame(
+        {
+            "phylum": pd.array(["Arthropoda"] * n, dtype="string"),
+            "class": pd.array(["Insecta"] * n, dtype="string"),
+            "order": pd.array([f"O{j % 3}" for j in i], dtype="string"),
+            "family": pd.array([f"F{j % 11}" if j % 4 else None for j in i], dtype="string"),
+            "subfamily": pd.array([None] * n, dtype="string"),
+            "genus": pd.array([f"G{j % 37}" for j in i], dtype="string"),
+            "species": pd.array([f"G{j % 37} s{j % 301}" if j % 5 else None for j in i], dtype="string"),
+            "image_ref": pd.array([f"/photos/{j}.jpg" if j % 2 else None for j in i], dtype="string"),
+        }
+    )
+
+
+def test_taxonomy_is_held_as_codes_and_round_trips_exactly(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    index = ReferenceIndex(8, device="cpu")
+    # Two batches whose categories differ (genus G0-G36 over 0..299, then more species): joined by codes.
+    index.add(rng.normal(size=(300, 8)), [f"k{i}" for i in range(300)], _ranks(300))
+    index.add(rng.normal(size=(700, 8)), [f"k{i}" for i in range(300, 1000)], _ranks(700, 300))
+    taxonomy = index.taxonomy
+    for rank in ("phylum", "class", "order", "family", "subfamily", "genus", "species"):
+        categories = taxonomy[rank].cat.categories
+        assert categories.tolist() == sorted(categories.tolist()) and categories.dtype == "string"
+    assert taxonomy["species"].cat.codes.dtype == np.int16 and taxonomy["order"].cat.codes.dtype == np.int8
+    assert taxonomy["subfamily"].isna().all() and taxonomy["image_ref"].dtype == "string"  # per-key: as given
+    want = pd.concat([_ranks(300), _ranks(700, 300)], ignore_index=True)
+    pd.testing.assert_frame_equal(taxonomy.astype("string"), want)
+    # Codes: the seven ranks of 1 000 keys in < 10 B a key, not ~134 as Arrow strings.
+    codes = sum(taxonomy[r].cat.codes.nbytes for r in taxonomy.columns if r != "image_ref")
+    assert codes <= 10 * len(index)
+    index.save(tmp_path / "new")
+    loaded = ReferenceIndex.load(tmp_path / "new", device="cpu")
+    pd.testing.assert_frame_equal(loaded.taxonomy, taxonomy)
+    # A library saved before (ranks as Arrow strings, no id order) loads into the same codes.
+    keys = pd.read_parquet(tmp_path / "new" / KEYS_FILE)
+    keys.astype("string").to_parquet(tmp_path / "new" / KEYS_FILE, index=False)
+    (tmp_path / "new" / ORDER_FILE).unlink()
+    old = ReferenceIndex.load(tmp_path / "new", device="cpu")
+    pd.testing.assert_frame_equal(old.taxonomy, taxonomy)
+    assert old.positions(["k999", "k0"]).tolist() == [999, 0]
+
+
+def test_positions_of_ids_by_binary_search(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    index = ReferenceIndex(4, device="cpu")
+    ids = rng.permutation([f"BIOUG{i:05d}-A{i % 12}" for i in range(500)])  # not added in sorted order
+    index.add(rng.normal(size=(200, 4)), ids[:200])
+    index.add(rng.normal(size=(300, 4)), ids[200:])
+    query = [ids[0], "absent", ids[499], ids[200], "", ids[123]]
+    assert index.positions(query).tolist() == [0, -1, 499, 200, -1, 123]
+    assert index.positions([]).tolist() == []
+    with pytest.raises(ValueError, match=r"duplicate key ids, e.g. \['" + ids[7] + r"', 'x'\]"):
+        index.add(rng.normal(size=(3, 4)), ["x", ids[7], "x"])
+    assert len(index) == 500 and index.positions(["x"]).tolist() == [-1]  # the refused batch left nothing
+    index.save(tmp_path)
+    loaded = ReferenceIndex.load(tmp_path, device="cpu")
+    assert isinstance(loaded._keys.order, np.memmap)  # the saved order, mapped: nothing sorted at start-up
+    assert loaded.positions(query).tolist() == [0, -1, 499, 200, -1, 123]
+
+
+def test_auto_kind_picks_by_key_count(tmp_path) -> None:
+    # docs/scale.md, "Which kind": exact below AUTO_IVFPQ_FROM keys, ivfpq from there; exact on a GPU.
+    assert (auto_kind(AUTO_IVFPQ_FROM - 1), auto_kind(AUTO_IVFPQ_FROM)) == ("flat", "ivfpq")
+    assert auto_kind(10 * AUTO_IVFPQ_FROM, gpu=True) == "flat"
+    rng = np.random.default_rng(5)
+    small = ReferenceIndex(8, "auto", device="cpu")
+    small.add(rng.normal(size=(500, 8)), [f"s{i}" for i in range(500)])
+    assert small.kind == "flat"
+    # Batches: reserve() names the total, so the first batch (the IVF training sample) picks for all of them.
+    large = ReferenceIndex(8, "auto", device="cpu")
+    large.reserve(AUTO_IVFPQ_FROM)
+    first = 64 * min(round(2 * np.sqrt(AUTO_IVFPQ_FROM)), AUTO_IVFPQ_FROM // 39)
+    large.add(rng.normal(size=(first, 8)), [f"k{i}" for i in range(first)])
+    assert (large.kind, large.nlist, large.pq_m) == ("ivfpq", first // 64, 4)
+    with pytest.raises(ValueError, match="reserve\\(\\) goes before the first add"):
+        large.reserve(10)
+    large.save(tmp_path)
+    assert json.loads((tmp_path / "meta.json").read_text())["kind"] == "ivfpq"
+    with pytest.raises(ValueError, match="pq_m=3 must divide the dimension 8"):
+        ReferenceIndex(8, "auto", device="cpu", pq_m=3).add(
+            rng.normal(size=(AUTO_IVFPQ_FROM, 8)), np.arange(AUTO_IVFPQ_FROM).astype(str)
+        )
+
+
+def test_ivfpq_lists_stop_at_1024() -> None:
+    # 2*sqrt(N) lists, at most N/39; ivfpq at most 1 024 (its build compares every key with every list).
+    assert default_nlist(3000) == default_nlist(3000, "ivfpq") == 76
+    assert default_nlist(100_000) == default_nlist(100_000, "ivfpq") == 632
+    assert (default_nlist(5_000_000), default_nlist(5_000_000, "ivfpq")) == (4472, 1024)

@@ -171,10 +171,13 @@ class KmerTokenizer:
             mask = np.concatenate([np.ones((len(cleaned), 1), dtype=bool), mask], axis=1)
         return ids, mask
 
-    def encode_cached(self, sequences: Sequence[str], cache_dir: str | Path) -> KmerEncoding:
+    def encode_cached(self, sequences: Sequence[str], cache_dir: str | Path, chunk_size: int = 32768) -> KmerEncoding:
         """Tokenise once per (content, settings); later calls load the ``.npz``."""
         digest = hashlib.sha256(repr(sorted(self.settings().items())).encode())
-        digest.update("\0".join(sequences).encode("utf-8", "replace"))
+        # The digest of "\0".join(sequences), fed a chunk at a time: millions of barcodes are never one string.
+        for start in range(0, len(sequences), chunk_size):
+            joined = "\0".join(sequences[start : start + chunk_size])
+            digest.update((("\0" if start else "") + joined).encode("utf-8", "replace"))
         path = Path(cache_dir) / f"dna-{digest.hexdigest()[:24]}.npz"
         if path.is_file():
             try:
@@ -182,7 +185,7 @@ class KmerTokenizer:
                     return KmerEncoding(cached["ids"], cached["attention_mask"])
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
                 warnings.warn(f"DNA token cache {path} is unreadable ({err}); rebuilding it", stacklevel=2)
-        encoding = self(sequences)
+        encoding = self(sequences, chunk_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp-{uuid.uuid4().hex[:8]}.npz")  # ranks may write the same entry at once
         np.savez(tmp, ids=encoding.ids, attention_mask=encoding.attention_mask)

@@ -68,9 +68,11 @@ class Classifier:
         self.library = load_library(index_dir, self.embedder)
         self.dna = load_key_dna(index_dir, self.library)  # key barcodes (memory-mapped) and the strand model
         self.rerank = None if rerank is None else rerank(self.library.taxonomy["species"])
+        # Each key's photo, by position (Arrow strings; a key id is found by the library's binary search):
+        # no Python object per key, so a library of millions starts in seconds (docs/scale.md).
         taxonomy = self.library.taxonomy
-        refs = taxonomy["image_ref"] if "image_ref" in taxonomy else pd.Series(pd.NA, index=taxonomy.index)
-        self._image_refs = {key: ref for key, ref in zip(self.library.ids, refs) if isinstance(ref, str)}
+        self._image_refs = taxonomy["image_ref"] if "image_ref" in taxonomy else pd.Series(pd.NA, index=taxonomy.index)
+        self._keys_with_photo = int(self._image_refs.notna().sum())
         self._lock = threading.Lock()  # one inference at a time: the model's threads are the parallelism
         self._provenance = provenance(self.checkpoint, self.library.metadata)
         self.load_seconds = time.perf_counter() - started
@@ -84,7 +86,7 @@ class Classifier:
             "index_checkpoint_hash": self.library.checkpoint_hash,
             "index_modality": meta.get("modality"),
             "keys": len(self.library),
-            "keys_with_photo": len(self._image_refs),
+            "keys_with_photo": self._keys_with_photo,
             "dim": self.embedder.dim,
             "k": self.k,
             "thresholds": {m: t["threshold"] for m, t in meta["thresholds"].items()},
@@ -164,15 +166,16 @@ class Classifier:
         )
         taxonomy = self.library.taxonomy[list(EVAL_RANKS)].iloc[positions].reset_index(drop=True)
         flat = _records(pd.concat([keys, taxonomy], axis=1))
-        for key in flat:
-            key["thumbnail"] = f"/api/thumbnail/{key['id']}" if key["id"] in self._image_refs else None
+        for key, has_photo in zip(flat, self._image_refs.iloc[positions].notna().to_numpy(bool)):
+            key["thumbnail"] = f"/api/thumbnail/{key['id']}" if has_photo else None
         bounds = np.concatenate([[0], np.cumsum(valid.sum(axis=1))])
         return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     def thumbnail(self, key: str) -> Optional[bytes]:
         """A key's photo as a small JPEG, or None when the library has no photo for that key id."""
-        ref = self._image_refs.get(key)
-        return None if ref is None else _thumbnail(ref)
+        position = self.library.positions([key])[0]
+        ref = self._image_refs.iat[position] if position >= 0 else None
+        return None if pd.isna(ref) else _thumbnail(ref)
 
 
 def provenance(checkpoint: Path, metadata: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ BARCODE_LENGTH = 658  # the standard COI-5P barcode region
 _UPSTREAM_SITES = 40  # sequence before the region, read by reads starting early
 _EXTRA_SITES = 100  # sequence beyond the region, read by over-long reads
 _TRAILING_N_MAX = 20
+BLOCK = 1 << 15  # rows mutated at once (the demo's few thousand haplotypes are one block)
 _LETTERS = np.frombuffer(b"AGCT", dtype=np.uint8)
 _IUPAC = np.frombuffer(b"RYKMSWBDHV", dtype=np.uint8)
 _A_SHARE_OF_AT, _G_SHARE_OF_GC = 0.44, 0.49  # A / (A + T), G / (G + C) of real COI
@@ -60,15 +61,21 @@ def mutate(
     rng: np.random.Generator, seqs: np.ndarray, branch: np.ndarray, rates: np.ndarray, freqs: np.ndarray
 ) -> np.ndarray:
     """Substitute each site with probability 1 - exp(-branch * rate) (``branch`` [N, 1]); the new
-    base is drawn from the lineage's ``freqs`` [N, 4], transitions weighted by ``KAPPA``."""
-    row, site = np.nonzero(rng.random(seqs.shape, dtype=np.float32) < -np.expm1(-branch * rates))
-    current = seqs[row, site]
-    weight = freqs[row] * np.where(np.arange(4) == (current ^ 1)[:, None], KAPPA, 1.0)
-    weight[np.arange(len(row)), current] = 0.0
-    cumulative = np.cumsum(weight, axis=1)
-    pick = (cumulative < rng.random(len(row))[:, None] * cumulative[:, -1:]).sum(1)
+    base is drawn from the lineage's ``freqs`` [N, 4], transitions weighted by ``KAPPA``.
+
+    Rows go in blocks of ``BLOCK`` (~13 B of temporaries per site and row: 0.35 GB a block), so
+    millions of haplotypes fit in memory; up to ``BLOCK`` rows draw exactly as one block."""
     out = seqs.copy()
-    out[row, site] = pick.astype(np.uint8)
+    for start in range(0, len(seqs), BLOCK):
+        rows = slice(start, start + BLOCK)
+        block = out[rows]  # a view: changed in place
+        row, site = np.nonzero(rng.random(block.shape, dtype=np.float32) < -np.expm1(-branch[rows] * rates))
+        current = block[row, site]
+        weight = freqs[rows][row] * np.where(np.arange(4) == (current ^ 1)[:, None], KAPPA, 1.0)
+        weight[np.arange(len(row)), current] = 0.0
+        cumulative = np.cumsum(weight, axis=1)
+        pick = (cumulative < rng.random(len(row))[:, None] * cumulative[:, -1:]).sum(1)
+        block[row, site] = pick.astype(np.uint8)
     return out
 
 
@@ -93,7 +100,8 @@ def evolve(rng: np.random.Generator, tree: Tree, haplotype_species: np.ndarray) 
     second = (rng.random(len(seqs)) < DEEP_LINEAGE_SHARE)[haplotype_species] & (
         rng.random(len(haplotype_species)) < 1 / 3
     )
-    lineage = np.where(second[:, None], deep[haplotype_species], seqs[haplotype_species])
+    lineage = seqs[haplotype_species]  # [H, sites]: filled in place, no second copy of its size
+    lineage[second] = deep[haplotype_species[second]]
     hap_branch = HAPLOTYPE_BRANCH * speed[haplotype_species] * rng.gamma(1.0, 1.0, len(haplotype_species))
     return mutate(rng, lineage, hap_branch[:, None], rates, base_frequencies(at[haplotype_species]))
 

@@ -7,7 +7,6 @@ import pandas as pd
 import pyarrow as pa
 
 from clibd.data.sources.bioscan5m import COLUMN_TYPES, md5_chunk
-from clibd.data.demo.images import Drawing
 from clibd.data.demo.specimens import FAMILY, GENUS, SPECIES
 from clibd.data.demo.tree import Tree
 
@@ -44,16 +43,32 @@ def _bin_codes(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.char.add(np.char.add("BOLD:", _letters(code // 10**4, 3)), np.char.zfill((code % 10**4).astype(str), 4))
 
 
+def _distinct_1m_indexes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` BIOSCAN-1M indexes, distinct over the first ``BIOSCAN_1M_SIZE`` rows (-1 after them)."""
+    out = np.full(n, -1, dtype=np.int64)
+    out[: min(n, BIOSCAN_1M_SIZE)] = rng.choice(BIOSCAN_1M_SIZE, min(n, BIOSCAN_1M_SIZE), replace=False)
+    return out
+
+
+def _most_specific(ranks: pd.DataFrame) -> pd.Series:
+    """Each row's most specific known rank, column by column (a row-wise bfill is a Python call per row)."""
+    taxon = ranks["species"]
+    for rank in ("genus", "subfamily", "family", "order"):
+        taxon = taxon.fillna(ranks[rank])
+    return taxon
+
+
 def build_metadata(
     rng: np.random.Generator,
     tree: Tree,
     species: np.ndarray,
     depth: np.ndarray,
     split: np.ndarray,
-    barcodes: np.ndarray,
-    drawing: Drawing,
+    barcodes: np.ndarray | pd.api.extensions.ExtensionArray,
+    photo: dict[str, np.ndarray],
 ) -> pd.DataFrame:
-    """One row per specimen, in the dataset's column order and dtypes."""
+    """One row per specimen, in the dataset's column order and dtypes. ``photo``: the three photo
+    measurement columns (image_measurement_value, area_fraction, scale_factor), unrounded."""
     n = len(species)
     path = tree.species_path()
     genus = path["genus"][species]
@@ -89,14 +104,15 @@ def build_metadata(
             "species": rank(tree.species[species], depth >= SPECIES),
         }
     )
-    taxon = ranks[["species", "genus", "subfamily", "family", "order"]].bfill(axis=1)["species"]
+    taxon = _most_specific(ranks)
 
     bins = pd.Series(_bin_codes(rng, len(tree.species))[species], dtype="string")
     home = rng.choice(len(REGIONS), len(tree.genera), p=[r[4] for r in REGIONS])[genus]
     region = np.where(rng.random(n) < 0.75, home, rng.choice(len(REGIONS), n, p=[r[4] for r in REGIONS]))
     country, province, lat, lon, _ = (np.array(col)[region] for col in zip(*REGIONS))
     located = rng.random(n) >= 0.03
-    in_1m = rng.random(n) < 0.2
+    # BIOSCAN-1M indexes are distinct: past its 1.13 M records, only the first 1.13 M rows may hold one.
+    in_1m = (rng.random(n) < 0.2) & (np.arange(n) < BIOSCAN_1M_SIZE)
 
     table = pd.DataFrame(
         {
@@ -110,12 +126,12 @@ def build_metadata(
             "province_state": np.where(rng.random(n) < 0.97, province, None),
             "coord-lat": np.where(located, np.round(lat.astype(float) + rng.normal(0, 0.8, n), 3), np.nan),
             "coord-lon": np.where(located, np.round(lon.astype(float) + rng.normal(0, 0.8, n), 3), np.nan),
-            "image_measurement_value": np.round(drawing.measurement, 1),
-            "area_fraction": np.round(drawing.area_fraction, 6),
-            "scale_factor": np.round(drawing.scale_factor, 4),
+            "image_measurement_value": np.round(photo["image_measurement_value"], 1),
+            "area_fraction": np.round(photo["area_fraction"], 6),
+            "scale_factor": np.round(photo["scale_factor"], 4),
             "inferred_ranks": rng.choice(3, n, p=(0.9, 0.07, 0.03)),
             "split": split,
-            "index_bioscan_1M_insect": pd.array(np.where(in_1m, rng.choice(BIOSCAN_1M_SIZE, n, replace=False), -1)),
+            "index_bioscan_1M_insect": pd.array(np.where(in_1m, _distinct_1m_indexes(rng, n), -1)),
         }
     )
     table["index_bioscan_1M_insect"] = table["index_bioscan_1M_insect"].astype("Int64").where(in_1m)
