@@ -1,9 +1,10 @@
 """Supervised evaluation of DNA representations, as in the BIOSCAN-5M DNA benchmark.
 
 * ``unseen_species_split``: the held-out-species protocol (one species per multi-species
-  genus becomes unseen; seen species' samples are halved into keys and queries).
+  genus, or family, becomes unseen; seen species' samples are halved into keys and queries).
 * ``nn_macro_top1``: cosine 1-NN of queries against keys, macro top-1 per rank (the
-  paper's "1-NN genus accuracy of unseen species" is ``rank="genus"`` on unseen queries).
+  paper's "1-NN genus accuracy of unseen species" is ``rank="genus"`` on unseen queries);
+  ``hit_macro_top1`` scores nearest keys found another way (alignment).
 * ``linear_probe``: logistic regression on frozen embeddings of seen species.
 * ``embed_batches``: embeddings of a tower (``DnaTower``: masked mean of the last layer);
   ``kmer_count_vectors``: the alignment-free k-mer baseline.
@@ -25,24 +26,27 @@ from clibd.eval.metrics import topk_accuracy
 from clibd.taxonomy import label_codes
 
 ROLE_KEY, ROLE_SEEN, ROLE_UNSEEN = "key", "query_seen", "query_unseen"
+UNSEEN_RANKS = ("genus", "family")  # ranks whose groups can each give up one unseen species
 
 
-def unseen_species_split(table: pd.DataFrame, seed: int = 0) -> pd.Series:
+def unseen_species_split(table: pd.DataFrame, seed: int = 0, rank: str = "genus") -> pd.Series:
     """Role of every row: ``key``, ``query_seen`` or ``query_unseen``.
 
-    In every genus with two or more species one species (seeded choice) is unseen: all its
-    rows query. Each seen species' rows are shuffled and halved, keys first (so a species
-    with a single sample is a key only). Rows without genus or species are keys of no
-    species and are rejected: the protocol needs both.
+    In every group of ``rank`` (genus, or family for a file with few multi-species genera) with
+    two or more species one species (seeded choice) is unseen: all its rows query. Each seen
+    species' rows are shuffled and halved, keys first (so a species with a single sample is a
+    key only). Rows without ``rank`` or species are rejected: the protocol needs both.
     """
-    missing = table["genus"].isna() | table["species"].isna()
+    if rank not in UNSEEN_RANKS:
+        raise ValueError(f"unseen rank {rank!r}: choose one of {UNSEEN_RANKS}")
+    missing = table[rank].isna() | table["species"].isna()
     if missing.any():
         first = table.loc[missing, "processid"].iloc[0]
-        raise ValueError(f"{int(missing.sum())} rows lack genus or species (first: {first}); drop them first")
+        raise ValueError(f"{int(missing.sum())} rows lack {rank} or species (first: {first}); drop them first")
     rng = np.random.default_rng(seed)
-    pairs = table[["genus", "species"]].drop_duplicates().sort_values(["genus", "species"])
-    multi = pairs.groupby("genus")["species"].transform("size") >= 2
-    candidates = pairs[multi].groupby("genus")["species"].agg(list)
+    pairs = table[[rank, "species"]].drop_duplicates().sort_values([rank, "species"])
+    multi = pairs.groupby(rank)["species"].transform("size") >= 2
+    candidates = pairs[multi].groupby(rank)["species"].agg(list)
     unseen = {species[rng.integers(len(species))] for species in candidates}
     is_unseen = table["species"].isin(unseen).to_numpy()
     # Halve each seen species: rank of each row within its species in a seeded shuffle.
@@ -71,9 +75,14 @@ def nn_macro_top1(
 ) -> dict[str, float]:
     """Cosine 1-NN macro top-1 of queries against keys at each of ``ranks`` (``clibd.eval.metrics``)."""
     hit = nearest_key(query_emb, key_emb)
-    codes = label_codes(pd.concat([query_taxa[list(ranks)], key_taxa[list(ranks)]]), tuple(ranks))
-    query_codes, key_codes = codes[: len(query_taxa)], codes[len(query_taxa) :]
-    scores = topk_accuracy(query_codes, key_codes[hit][:, None, :], ks=(1,), ranks=tuple(ranks))
+    return hit_macro_top1(query_taxa, key_taxa.iloc[hit], ranks)
+
+
+def hit_macro_top1(query_taxa: pd.DataFrame, hit_taxa: pd.DataFrame, ranks: Sequence[str]) -> dict[str, float]:
+    """Macro top-1 at each of ``ranks`` of queries whose nearest keys have ``hit_taxa`` (row for row)."""
+    codes = label_codes(pd.concat([query_taxa[list(ranks)], hit_taxa[list(ranks)]]), tuple(ranks))
+    query_codes, hit_codes = codes[: len(query_taxa)], codes[len(query_taxa) :]
+    scores = topk_accuracy(query_codes, hit_codes[:, None, :], ks=(1,), ranks=tuple(ranks))
     return {rank: scores["macro"][rank]["top1"] for rank in ranks}
 
 
