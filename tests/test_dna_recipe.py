@@ -12,13 +12,15 @@ import pytest
 import scipy.sparse as sp
 import torch
 from sklearn.feature_extraction.text import TfidfTransformer
+from sklearn.preprocessing import normalize
 
 from clibd.cli import main as cli_main
 from clibd.config import DnaTowerConfig, ImageTowerConfig, ModelConfig, TextTowerConfig, load_config
+from clibd.data.dna_tokenizer import KmerTokenizer, encode_sequence, reading_frame, token_counts
 from clibd.eval.dna_benchmark import kmer_count_vectors
 from clibd.models.clibd_model import CLIBDModel
 from clibd.models.dna import DnaTower
-from clibd.train.pretrain_dna.spectral import idf_weights, spectral_table
+from clibd.train.pretrain_dna.spectral import block_scales, idf_weights, phase_blocks, spectral_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,3 +170,83 @@ def test_init_kmer_spectral_fits_the_table_on_the_training_barcodes_when_the_mod
         build_model(
             load_config(None, [*bag, *off, "model.dna.init=kmer_spectral", "model.dna.pretrained=x"]), None, None
         )
+
+
+# ---- codon-aware tokens: spaced k-mers and codon-phase tags (KmerTokenizer pattern / codon_phase) ------
+
+
+def _kmer_id(kmer: str) -> int:
+    return int(kmer.translate(str.maketrans("ACGT", "0123")), 4)
+
+
+def test_spaced_pattern_reads_the_bases_under_its_ones() -> None:
+    tok = KmerTokenizer(k=4, stride=1, max_nucleotides=8, pattern="11011")
+    assert tok.n_kmers == 4 and tok.vocab_size == 2 + 4**4
+    ids, mask = tok(["ACGTTGCA", "ACGTTG"])
+    # Windows of 5 bases, the third skipped: ACGTT -> ACTT, CGTTG -> CGTG, GTTGC -> GTGC, TTGCA -> TTCA.
+    assert ids[0].tolist() == [2 + _kmer_id(k) for k in ("ACTT", "CGTG", "GTGC", "TTCA")]
+    # The second read's last two windows run into the N padding: UNK, still counted as positions of the read.
+    assert ids[1].tolist() == [2 + _kmer_id("ACTT"), 2 + _kmer_id("CGTG"), tok.unk_id, tok.unk_id]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 1]]
+    assert tok.settings() == {
+        "k": 4,
+        "stride": 1,
+        "vocab": "barcodebert",
+        "max_nucleotides": 8,
+        "prefix_id": None,
+        "pattern": "11011",
+    }
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"), [("1101", "needs k=4 '1's"), ("011011", "'1' at both ends"), ("11x11", "needs k=4")]
+)
+def test_a_bad_pattern_is_named(pattern: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=f"k-mer pattern '{pattern}': .*{problem}"):
+        KmerTokenizer(k=4, pattern=pattern)
+
+
+def test_reading_frame_is_the_frame_with_fewest_stop_codons() -> None:
+    seqs = ["TAATAGCCC", "CTAACTAGC", "TAGCTAACC"]
+    codes = np.frombuffer(b"".join(encode_sequence(seq) for seq in seqs), dtype=np.uint8).reshape(3, 9)
+    # TAATAGCCC: frame 0 reads TAA TAG CCC (2 stops), frames 1 and 2 none: the earliest, 1.
+    # CTAACTAGC: frame 0 reads CTA ACT AGC (none): 0. TAGCTAACC: TAG CTA ACC (1), AGC TAA (1), GCT AAC (0): 2.
+    assert reading_frame(codes).tolist() == [1, 0, 2]
+
+
+def test_codon_phase_tags_each_kmer_with_its_codon_position() -> None:
+    tok = KmerTokenizer(k=2, stride=1, max_nucleotides=9, codon_phase=True)
+    assert tok.vocab_size == 2 + 3 * 16 and tok.vocab[2 + 16] == "AA@1" and tok.settings()["codon_phase"] is True
+    ids, _ = tok(["TAGCTAACC"])  # reading frame 2 (above): the k-mer at position i has phase (i - 2) % 3
+    kmers = ["TA", "AG", "GC", "CT", "TA", "AA", "AC", "CC"]
+    want = [2 + ((i - 2) % 3) * 16 + _kmer_id(kmer) for i, kmer in enumerate(kmers)]
+    assert ids[0, :8].tolist() == want
+    assert [tok.vocab[i] for i in ids[0, :3]] == ["TA@1", "AG@2", "GC@0"]
+
+
+def test_phase_blocks_are_scaled_to_one_typical_size_before_the_fit() -> None:
+    tok = KmerTokenizer(k=1, stride=1, max_nucleotides=6, codon_phase=True)
+    blocks = phase_blocks(tok)
+    assert blocks.tolist() == [-1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert phase_blocks(KmerTokenizer(k=1)) is None
+    # Rows 0-1: block 0 norms 3 and 5 (median 4); block 1 norms 2 and 0 (only the row holding it: 2); block 2 empty.
+    weighted = sp.csr_matrix(
+        np.array(
+            [[0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0], [0, 0, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]], dtype=np.float32
+        )
+    )
+    scales = block_scales(weighted, blocks)
+    np.testing.assert_allclose(scales, [1, 1, *[1 / 4] * 4, *[1 / 2] * 4, *[0] * 4])
+
+
+def test_fitted_table_of_phase_tagged_kmers_embeds_as_their_block_scaled_tfidf() -> None:
+    rng = np.random.default_rng(3)
+    seqs = ["".join(rng.choice(list("ACGT"), 30)) for _ in range(6)]
+    tok = KmerTokenizer(k=2, stride=1, max_nucleotides=30, pattern="101", codon_phase=True)
+    counts = token_counts(seqs, tok)
+    table, fit = spectral_table(counts, width=8, seed=0, column_block=phase_blocks(tok))
+    assert fit["rank"] == 6
+    # Oracle: idf times the block scales, L2 rows; the full-rank table keeps their cosines.
+    weights = idf_weights(counts) * block_scales((counts @ sp.diags(idf_weights(counts))).tocsr(), phase_blocks(tok))
+    oracle = normalize(counts @ sp.diags(weights)).toarray()
+    np.testing.assert_allclose(_cosines(counts @ table), oracle @ oracle.T, atol=1e-5)
