@@ -137,7 +137,8 @@ def fit_spectral(
     tokenizer = make_kmer_tokenizer(dna_cfg)
     torch.manual_seed(cfg.seed)  # the weights the table does not set (positions, norms) as a fresh model's
     mlm = build_mlm(dna_cfg, tokenizer)
-    fit = fit_table(mlm.get_input_embeddings(), barcodes, tokenizer, cfg.seed, mlm.config.initializer_range)
+    weights = dna_cfg.kmer_pattern_weights or None
+    fit = fit_table(mlm.get_input_embeddings(), barcodes, tokenizer, cfg.seed, mlm.config.initializer_range, weights)
     summary = {"objective": "kmer_spectral", "barcodes": len(barcodes), **fit, "steps": 0, "history": []}
     summary["dedup"] = dedup.as_dict() if dedup else None
     if PartialState().is_main_process:
