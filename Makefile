@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 bench-real: $(STAMP)
-	$(PY) bench/real_barcodes.py --curve bench/real_barcodes_curve.png
+	$(PY) bench/real_barcodes.py
 
 # One GPU, no download, <= 8 minutes on an H200: writes bench/gpu_results.json (EXTRA=cuda for faiss-gpu).
 gpu-check: $(STAMP)

@@ -1,7 +1,7 @@
 """DNA representations on real BOLD barcodes: alignment and k-mer baselines vs our DNA tower, one table.
 
 ``make bench-real`` or ``python bench/real_barcodes.py [--data FILE.tsv] [--unseen-rank genus|family]
-[--seeds 3] [--threads 2] [--out PATH] [--curve PNG] [--barcodebert] [key=value ...]`` (overrides apply to
+[--seeds 3] [--threads 2] [--align-sample 25] [--out PATH] [--barcodebert] [key=value ...]`` (overrides apply to
 configs/bench/real_barcodes.yaml). Data: a BOLD export in either of BOLD's layouts (``BOLD_LAYOUTS``: the
 public API's TSV with ``*_name`` rank columns and ``nucleotides``, or a BOLD data package with ``order`` ...
 ``species`` and ``nuc``); by default ../shared/data/dna/bold_insecta_4k.tsv. Rows lacking family, genus or
@@ -31,9 +31,6 @@ rows query the seen keys. Every row is measured in this run, on each of ``--seed
   then trained contrastively on the seen keys), with the table fitted on every barcode of the
   file, and strictly on the seen keys' barcodes only (never a query or an unseen barcode).
 
-``--curve PNG`` also trains the strict recipe at 1/4, 1/2, 2 and 4 times its epochs on the first seed (the
-1x point is the table's row) and plots each column against compute, k-mer rows as horizontal lines.
-
 Columns: macro top-1 of seen-species queries at species, of unseen-species queries at genus and
 family (DNA->DNA against the keys), and DNA->text: each query against the distinct taxonomy
 strings of the seen keys, species for seen queries and genus for unseen ones; the row's seconds
@@ -62,7 +59,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from bench.common import REPO, SHARED_DATA  # noqa: E402
-from bench.real_barcodes_summary import COLUMNS, Row, Summary, summarise, table_lines, verdict  # noqa: E402
+from bench.real_barcodes_summary import Row, Summary, summarise, table_lines, verdict  # noqa: E402
 from clibd.config import Config, load_config  # noqa: E402
 from clibd.data.dna_tokenizer import token_counts  # noqa: E402
 from clibd.data.sources import read_specimens  # noqa: E402
@@ -89,7 +86,6 @@ from clibd.train.pretrain_dna.spectral import column_weights, idf_weights, patte
 TSV = SHARED_DATA / "dna" / "bold_insecta_4k.tsv"
 CONFIG = REPO / "configs" / "bench" / "real_barcodes.yaml"
 RECIPE = REPO / "configs" / "bench" / "dna_recipe.yaml"
-CURVE = REPO / "bench" / "real_barcodes_curve.png"
 # BOLD's two export layouts: our column -> theirs. The one place the bench maps a file's columns.
 BOLD_LAYOUTS: dict[str, dict[str, str]] = {
     "BOLD TSV (public API, BarcodeBERT's files)": {
@@ -122,7 +118,6 @@ RECIPE_UNTRAINED = "recipe: table fitted on the seen keys (no labels)"
 RECIPE_ROW = "recipe: table (seen keys), then contrastive"
 RECIPE_ALL_UNTRAINED = "recipe: table fitted on all file barcodes (no labels)"
 RECIPE_ALL_ROW = "recipe: table (all barcodes), then contrastive"
-CURVE_FACTORS = (0.25, 0.5, 1, 2, 4)
 
 
 def is_baseline(method: str) -> bool:
@@ -452,60 +447,16 @@ def run_benchmark(
     return rows, info, split
 
 
-def learning_curve(split: Split, keys_tsv: Path, work: Path, base: Sequence[str], at_1x: Row, log=print) -> list[dict]:
-    """The recipe at each of ``CURVE_FACTORS`` times its epochs (the 1x point is ``at_1x``)."""
-    fitted = work / "kmer_table_seen_keys"  # run_benchmark's strict table: the curve varies the training only
-    recipe = [*recipe_overrides(), *base, f"model.dna.pretrained={fitted}"]
-    epochs = load_config(CONFIG, recipe).train.epochs
-    points = []
-    for factor in CURVE_FACTORS:
-        if factor == 1:
-            row = at_1x
-        else:
-            run_epochs = max(1, round(epochs * factor))
-            run = [*recipe, f"train.epochs={run_epochs}"]
-            row = contrastive_row(f"recipe x{factor}", split, keys_tsv, work / f"curve_{factor}", run, {})
-            log(f"{row}")
-        points.append({"factor": factor, **dataclasses.asdict(row)})
-    return points
-
-
-def plot_curve(points: list[dict], kmer: list[Row], path: Path) -> None:
-    """One panel per column: the recipe against compute, each k-mer row a horizontal line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4 * len(COLUMNS), 3.6), sharey=True)
-    factors = [p["factor"] for p in points]
-    for ax, (column, title) in zip(axes, COLUMNS.items()):
-        ax.plot(factors, [p[column] for p in points], "o-", color="black", label="recipe (learned DNA tower)")
-        for row, style in zip(kmer, (":", "-.", "--", "-", (0, (1, 3)))):
-            ax.axhline(getattr(row, column), linestyle=style, color="tab:red", label=row.method)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(factors, [f"{f:g}x" for f in factors])
-        ax.set_title(title)
-        ax.set_xlabel("compute (x the recipe's epochs)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("macro top-1 (1-NN against seen keys)")
-    axes[-1].legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def run_seeds(
     tsv: Path, work: Path, overrides: Sequence[str], seeds: int, log=print, **options
-) -> tuple[list[Summary], list[dict], list[Split]]:
+) -> tuple[list[Summary], list[dict]]:
     """``run_benchmark`` on seeds 0 .. ``seeds`` - 1, each in its own work folder; rows summarised."""
-    per_seed, infos, splits = [], [], []
+    per_seed, infos = [], []
     for seed in range(seeds):
-        rows, info, split = run_benchmark(tsv, work / f"seed{seed}", overrides, seed, log, **options)
+        rows, info, _ = run_benchmark(tsv, work / f"seed{seed}", overrides, seed, log, **options)
         per_seed.append(rows)
         infos.append(info)
-        splits.append(split)
-    return summarise(per_seed), infos, splits
+    return summarise(per_seed), infos
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -523,12 +474,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         help="seen and as many unseen queries per seed aligned to every key (the all-keys row)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "real_barcodes.json")
-    parser.add_argument(
-        "--curve",
-        type=Path,
-        default=None,
-        help=f"also run the learning curve on the first seed, plot it here (make bench-real: {CURVE.name})",
-    )
     parser.add_argument(
         "--barcodebert",
         action="store_true",
@@ -550,7 +495,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     start, cpu_start = time.perf_counter(), time.process_time()
     load_start = os.getloadavg()
     with TemporaryDirectory() as work:
-        summaries, infos, splits = run_seeds(
+        summaries, infos = run_seeds(
             args.data,
             Path(work),
             args.overrides,
@@ -602,21 +547,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "taxonomy strings.",
             ],
         }
-        args.out.write_text(json.dumps(report, indent=2))  # the table stands even if the curve is cut short
+        args.out.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.out}")
-        if args.curve is not None:
-            first = summaries[[s.method for s in summaries].index(RECIPE_ROW)].per_seed[0]
-            seed_work = Path(work) / "seed0"
-            base = [*column_overrides(args.data), f"data.cache_dir={seed_work / 'cache'}", *args.overrides]
-            report["curve"] = learning_curve(splits[0], seed_work / "seen_keys.tsv", seed_work, base, first)
-            kmer = [s.per_seed[0] for s in summaries if s.method.startswith("k-mer")]
-            plot_curve(report["curve"], kmer, args.curve)
-            report["curve_seconds"] = time.perf_counter() - start - table_s
-            report["curve_cpu_seconds"] = time.process_time() - cpu_start - table_cpu_s
-            report["curve_load_average"] = list(os.getloadavg())
-            args.out.write_text(json.dumps(report, indent=2))
-            wall, cpu = report["curve_seconds"], report["curve_cpu_seconds"]
-            print(f"curve {wall:.0f} s wall, {cpu:.0f} s CPU; wrote {args.curve}")
     return 0
 
 

@@ -245,15 +245,3 @@ def test_recipe_file_becomes_overrides() -> None:
     assert "model.dna.pooling=kmer_bag" in recipe_overrides()
     assert "pretrain.objective=kmer_spectral" in recipe_overrides()
     assert "train.rank_weights.genus=0.3" in recipe_overrides()
-
-
-def test_curve_plot_has_a_panel_per_column(tmp_path: Path) -> None:
-    import matplotlib.image
-
-    from bench.real_barcodes import COLUMNS, plot_curve
-
-    kmer = [_row(f"k-mer 1-NN k={k}", 0.9, 0.7, 0.8) for k in (4, 6, 8)]
-    points = [{"factor": f, "seen_species": 0.5, "unseen_genus": 0.3, "unseen_family": 0.4} for f in (0.25, 1, 4)]
-    plot_curve(points, kmer, tmp_path / "curve.png")
-    height, width, _ = matplotlib.image.imread(tmp_path / "curve.png").shape
-    assert width == 4 * len(COLUMNS) * 120 and height == int(3.6 * 120)
