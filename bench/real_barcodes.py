@@ -164,6 +164,12 @@ def _hit_scores(split: Split, queries: np.ndarray, hits: np.ndarray) -> dict[str
     return {"seen_species": out["species"], "unseen_genus": out["genus"], "unseen_family": out["family"]}
 
 
+def _hit_row(method: str, split: Split, queries: np.ndarray, hits: np.ndarray, seconds: float, query_ms: float) -> Row:
+    """A row of queries (table rows) whose nearest keys (table rows ``hits``) were found by search, not embedding."""
+    scores = _hit_scores(split, queries, hits)
+    return Row(method, **scores, text_species=None, text_genus=None, seconds=seconds, query_ms=query_ms)
+
+
 def _dna_row(method: str, split: Split, vectors: Callable[[], np.ndarray | sp.spmatrix], seconds: float = 0.0) -> Row:
     """A DNA->DNA row: ``vectors()`` embeds every barcode; its time and the search's, per query."""
     start = time.perf_counter()
@@ -226,41 +232,16 @@ def alignment_rows(split: Split, sample_per_role: int, seed: int, threads: int, 
     start = time.perf_counter()
     top = alignment_nearest([barcodes[i] for i in queries], key_seqs, ALIGN_CANDIDATES, threads)
     top_s = time.perf_counter() - start
-    rows = [
-        Row(
-            ALIGN_ROW,
-            **_hit_scores(split, queries, keys[top.key]),
-            text_species=None,
-            text_genus=None,
-            seconds=top_s,
-            query_ms=1000 * top_s / len(queries),
-        )
-    ]
+    rows = [_hit_row(ALIGN_ROW, split, queries, keys[top.key], top_s, 1000 * top_s / len(queries))]
     sample = query_sample(split, sample_per_role, seed)
     start = time.perf_counter()
     every = alignment_nearest([barcodes[i] for i in sample], key_seqs, None, threads)
     every_s = time.perf_counter() - start
-    in_top = top.identity[np.searchsorted(queries, sample)]
-    rows.append(
-        Row(
-            ALIGN_SAMPLE_ROW,
-            **_hit_scores(split, sample, keys[top.key[np.searchsorted(queries, sample)]]),
-            text_species=None,
-            text_genus=None,
-            seconds=top_s * len(sample) / len(queries),
-            query_ms=rows[0].query_ms,
-        )
-    )
-    rows.append(
-        Row(
-            ALIGN_ALL_ROW,
-            **_hit_scores(split, sample, keys[every.key]),
-            text_species=None,
-            text_genus=None,
-            seconds=every_s,
-            query_ms=1000 * every_s / len(sample),
-        )
-    )
+    at = np.searchsorted(queries, sample)  # the sampled queries' places in the top-50 run
+    in_top = top.identity[at]
+    share_s = top_s * len(sample) / len(queries)
+    rows.append(_hit_row(ALIGN_SAMPLE_ROW, split, sample, keys[top.key[at]], share_s, rows[0].query_ms))
+    rows.append(_hit_row(ALIGN_ALL_ROW, split, sample, keys[every.key], every_s, 1000 * every_s / len(sample)))
     same = np.isclose(in_top, every.identity) | (np.isnan(in_top) & np.isnan(every.identity))
     info["alignment"] = {
         "candidates": ALIGN_CANDIDATES,

@@ -130,20 +130,28 @@ def test_full_rank_table_reproduces_tfidf_cosines_and_a_narrow_one_the_top_singu
     assert 0 < fit["explained_variance"] < 1
 
 
-def test_pretrain_dna_kmer_spectral_writes_a_tower_that_embeds_as_tfidf(tmp_path: Path) -> None:
-    rng = np.random.default_rng(1)
-    seqs = ["".join(rng.choice(list("ACGT"), 40)) for _ in range(6)]
+def _fit_spectral_table(tmp_path: Path, seed: int, length: int, extra: list[str]) -> tuple[list[str], str, list[str]]:
+    """``clibd pretrain-dna`` fits a 3-mer bag's table (``extra`` settings) on 6 random barcodes of one species
+    into ``tmp_path / "table"``; returns the barcodes, the config and its arguments."""
+    rng = np.random.default_rng(seed)
+    seqs = ["".join(rng.choice(list("ACGT"), length)) for _ in range(6)]
     tsv = tmp_path / "barcodes.tsv"
     species = {"order_name": "Diptera", "family_name": "Muscidae", "genus_name": "Musca", "bin_uri": "BOLD:AAA0001"}
-    pd.DataFrame({"processid": [f"P{i}" for i in range(6)], **species, "species_name": "Musca domestica"}).assign(
-        nucleotides=seqs
-    ).to_csv(tsv, sep="\t", index=False)
-    out = tmp_path / "table"
-    bag = ["model.dna.k=3", "model.dna.stride=1", "model.dna.max_nucleotides=60", "model.dna.hidden_size=8"]
-    bag += ["model.dna.num_layers=0", "model.dna.num_heads=2", "model.dna.pooling=kmer_bag"]
+    ids = [f"P{i}" for i in range(len(seqs))]
+    pd.DataFrame({"processid": ids, **species, "species_name": "Musca domestica", "nucleotides": seqs}).to_csv(
+        tsv, sep="\t", index=False
+    )
+    bag = ["model.dna.k=3", "model.dna.max_nucleotides=60", "model.dna.hidden_size=8", "model.dna.num_layers=0"]
+    bag += ["model.dna.num_heads=2", "model.dna.pooling=kmer_bag", *extra]
     config = str(REPO / "configs" / "pretrain_dna" / "bold_tsv.yaml")
-    args = [f"data.root={tsv}", f"pretrain.out_dir={out}", "pretrain.objective=kmer_spectral", *bag]
+    args = [f"data.root={tsv}", f"pretrain.out_dir={tmp_path / 'table'}", "pretrain.objective=kmer_spectral", *bag]
     assert cli_main(["pretrain-dna", "--config", config, *args]) == 0
+    return seqs, config, args
+
+
+def test_pretrain_dna_kmer_spectral_writes_a_tower_that_embeds_as_tfidf(tmp_path: Path) -> None:
+    seqs, config, args = _fit_spectral_table(tmp_path, seed=1, length=40, extra=["model.dna.stride=1"])
+    out = tmp_path / "table"
     summary = json.loads((out / "pretrain_summary.json").read_text())
     assert summary["objective"] == "kmer_spectral" and summary["rank"] == 6 and summary["steps"] == 0
     tower = DnaTower(load_config(config, [*args, f"model.dna.pretrained={out}"]).model.dna)
@@ -308,21 +316,9 @@ def test_pattern_weights_must_match_the_patterns() -> None:
 
 
 def test_pretrain_dna_fits_a_codon_table_that_a_config_loads_with_its_tokenizer(tmp_path: Path) -> None:
-    rng = np.random.default_rng(4)
-    seqs = ["".join(rng.choice(list("ACGT"), 45)) for _ in range(6)]
-    tsv = tmp_path / "barcodes.tsv"
-    species = {"order_name": "Diptera", "family_name": "Muscidae", "genus_name": "Musca", "bin_uri": "BOLD:AAA0001"}
-    pd.DataFrame({"processid": [f"P{i}" for i in range(6)], **species, "species_name": "Musca domestica"}).assign(
-        nucleotides=seqs
-    ).to_csv(tsv, sep="\t", index=False)
+    codon = ["model.dna.stride=3", "model.dna.kmer_patterns=['111','1101']", "model.dna.reading_frame=true"]
+    seqs, config, args = _fit_spectral_table(tmp_path, 4, 45, [*codon, "model.dna.kmer_pattern_weights=[1.0,0.6]"])
     out = tmp_path / "table"
-    bag = ["model.dna.k=3", "model.dna.stride=3", "model.dna.max_nucleotides=60", "model.dna.hidden_size=8"]
-    bag += ["model.dna.num_layers=0", "model.dna.num_heads=2", "model.dna.pooling=kmer_bag"]
-    bag += ["model.dna.kmer_patterns=['111','1101']", "model.dna.kmer_pattern_weights=[1.0,0.6]"]
-    bag += ["model.dna.reading_frame=true"]
-    config = str(REPO / "configs" / "pretrain_dna" / "bold_tsv.yaml")
-    args = [f"data.root={tsv}", f"pretrain.out_dir={out}", "pretrain.objective=kmer_spectral", *bag]
-    assert cli_main(["pretrain-dna", "--config", config, *args]) == 0
     saved = json.loads((out / "dna_tokenizer.json").read_text())
     assert saved["patterns"] == ["111", "1101"] and saved["reading_frame"] is True
     # A config that names the checkpoint but not its patterns adopts them from it (with a warning each).
