@@ -40,7 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 bench-real: $(STAMP)
-	$(PY) bench/real_barcodes.py --curve bench/real_barcodes_curve.png
+	$(PY) bench/real_barcodes.py
 
 # The re-rank by % identity beside k-mer-8 and alignment 1-NN, and their speed at 100k keys (docs/identify.md).
 bench-rerank: $(STAMP)

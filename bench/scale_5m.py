@@ -131,7 +131,7 @@ def part_read(rows: int, work: Path) -> dict[str, dict]:
 
 def part_tokenise(work: Path) -> dict[str, dict]:
     from clibd.config import DnaTowerConfig
-    from clibd.models.dna import make_kmer_tokenizer
+    from clibd.models.kmer_bag import make_kmer_tokenizer
 
     cfg, stages = _data_config(work), {}
     train = pd.read_parquet(work / BARCODES_FILE)

@@ -118,6 +118,16 @@ class DnaTowerConfig(TowerConfig):
     attention_mask: bool = True  # False: attention sees the padding k-mers too (the original)
     # barcodebert_v1 only: id of the token prefixed to every sequence; None = <CLS> (1). The original used 0.
     prefix_token_id: Optional[int] = None
+    # The k-mers read at each token start, each a '1' (base read) / '0' (skipped) string with k '1's and
+    # its own block of the vocabulary, e.g. [11111111, 11011011011] (the second skips codons' third
+    # bases); [] = one contiguous k-mer. For the bag (pooling kmer_bag): tokens of one pattern, then
+    # the next. docs/dna_recipe.md.
+    kmer_patterns: list[str] = field(default_factory=list)
+    # Weight of each pattern's block in the kmer_spectral table fit, one per pattern; [] = 1 each.
+    kmer_pattern_weights: list[float] = field(default_factory=list)
+    # Start each barcode at its first whole codon (of the 3 frames, the one with fewest TAA/TAG
+    # stops), so with stride 3 every token starts at a codon's first base.
+    reading_frame: bool = False
 
 
 @dataclass
@@ -481,6 +491,11 @@ def check_dna_tower(model: ModelConfig) -> None:
         raise ConfigError(
             "model.dna.pooling=kmer_bag and model.dna.head=mlm_softmax do not go together: the bag is "
             "hidden-size vectors, the MLM softmax head ends in embed_dim probabilities; use head linear or identity"
+        )
+    if dna.kmer_pattern_weights and len(dna.kmer_pattern_weights) != max(len(dna.kmer_patterns), 1):
+        raise ConfigError(
+            f"model.dna.kmer_pattern_weights has {len(dna.kmer_pattern_weights)} weights for "
+            f"{max(len(dna.kmer_patterns), 1)} model.dna.kmer_patterns: give one per pattern"
         )
     if dna.head == "identity" and dna.hidden_size != model.embed_dim:
         raise ConfigError(

@@ -1,9 +1,9 @@
 """Vectorised k-mer tokenisation of DNA barcodes, compatible with BarcodeBERT checkpoints.
 
 Cleaning (``cleaning="clibd"``, the default; documented behaviour, applied identically by the test oracle):
-  1. non-ASCII characters become ``?`` (one each), ASCII letters are upper-cased; alignment gaps (``-``, ``.``) and ASCII whitespace are removed;
-     any other non-ACGT character (N, IUPAC codes, digits, non-ASCII) stays and makes
-     every k-mer that covers it ``UNK``;
+  1. non-ASCII characters become ``?`` (one each), ASCII letters are upper-cased; alignment gaps
+     (``-``, ``.``) and ASCII whitespace are removed; any other non-ACGT character (N, IUPAC
+     codes, digits, non-ASCII) stays and makes every k-mer that covers it ``UNK``;
   2. trailing ``N`` runs are stripped (BOLD pads barcodes with N; they carry no signal);
   3. the sequence is truncated / right-padded with ``N`` to ``max_nucleotides``.
 ``cleaning="original"`` (``data.dna_cleaning: original``) does step 3 only, as the published
@@ -14,6 +14,17 @@ Ns stay and count towards ``max_nucleotides``.
 Tokens are the k-mers starting every ``stride`` nucleotides (stride = k: non-overlapping).
 A k-mer lying wholly in the padding gets ``attention_mask`` 0, so pooling never counts it;
 its id is ``UNK``, what the checkpoints saw for N padding.
+
+Two options for barcodes of a protein-coding gene (COI), both off by default (docs/dna_recipe.md):
+- ``patterns``: the k-mers read at each start, each a string of ``0``/``1`` with k ``1``s: a token
+  reads the bases under the ``1``s of a window of ``len(pattern)`` bases. ``"11011011011"`` skips
+  each codon's third base when it starts at a codon's first (most substitutions between related
+  species fall there: synonymous changes). Each pattern has its own block of 4^k k-mers in the
+  vocabulary, in the order given, and its own block of tokens: all of the first pattern's, then
+  the second's. Default: one contiguous k-mer, ``"1" * k``.
+- ``reading_frame``: each barcode first loses the bases before its first whole codon, in the frame
+  with the fewest stop codons (TAA, TAG: stops in the standard and both mitochondrial codes; ties:
+  the earliest frame), so with ``stride: 3`` every token starts at a codon's first base.
 
 Vocabulary layouts (docs/datasets.md): ``barcodebert`` = ``[MASK]``, ``[UNK]``, then
 all 4^k ACGT k-mers in ``itertools.product("ACGT", repeat=k)`` order; ``barcodebert_v1``
@@ -54,6 +65,8 @@ _CODE_TABLE = bytes(_CODE_TABLE)
 _N_BYTE = bytes([_N_CODE])
 # cleaning="original": upper-case A/C/G/T only; everything else (lower case, gaps, N) makes a k-mer UNK.
 _ORIGINAL_TABLE = bytes(i if (i := b"ACGT".find(byte)) >= 0 else 4 for byte in range(256))
+_A, _G, _T = 0, 2, 3  # nucleotide codes of the stop codons' bases
+CODON = 3
 
 
 class KmerEncoding(NamedTuple):
@@ -85,12 +98,24 @@ class KmerTokenizer:
         stride: int | None = None,
         prefix_id: int | None = None,
         cleaning: DnaCleaning = "clibd",
+        patterns: Sequence[str] | None = None,
+        reading_frame: bool = False,
     ) -> None:
         if vocab not in VOCAB_LAYOUTS:
             raise ValueError(f"unknown DNA vocabulary layout {vocab!r}; choose one of {sorted(VOCAB_LAYOUTS)}")
-        if k < 1 or max_nucleotides < k:
-            raise ValueError(f"need 1 <= k <= max_nucleotides, got k={k}, max_nucleotides={max_nucleotides}")
+        patterns = list(patterns or ["1" * max(k, 0)])
+        span = max(map(len, patterns))
+        if k < 1 or max_nucleotides < span:
+            raise ValueError(
+                f"need 1 <= k <= max_nucleotides, got k={k} (window {span}), max_nucleotides={max_nucleotides}"
+            )
+        for pattern in patterns:
+            if set(pattern) - {"0", "1"} or pattern[0] != "1" or pattern[-1] != "1" or pattern.count("1") != k:
+                raise ValueError(f"k-mer pattern {pattern!r}: needs k={k} '1's, '0's between them, a '1' at both ends")
         self.k = k
+        self.patterns = patterns
+        self.span = span  # bases the longest pattern's window covers
+        self.reading_frame = reading_frame
         self.stride = stride or k
         self.layout = vocab
         self.max_nucleotides = max_nucleotides
@@ -107,8 +132,9 @@ class KmerTokenizer:
                 raise ValueError(f"prefix_id={prefix_id}: must be a special token id (0-{last})")
             self.cls_id = prefix_id
         self.kmer_offset = len(self.special_tokens)
-        self.vocab_size = self.kmer_offset + 4**k
-        self.n_kmers = (max_nucleotides - k) // self.stride + 1
+        self.vocab_size = self.kmer_offset + len(patterns) * 4**k
+        self.starts = (max_nucleotides - span) // self.stride + 1  # token starts per pattern
+        self.n_kmers = len(patterns) * self.starts
         self.length = self.n_kmers + (self.cls_id is not None)
         self.cleaning = cleaning
 
@@ -125,11 +151,16 @@ class KmerTokenizer:
 
     @property
     def vocab(self) -> list[str]:
-        """Token strings in id order (the layout a checkpoint's vocab file uses)."""
-        return list(self.special_tokens) + ["".join(p) for p in itertools.product("ACGT", repeat=self.k)]
+        """Token strings in id order (the layout a checkpoint's vocab file uses); with several patterns
+        a k-mer's string ends in ``/`` and its pattern."""
+        kmers = ["".join(p) for p in itertools.product("ACGT", repeat=self.k)]
+        if self.patterns != ["1" * self.k]:
+            kmers = [f"{kmer}/{pattern}" for pattern in self.patterns for kmer in kmers]
+        return list(self.special_tokens) + kmers
 
     def settings(self) -> dict:
-        return {
+        """The constructor's arguments; ``patterns`` and ``reading_frame`` only when they are not the default."""
+        settings = {
             "k": self.k,
             "stride": self.stride,
             "vocab": self.layout,
@@ -137,6 +168,11 @@ class KmerTokenizer:
             "prefix_id": self.cls_id,
             "cleaning": self.cleaning,
         }
+        if self.patterns != ["1" * self.k]:
+            settings["patterns"] = list(self.patterns)
+        if self.reading_frame:
+            settings["reading_frame"] = True
+        return settings
 
     def __call__(self, sequences: Sequence[str], chunk_size: int = 32768) -> KmerEncoding:
         n = len(sequences)
@@ -154,17 +190,23 @@ class KmerTokenizer:
         lengths = np.fromiter(map(len, cleaned), dtype=np.int64, count=len(cleaned))
         raw = b"".join(c.ljust(L, _N_BYTE) for c in cleaned)
         codes = np.frombuffer(raw, dtype=np.uint8).reshape(len(cleaned), L)
+        if self.reading_frame:
+            codes, lengths = _from_first_codon(codes, lengths)
         # Build each k-mer's base-4 number one nucleotide column at a time: k vector
-        # operations over [n, n_kmers] arrays instead of a per-k-mer loop.
-        values = np.zeros((len(cleaned), self.n_kmers), dtype=np.int32)
-        invalid = np.zeros((len(cleaned), self.n_kmers), dtype=bool)
-        for j in range(k):
-            column = codes[:, j : j + s * self.n_kmers : s]
-            values = (values << 2) | (column & 3)
-            invalid |= column > 3
-        ids = values + self.kmer_offset
-        ids[invalid] = self.unk_id
-        starts = np.arange(self.n_kmers) * s
+        # operations over [n, starts] arrays per pattern instead of a per-k-mer loop.
+        blocks, invalid = [], []
+        for block, pattern in enumerate(self.patterns):
+            values = np.zeros((len(cleaned), self.starts), dtype=np.int32)
+            bad = np.zeros((len(cleaned), self.starts), dtype=bool)
+            for j in (i for i, c in enumerate(pattern) if c == "1"):
+                column = codes[:, j : j + s * self.starts : s]
+                values = (values << 2) | (column & 3)
+                bad |= column > 3
+            blocks.append(values + self.kmer_offset + block * 4**k)
+            invalid.append(bad)
+        ids = np.concatenate(blocks, axis=1)
+        ids[np.concatenate(invalid, axis=1)] = self.unk_id
+        starts = np.tile(np.arange(self.starts) * s, len(self.patterns))
         mask = starts[None, :] < lengths[:, None]
         if self.cls_id is not None:
             ids = np.concatenate([np.full((len(cleaned), 1), self.cls_id), ids], axis=1)

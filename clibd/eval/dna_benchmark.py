@@ -1,9 +1,11 @@
 """Supervised evaluation of DNA representations, as in the BIOSCAN-5M DNA benchmark.
 
 * ``unseen_species_split`` (``clibd.data.species_split``): the held-out-species protocol (one
-  species per multi-species genus becomes unseen; seen species' samples are halved into keys and queries).
+  species per multi-species genus, or family, becomes unseen; seen species' samples are halved into
+  keys and queries).
 * ``nn_macro_top1``: cosine 1-NN of queries against keys, macro top-1 per rank (the
-  paper's "1-NN genus accuracy of unseen species" is ``rank="genus"`` on unseen queries).
+  paper's "1-NN genus accuracy of unseen species" is ``rank="genus"`` on unseen queries);
+  ``hit_macro_top1`` scores nearest keys found another way (alignment).
 * ``linear_probe``: logistic regression on frozen embeddings of seen species.
 * ``embed_batches``: embeddings of a tower (``DnaTower``: masked mean of the last layer);
   ``kmer_count_vectors``: the alignment-free k-mer baseline.
@@ -45,9 +47,14 @@ def nn_macro_top1(
 ) -> dict[str, float]:
     """Cosine 1-NN macro top-1 of queries against keys at each of ``ranks`` (``clibd.eval.metrics``)."""
     hit = nearest_key(query_emb, key_emb)
-    codes = label_codes(pd.concat([query_taxa[list(ranks)], key_taxa[list(ranks)]]), tuple(ranks))
-    query_codes, key_codes = codes[: len(query_taxa)], codes[len(query_taxa) :]
-    scores = topk_accuracy(query_codes, key_codes[hit][:, None, :], ks=(1,), ranks=tuple(ranks))
+    return hit_macro_top1(query_taxa, key_taxa.iloc[hit], ranks)
+
+
+def hit_macro_top1(query_taxa: pd.DataFrame, hit_taxa: pd.DataFrame, ranks: Sequence[str]) -> dict[str, float]:
+    """Macro top-1 at each of ``ranks`` of queries whose nearest keys have ``hit_taxa`` (row for row)."""
+    codes = label_codes(pd.concat([query_taxa[list(ranks)], hit_taxa[list(ranks)]]), tuple(ranks))
+    query_codes, hit_codes = codes[: len(query_taxa)], codes[len(query_taxa) :]
+    scores = topk_accuracy(query_codes, hit_codes[:, None, :], ks=(1,), ranks=tuple(ranks))
     return {rank: scores["macro"][rank]["top1"] for rank in ranks}
 
 

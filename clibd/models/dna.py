@@ -62,6 +62,9 @@ def checkpoint_tokenizer_settings(path: Path) -> dict:
         settings = {field: saved[key] for key, field in fields.items() if key in saved}
         if "prefix_id" in saved and saved.get("vocab") == "barcodebert_v1":
             settings["prefix_token_id"] = saved["prefix_id"]
+        # Absent: the defaults (KmerTokenizer.settings() leaves them out), which the file declares too.
+        settings["kmer_patterns"] = saved.get("patterns", [])
+        settings["reading_frame"] = saved.get("reading_frame", False)
         return settings
     hub, config = path / "tokenizer_config.json", path / "config.json"
     if not (hub.is_file() and config.is_file()):

@@ -25,7 +25,13 @@ from clibd.data.dna_tokenizer import KmerTokenizer
 
 def make_kmer_tokenizer(cfg: DnaTowerConfig) -> KmerTokenizer:
     return KmerTokenizer(
-        k=cfg.k, vocab=cfg.vocab, max_nucleotides=cfg.max_nucleotides, stride=cfg.stride, prefix_id=cfg.prefix_token_id
+        k=cfg.k,
+        vocab=cfg.vocab,
+        max_nucleotides=cfg.max_nucleotides,
+        stride=cfg.stride,
+        prefix_id=cfg.prefix_token_id,
+        patterns=cfg.kmer_patterns or None,
+        reading_frame=cfg.reading_frame,
     )
 
 

@@ -68,7 +68,8 @@ def fit_dna_table(model: CLIBDModel, cfg: Config, train_rows: pd.DataFrame) -> N
     tower = model.towers["dna"]
     barcodes, _ = unique_barcodes(train_rows["dna_barcode"], cfg.model.dna.k)
     embeddings = tower.backbone.get_input_embeddings()
-    fit = fit_table(embeddings, barcodes, tower.tokenizer, cfg.train.seed, tower.backbone.config.initializer_range)
+    init_range, weights = tower.backbone.config.initializer_range, cfg.model.dna.kmer_pattern_weights or None
+    fit = fit_table(embeddings, barcodes, tower.tokenizer, cfg.train.seed, init_range, weights)
     print(f"model.dna: k-mer table of rank {fit['rank']} fitted on {len(barcodes)} training barcodes (no labels)")
 
 
