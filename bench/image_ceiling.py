@@ -6,7 +6,7 @@
 Per training seed (``train.seed``; the data stay those of the config), on the same data and budget:
 
 - **contrastive**: the config trained as ``python train.py`` trains it (``clibd.train.loop.train``) and
-  evaluated as it evaluates (``clibd.eval.run.run_evaluation``): image->image, image->dna, dna->image,
+  evaluated as it evaluates (``clibd.eval.evaluator.RetrievalEvaluator``): image->image, image->dna, dna->image,
   and dna->dna (which a recipe for the images must not cost).
 - **linear probe**: a logistic regression (scikit-learn, standardised inputs) on the contrastive image
   embeddings of the keys, one per rank, predicting each test query's label: the best a linear readout of
@@ -54,9 +54,9 @@ from clibd.data.dataset import SpecimenDataset, build_dataloader  # noqa: E402
 from clibd.data.roles import select_role  # noqa: E402
 from clibd.data.sources import read_specimens  # noqa: E402
 from clibd.embed.embedder import Embedder  # noqa: E402
+from clibd.eval.evaluator import RetrievalEvaluator  # noqa: E402
 from clibd.eval.metrics import topk_accuracy  # noqa: E402
 from clibd.eval.retrieval import code_labels  # noqa: E402
-from clibd.eval.run import run_evaluation  # noqa: E402
 from clibd.models.clibd_model import CLIBDModel  # noqa: E402
 from clibd.taxonomy import EVAL_RANKS  # noqa: E402
 from clibd.train.loop import train  # noqa: E402
@@ -73,7 +73,7 @@ Scores = dict[str, float]  # column -> macro top-1 in [0, 1] (NaN where not defi
 
 
 def _columns(results: dict, pair: str) -> Scores:
-    """The macro top-1 columns of one pair of ``run_evaluation``'s results."""
+    """The macro top-1 columns of one pair of a ``RetrievalEvaluator``'s results."""
     return {
         f"{rank} {role}": results[pair][role]["macro"][rank]["top1"] if role in results[pair] else float("nan")
         for rank in EVAL_RANKS
@@ -203,15 +203,18 @@ def run_seed(cfg: Config, work: Path, supervised: bool, budget: float = 1.0) -> 
     result = train(cfg, out / "contrastive")
     state = PartialState()  # the one training set up
     model = CLIBDModel.from_pretrained(result.model_dir).eval()
-    results = run_evaluation(cfg, model, out / "contrastive" / "eval-test", "test", state=state)
+    evaluator = RetrievalEvaluator(cfg, "test", state=state)
+    evaluator.run(model, out / "contrastive" / "eval-test")
+    results = evaluator.document
     rows = {f"contrastive {pair}": _columns(results, pair) for pair in PAIRS}
     rows["linear probe (contrastive image)"] = linear_probe(cfg, model, cfg.train.seed)
     if supervised:
         classifier, species = train_classifier(cfg, round(budget * result.steps))
         rows["supervised classifier"] = classifier_scores(cfg, classifier, species)
         sup_cfg = image_only(cfg)
-        sup = run_evaluation(sup_cfg, classifier.model, out / "supervised" / "eval-test", "test", state=state)
-        rows["supervised image->image"] = _columns(sup, "image->image")
+        sup = RetrievalEvaluator(sup_cfg, "test", state=state)
+        sup.run(classifier.model, out / "supervised" / "eval-test")
+        rows["supervised image->image"] = _columns(sup.document, "image->image")
     return rows
 
 
