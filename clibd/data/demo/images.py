@@ -19,38 +19,56 @@ from PIL import Image, ImageDraw
 
 from clibd.data.demo.tree import Tree, descend
 
-# name: (low, high); each trait = low + (high - low) * sigmoid(latent).
-TRAITS: dict[str, tuple[float, float]] = {
-    "abdomen_len": (0.25, 0.8),
-    "abdomen_wid": (0.04, 0.26),
-    "thorax_len": (0.12, 0.35),
-    "thorax_wid": (0.05, 0.2),
-    "head_size": (0.04, 0.14),
-    "eye_size": (0.0, 0.9),
-    "waist": (0.0, 0.12),
-    "wing_len": (0.0, 1.1),
-    "wing_wid": (0.05, 0.45),
-    "wing_angle": (0.05, 0.9),
-    "wing_alpha": (0.05, 0.95),
-    "hind_wing": (0.0, 1.0),
-    "leg_len": (0.1, 0.7),
-    "antenna_len": (0.03, 0.8),
-    "stripes": (0.0, 5.99),
-    "stripe_duty": (0.15, 0.7),
-    "body_h": (0.0, 0.25),
-    "body_s": (0.15, 0.95),
-    "body_v": (0.08, 0.85),
-    "pattern_h": (0.0, 0.7),
-    "pattern_s": (0.05, 0.95),
-    "pattern_v": (0.05, 0.95),
-    "wing_h": (0.0, 0.7),
-    "wing_s": (0.0, 0.7),
-    "wing_v": (0.3, 0.95),
-    "log_size": (np.log(80.0), np.log(450.0)),  # body length in original-photo pixels
+# How a trait varies: SHAPE (proportions), COLOUR (hue, saturation, shade: individuals differ in them
+# with age, preservation and light), PATTERN (banding: what identification keys, and photos, tell
+# congeneric species apart by, steady within a species), POSTURE (size and the spread of the wings:
+# individuals differ in them more than congeneric species do).
+SHAPE, COLOUR, PATTERN, POSTURE = 0, 1, 2, 3
+# name: (low, high, kind); each trait = low + (high - low) * sigmoid(latent).
+TRAITS: dict[str, tuple[float, float, int]] = {
+    "abdomen_len": (0.25, 0.8, SHAPE),
+    "abdomen_wid": (0.04, 0.26, SHAPE),
+    "thorax_len": (0.12, 0.35, SHAPE),
+    "thorax_wid": (0.05, 0.2, SHAPE),
+    "head_size": (0.04, 0.14, SHAPE),
+    "eye_size": (0.0, 0.9, SHAPE),
+    "waist": (0.0, 0.12, SHAPE),
+    "wing_len": (0.0, 1.1, SHAPE),
+    "wing_wid": (0.05, 0.45, SHAPE),
+    "wing_angle": (0.05, 0.9, POSTURE),
+    "wing_alpha": (0.05, 0.95, COLOUR),
+    "hind_wing": (0.0, 1.0, SHAPE),
+    "leg_len": (0.1, 0.7, SHAPE),
+    "antenna_len": (0.03, 0.8, SHAPE),
+    "stripes": (0.0, 5.99, PATTERN),
+    "stripe_duty": (0.15, 0.7, PATTERN),
+    "body_h": (0.0, 0.25, COLOUR),
+    "body_s": (0.15, 0.95, COLOUR),
+    "body_v": (0.08, 0.85, COLOUR),
+    "pattern_h": (0.0, 0.7, COLOUR),
+    "pattern_s": (0.05, 0.95, COLOUR),
+    "pattern_v": (0.05, 0.95, COLOUR),
+    "wing_h": (0.0, 0.7, COLOUR),
+    "wing_s": (0.0, 0.7, COLOUR),
+    "wing_v": (0.3, 0.95, COLOUR),
+    "log_size": (np.log(80.0), np.log(450.0), POSTURE),  # body length in original-photo pixels
 }
 ORDER_STD = 1.6  # spread of order archetypes (latent units)
-LEVEL_STD = (0.8, 0.45, 0.22)  # drift per family, genus, species
-INDIVIDUAL_STD = 0.3
+# Drift per family, genus, species, and the spread of individuals, by kind (latent units).
+LEVEL_STD = {
+    SHAPE: (0.8, 0.45, 0.22),
+    COLOUR: (0.8, 0.45, 0.22),
+    PATTERN: (0.8, 0.45, 0.45),
+    POSTURE: (0.8, 0.45, 0.22),
+}
+INDIVIDUAL_STD = {SHAPE: 0.2, COLOUR: 0.3, PATTERN: 0.1, POSTURE: 0.4}
+# Diagnostic characters, present or absent: dark wing markings, a thorax striped or a head and legs
+# in the pattern colour, the abdomen spotted instead of banded. An order's archetype has each with
+# CHARACTER_SHARE; a family, genus and species gains or loses each with CHARACTER_FLIP, so congeneric
+# species most often differ in one or two of them (and in none now and then, as cryptic species do).
+CHARACTERS = ("wing_band", "wing_tip", "thorax_stripes", "abdomen_spots", "pale_legs", "pale_head")
+CHARACTER_SHARE = 0.35
+CHARACTER_FLIP = (0.25, 0.15, 0.15)
 
 SHORT_SIDE = 256
 MAX_ASPECT = 1.8
@@ -64,13 +82,18 @@ _MAX_RENDER_SCALE = 0.8
 
 
 def body_traits(rng: np.random.Generator, tree: Tree, specimen_species: np.ndarray) -> dict[str, np.ndarray]:
-    """Trait values per specimen, inherited order > family > genus > species > individual."""
+    """Trait values per specimen, inherited order > family > genus > species > individual, and the
+    characters (bool) of each specimen's species."""
+    low, high, kind = (np.array(column) for column in zip(*TRAITS.values()))
+    level_std = np.array([LEVEL_STD[k] for k in kind]).T  # [level, trait]
     orders = rng.normal(0.0, ORDER_STD, (len(tree.orders), len(TRAITS)))
-    species = descend(tree, orders, lambda z, level: z + rng.normal(0.0, LEVEL_STD[level], z.shape))
-    latent = species[specimen_species] + rng.normal(0.0, INDIVIDUAL_STD, (len(specimen_species), len(TRAITS)))
-    low, high = np.array(list(TRAITS.values())).T
+    species = descend(tree, orders, lambda z, level: z + rng.normal(0.0, 1.0, z.shape) * level_std[level])
+    individual = np.array([INDIVIDUAL_STD[k] for k in kind])
+    latent = species[specimen_species] + rng.normal(0.0, 1.0, (len(specimen_species), len(TRAITS))) * individual
     values = low + (high - low) / (1.0 + np.exp(-latent))
-    return dict(zip(TRAITS, values.T))
+    archetypes = rng.random((len(tree.orders), len(CHARACTERS))) < CHARACTER_SHARE
+    characters = descend(tree, archetypes, lambda c, level: c ^ (rng.random(c.shape) < CHARACTER_FLIP[level]))
+    return dict(zip(TRAITS, values.T)) | dict(zip(CHARACTERS, characters[specimen_species].T))
 
 
 @dataclass(frozen=True)
@@ -78,11 +101,13 @@ class Drawing:
     """Everything needed to draw N specimens, in pixel coordinates of each image."""
 
     size: np.ndarray  # [N, 2] width, height
-    # abdomen [N,P,2], bands [N,B,Q,2], thorax / head [N,E,2], eyes [N,2,E,2], wings [N,4,E,2]
-    # (polygons); limbs [N,8,3,2] (six legs, two antennae), petiole [N,1,2,2] (polylines)
+    # abdomen [N,P,2], bands [N,B,Q,2], spots [N,B,2,E,2], thorax / head [N,E,2], eyes / thorax_stripes
+    # [N,2,E,2], wings [N,4,E,2], wing_band / wing_tip [N,2,E,2] (fore wings) (polygons); limbs [N,8,3,2]
+    # (six legs, two antennae), petiole [N,1,2,2] (polylines)
     parts: dict[str, np.ndarray]
     band_on: np.ndarray  # [N, B]
     wing_on: np.ndarray  # [N, 4]
+    marked: dict[str, np.ndarray]  # wing_band, wing_tip, thorax_stripes, abdomen_spots -> [N] bool
     colours: dict[str, np.ndarray]  # part -> [N, 3] uint8 (wings: [N, 4] RGBA)
     line_width: np.ndarray  # [N]
     scale_factor: np.ndarray  # [N] original crop / cropped_256
@@ -119,9 +144,18 @@ def _area(polygons: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(np.sum(x * np.roll(y, -1, -1) - np.roll(x, -1, -1) * y, -1))
 
 
+def _along_wing(
+    x: np.ndarray, y: np.ndarray, angle: np.ndarray, length: np.ndarray, width: np.ndarray, f: float, a: float, b: float
+) -> np.ndarray:
+    """An ellipse on a wing based at (x, y) pointing along ``angle``: centred at fraction ``f`` of its
+    length, with semi-axes ``a`` x its length and ``b`` x its half-width (the wing itself: 0.5, 0.5, 1)."""
+    cx, cy = x + np.cos(angle) * length * f, y + np.sin(angle) * length * f
+    return _ellipse(cx, cy, a * length + 1e-3, b * width / 2 + 1e-3, angle)
+
+
 def _body(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Head, eyes, thorax, banded abdomen and wings in body units (head forward along +x),
-    with which bands and wings are present."""
+    """Head, eyes, thorax (and its stripes), banded (or spotted) abdomen and wings (and their
+    markings) in body units (head forward along +x), with which bands and wings are present."""
     zeros = np.zeros(len(t["abdomen_len"]))
     half_thorax = t["thorax_len"] / 2
     head_x = half_thorax + 0.8 * t["head_size"]
@@ -132,6 +166,13 @@ def _body(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, 
         "eyes": np.stack(
             [
                 _ellipse(head_x + 0.3 * t["head_size"], side * 0.55 * t["head_size"], eye_r, 0.8 * eye_r, zeros)
+                for side in (1, -1)
+            ],
+            1,
+        ),
+        "thorax_stripes": np.stack(
+            [
+                _ellipse(zeros, side * 0.45 * t["thorax_wid"], 0.75 * half_thorax, 0.17 * t["thorax_wid"], zeros)
                 for side in (1, -1)
             ],
             1,
@@ -148,17 +189,26 @@ def _body(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, 
     s = centre[..., None] + half[..., None] * np.linspace(-1.0, 1.0, 5)
     length, width = t["abdomen_len"][:, None, None], t["abdomen_wid"][:, None, None]
     parts["bands"] = _outline(front[:, None, None] - s * length, _radius(width, s))
+    # Spots: a pair at each band's place, for species whose abdomen is spotted instead.
+    spot_x, spot_r = front[:, None] - centre * length[..., 0], 0.32 * _radius(width[..., 0], centre)
+    parts["spots"] = np.stack(
+        [_ellipse(spot_x, side * 1.4 * spot_r, spot_r, spot_r, 0 * spot_r) for side in (1, -1)], 2
+    )
     band_on = np.arange(_MAX_BANDS)[None, :] < n_bands[:, None]
     # Wings: fore pair (and hind pair, smaller) swept back from the thorax.
-    wings = []
+    # Markings of the fore wings: a dark band across, beyond the middle, and a dark tip.
+    wings, marks = [], {"wing_band": [], "wing_tip": []}
     for scale, base_x, sweep in ((1.0, 0.2, 1.0), (0.75, -0.4, 1.35)):
-        wing_len = t["wing_len"] * scale
+        wing_len, wing_wid = t["wing_len"] * scale, t["wing_wid"] * scale
         for side in (1, -1):
             angle = np.pi - side * t["wing_angle"] * sweep
-            bx, by = base_x * half_thorax, side * 0.6 * t["thorax_wid"]
-            cx, cy = bx + np.cos(angle) * wing_len / 2, by + np.sin(angle) * wing_len / 2
-            wings.append(_ellipse(cx, cy, wing_len / 2 + 1e-3, t["wing_wid"] * scale / 2 + 1e-3, angle))
+            base = (base_x * half_thorax, side * 0.6 * t["thorax_wid"], angle, wing_len, wing_wid)
+            wings.append(_along_wing(*base, 0.5, 0.5, 1.0))
+            if scale == 1.0:
+                marks["wing_band"].append(_along_wing(*base, 0.62, 0.09, 0.85))
+                marks["wing_tip"].append(_along_wing(*base, 0.87, 0.1, 0.55))
     parts["wings"] = np.stack(wings, 1)
+    parts |= {name: np.stack(polygons, 1) for name, polygons in marks.items()}
     winged = t["wing_len"] > 0.15
     wing_on = np.stack([winged, winged, winged & (t["hind_wing"] > 0.45), winged & (t["hind_wing"] > 0.45)], 1)
     return parts, band_on, wing_on
@@ -228,19 +278,24 @@ def plan_drawings(rng: np.random.Generator, t: dict[str, np.ndarray]) -> Drawing
     body_area = sum(_area(parts[k]) for k in ("abdomen", "thorax", "head")) + (_area(parts["wings"]) * wing_on).sum(1)
     eye = {"eye_h": np.full(len(size), 0.02), "eye_s": np.full(len(size), 0.8), "eye_v": 0.2 + 0.5 * t["eye_size"]}
     wing_alpha = np.round(50 + 200 * t["wing_alpha"])[:, None].astype(np.uint8)
+    pattern = _hsv(t, "pattern")
+    # Wing markings: the body's colour, darkened, nearly opaque.
+    marks = np.concatenate([_hsv(t, "body", 0.35), np.full((len(size), 1), 230, dtype=np.uint8)], 1)
     return Drawing(
         size=size,
         parts=pixels,
         band_on=band_on,
         wing_on=wing_on,
+        marked={k: t[k] for k in ("wing_band", "wing_tip", "thorax_stripes", "abdomen_spots")},
         colours={
             "body": _hsv(t, "body"),
             "thorax": _hsv(t, "body", 0.8),
-            "head": _hsv(t, "body", 0.65),
-            "limbs": _hsv(t, "body", 0.55),
-            "pattern": _hsv(t, "pattern"),
+            "head": np.where(t["pale_head"][:, None], pattern, _hsv(t, "body", 0.65)),
+            "limbs": np.where(t["pale_legs"][:, None], pattern, _hsv(t, "body", 0.55)),
+            "pattern": pattern,
             "eyes": _hsv(eye, "eye"),
             "wings": np.concatenate([_hsv(t, "wing"), wing_alpha], 1),
+            "marks": marks,
         },
         line_width=np.maximum(1, np.round(SHORT_SIDE / short_units * 0.012)).astype(int),
         scale_factor=scale_factor,
@@ -283,14 +338,22 @@ def draw(d: Drawing, i: int, background: Image.Image, corner: tuple[int, int], s
         pen.line(flat(limb), fill=c["limbs"], width=width, joint="curve")
     pen.line(flat(part["petiole"]), fill=c["thorax"], width=2 * width)
     pen.polygon(flat(part["abdomen"]), fill=c["body"])
-    for band in part["bands"][d.band_on[i]]:
+    marked = {k: bool(v[i]) for k, v in d.marked.items()}
+    for polygon in part["spots"][d.band_on[i]].reshape(-1, _ELLIPSE_POINTS, 2) if marked["abdomen_spots"] else ():
+        pen.polygon(flat(polygon), fill=c["pattern"])
+    for band in part["bands"][d.band_on[i]] if not marked["abdomen_spots"] else ():
         pen.polygon(flat(band), fill=c["pattern"])
     pen.polygon(flat(part["thorax"]), fill=c["thorax"])
+    for stripe in part["thorax_stripes"] if marked["thorax_stripes"] else ():
+        pen.polygon(flat(stripe), fill=c["pattern"])
     pen.polygon(flat(part["head"]), fill=c["head"])
     for eye in part["eyes"]:
         pen.polygon(flat(eye), fill=c["eyes"])
     for wing in part["wings"][d.wing_on[i]]:
         pen.polygon(flat(wing), fill=c["wings"])
+    for mark in ("wing_band", "wing_tip"):
+        for polygon in part[mark][d.wing_on[i, :2]] if marked[mark] else ():
+            pen.polygon(flat(polygon), fill=c["marks"])
     return image.resize((int(w), int(h)), Image.Resampling.BILINEAR)
 
 
