@@ -108,29 +108,28 @@ def test_converted_model_embeds_like_the_original(tmp_path, text, lora, ddp, old
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_tower_missing_from_the_checkpoint_is_named(tmp_path) -> None:
+def test_tower_missing_from_the_checkpoint_is_named(tmp_path, capsys) -> None:
     tokenizer = build_text_tokenizer(TextTowerConfig(name=None, vocab_size=80), CORPUS)
     tokenizer.save_pretrained(tmp_path / "tok")
     _save(OriginalCLIBD(dna_vocab=3 + 4**5, text_vocab=len(tokenizer), text=False), tmp_path / "best.pth", False, False)
     _their_yaml(tmp_path / "their.yaml", True, tmp_path / "tok")
-    with pytest.raises(
-        CheckpointMismatchError,
-        match=r"best.pth: holds towers \['dna', 'image'\], the yaml "
-        r"describes \['dna', 'image', 'text'\]",
-    ):
-        _convert(tmp_path, tmp_path / "out")
+    assert _convert(tmp_path, tmp_path / "out") == 1  # one line, no traceback (clibd.cli)
+    assert (
+        f"clibd convert-clibd: {tmp_path / 'best.pth'}: holds towers ['dna', 'image'], "
+        "the yaml describes ['dna', 'image', 'text']"
+    ) in capsys.readouterr().err
+    with pytest.raises(CheckpointMismatchError, match=r"holds towers \['dna', 'image'\]"):
+        _convert(tmp_path, tmp_path / "out", "--debug")  # --debug raises it whole
 
 
-def test_text_tokenizer_is_never_downloaded(tmp_path, monkeypatch) -> None:
+def test_text_tokenizer_is_never_downloaded(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
     _save(OriginalCLIBD(dna_vocab=3 + 4**5, text_vocab=50), tmp_path / "best.pth", False, False)
     _their_yaml(tmp_path / "their.yaml", True, "prajjwal1/bert-small")
-    with pytest.raises(
-        FileNotFoundError,
-        match="'prajjwal1/bert-small' is neither a local directory nor in the "
-        "Hugging Face cache; pass --text-tokenizer DIR",
-    ):
-        _convert(tmp_path, tmp_path / "out")
+    assert _convert(tmp_path, tmp_path / "out") == 1
+    assert (
+        "'prajjwal1/bert-small' is neither a local directory nor in the Hugging Face cache; pass --text-tokenizer DIR"
+    ) in capsys.readouterr().err
 
 
 # ---- the converted folder carries the original's inference recipe --------------------------------------
