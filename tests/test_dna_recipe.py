@@ -217,6 +217,7 @@ def test_spaced_pattern_reads_the_bases_under_its_ones() -> None:
         "vocab": "barcodebert",
         "max_nucleotides": 8,
         "prefix_id": None,
+        "cleaning": "clibd",
         "patterns": ["11011"],
     }
 

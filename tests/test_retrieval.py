@@ -9,9 +9,13 @@ import pytest
 
 from bench.library_scale import clustered as library_keys
 from clibd import ReferenceIndex
+from clibd.atomic import write_manifest
 from clibd.index.faiss_index import (
     AUTO_IVFPQ_FROM,
+    INDEX_FILE,
     KEYS_FILE,
+    MANIFEST_KIND,
+    META_FILE,
     ORDER_FILE,
     IndexMismatchError,
     auto_kind,
@@ -215,10 +219,12 @@ def test_taxonomy_is_held_as_codes_and_round_trips_exactly(tmp_path) -> None:
     index.save(tmp_path / "new")
     loaded = ReferenceIndex.load(tmp_path / "new", device="cpu")
     pd.testing.assert_frame_equal(loaded.taxonomy, taxonomy)
-    # A library saved before (ranks as Arrow strings, no id order) loads into the same codes.
+    # A library saved before (ranks as Arrow strings, no id order; its manifest lists what it has) loads
+    # into the same codes.
     keys = pd.read_parquet(tmp_path / "new" / KEYS_FILE)
     keys.astype("string").to_parquet(tmp_path / "new" / KEYS_FILE, index=False)
     (tmp_path / "new" / ORDER_FILE).unlink()
+    write_manifest(tmp_path / "new", MANIFEST_KIND, [INDEX_FILE, KEYS_FILE, META_FILE])
     old = ReferenceIndex.load(tmp_path / "new", device="cpu")
     pd.testing.assert_frame_equal(old.taxonomy, taxonomy)
     assert old.positions(["k999", "k0"]).tolist() == [999, 0]

@@ -344,7 +344,7 @@ def test_train_command_exits_143_when_sigterm_stopped_it(monkeypatch, tmp_path) 
     stopped = TrainResult(tmp_path, None, 3, [(3, 1.0)], None, 0, True, 1.0, 1.0)
     monkeypatch.setattr(training, "train", lambda cfg, out, resume=None: stopped)
     args = argparse.Namespace(
-        config=None, out=str(tmp_path), resume=None, no_eval=False, print_config=False, overrides=[]
+        config=None, out=str(tmp_path), resume=None, overwrite=False, no_eval=False, print_config=False, overrides=[]
     )
     assert command.run(args) == command.SIGTERM_EXIT == 143
 

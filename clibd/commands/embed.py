@@ -120,9 +120,7 @@ def build_embedder(args: argparse.Namespace):
     )
 
 
-def input_chunks(
-    args: argparse.Namespace, embedder, command: str, orient: Optional[Orient] = None
-) -> Iterator[dict]:
+def input_chunks(args: argparse.Namespace, embedder, command: str, orient: Optional[Orient] = None) -> Iterator[dict]:
     """The inputs of ``--images`` / ``--dna`` a chunk at a time (``clibd.embed.inputs.specimen_chunks``;
     ``orient``: put barcodes on a library's strand) under a progress bar; the files a folder held that
     are not images are named on stderr."""

@@ -233,3 +233,22 @@ class KmerTokenizer:
         np.savez(tmp, ids=encoding.ids, attention_mask=encoding.attention_mask)
         tmp.replace(path)
         return encoding
+
+
+def reading_frame(codes: np.ndarray) -> np.ndarray:
+    """``[n]`` offset (0-2) of the first whole codon of each row of nucleotide codes ``[n, L]``: the
+    frame with the fewest stop codons (TAA, TAG); the earliest of equal frames."""
+    first, second, third = codes[:, :-2], codes[:, 1:-1], codes[:, 2:]
+    stop = (first == _T) & (second == _A) & ((third == _A) | (third == _G))
+    frame_of_start = np.arange(stop.shape[1]) % CODON
+    stops = np.stack([stop[:, frame_of_start == f].sum(axis=1) for f in range(CODON)], axis=1)
+    return stops.argmin(axis=1)
+
+
+def _from_first_codon(codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row shifted left to its first whole codon (``reading_frame``), N-padded; lengths shortened alike."""
+    frame = reading_frame(codes)
+    columns = np.arange(codes.shape[1])[None, :] + frame[:, None]
+    shifted = np.take_along_axis(codes, np.minimum(columns, codes.shape[1] - 1), axis=1)
+    shifted[columns >= codes.shape[1]] = _N_CODE
+    return shifted, np.maximum(lengths - frame, 0)

@@ -233,7 +233,10 @@ def specimen_chunks(
     for records in iter_barcode_records(dna, chunk):
         rest = records[~records["id"].isin(photo_ids)]
         if len(rest):
-            yield {"image": no_photos, "dna": embed_barcode_records(embedder, rest.reset_index(drop=True), rules, orient)}
+            yield {
+                "image": no_photos,
+                "dna": embed_barcode_records(embedder, rest.reset_index(drop=True), rules, orient),
+            }
 
 
 def embed_decoded(

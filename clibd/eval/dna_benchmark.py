@@ -27,7 +27,13 @@ from clibd.data.kmer_counts import token_counts
 
 # The protocol's split lives with the data (a reference library calibrates itself by it too);
 # re-exported here, where the benchmark's callers import it.
-from clibd.data.species_split import ROLE_KEY, ROLE_SEEN, ROLE_UNSEEN, unseen_species_split  # noqa: F401
+from clibd.data.species_split import (  # noqa: F401
+    ROLE_KEY,
+    ROLE_SEEN,
+    ROLE_UNSEEN,
+    UNSEEN_RANKS,
+    unseen_species_split,
+)
 from clibd.eval.metrics import topk_accuracy
 from clibd.taxonomy import label_codes
 

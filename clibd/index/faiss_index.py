@@ -10,8 +10,9 @@ inner product is cosine similarity. Kinds:
 - ``ivfpq``: for libraries of millions of keys (CPU only), two stages, all FAISS
   (``IndexRefineFlat``): ``IVF{nlist},PQ{pq_m}x4fs`` (``nlist`` as ``ivf``'s, at most
   ``IVFPQ_MAX_LISTS``; fast-scan product quantizer: ``pq_m`` codes of 4 bits, ``pq_m/2`` bytes
-  per key; ``pq_m`` defaults to ``dim/2``, 192 bytes for 768-d keys) finds ``k_factor * k`` candidates in RAM, and the exact inner product with the
-  full vectors re-ranks them. ``load`` memory-maps the full vectors from ``index.faiss``
+  per key; ``pq_m`` defaults to ``dim/2``, 192 bytes for 768-d keys) finds ``k_factor * k``
+  candidates in RAM, and the exact inner product with the full vectors re-ranks them. ``load``
+  memory-maps the full vectors from ``index.faiss``
   (``IO_FLAG_MMAP_IFC``), so RAM holds the codes, ids and lists (~216 bytes per 768-d key:
   a 5 M-key library in ~1.1 GB) and the re-rank reads ``k_factor * k`` rows from disk or the
   page cache per query. At 768-d no code that fits 2 GB for 5 M keys (<= ~380 bytes) reached

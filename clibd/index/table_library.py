@@ -58,7 +58,8 @@ def file_sha256(path: str | Path) -> str:
 
 
 def photos_by_id(folder: str | Path) -> dict[str, str]:
-    """Photo files under ``folder`` (recursively, every format PIL opens) by file name without extension (the processid)."""
+    """Photo files under ``folder`` (recursively, every format PIL opens) by file name without extension
+    (the processid)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--images: photo folder not found: {folder}")
