@@ -10,7 +10,8 @@ genus and family; milliseconds per query (all queries, one thread for the aligne
 
 Rows:
 
-- **embedding alone**: cosine 1-NN of the model's DNA embeddings (a FAISS flat index of the keys);
+- **embedding alone**: cosine 1-NN of the model's DNA embeddings (the FAISS index a library of that
+  many keys gets by default, ``eval.index: auto``: exact below 100,000 keys, ivfpq from there);
 - **embedding + identity re-rank** (``clibd.index.identity.rerank_by_identity``, its defaults: the
   10 nearest keys, those within 0.1 cosine of the nearest re-ranked by % identity, one aligned
   key per species), the 1-NN after the re-rank;
@@ -143,7 +144,8 @@ class Searches:
 def searches(keys: pd.DataFrame, embed: Callable[[list[str]], np.ndarray]) -> Searches:
     barcodes = keys["dna_barcode"].astype("string").tolist()
     emb = embed(barcodes)
-    index = ReferenceIndex(emb.shape[1], kind="flat", device="cpu")
+    # The kind `clibd index build` gives a library by default (eval.index: auto): flat for the 4k keys, ivfpq at 100k.
+    index = ReferenceIndex(emb.shape[1], kind="auto", device="cpu")
     index.add(emb, ids=[str(i) for i in range(len(keys))])
     kmer = normalize(kmer_count_vectors(barcodes, PREFILTER_K)).astype(np.float32).T.tocsc()
     return Searches(embed, index, KeyBarcodes(barcodes), Rerank.for_library(keys["species"]), kmer)

@@ -290,7 +290,9 @@ class EvalConfig:
     modalities: list[str] = field(default_factory=lambda: ["image", "dna", "text"])
     ks: list[int] = field(default_factory=lambda: [1, 3, 5])
     batch_size: int = 256
-    index: Literal["flat", "ivf", "ivfpq", "hnsw"] = "flat"  # clibd/index/faiss_index.py
+    # auto: exact (flat) below 100 000 keys and on a GPU, ivfpq from 100 000 keys on the CPU
+    # (clibd/index/faiss_index.py auto_kind; docs/scale.md, "Which kind"); the paper presets: flat.
+    index: Literal["auto", "flat", "ivf", "ivfpq", "hnsw"] = "auto"
     precision: Precision = "auto"
     compile: bool = False  # torch.compile with frozen weights: ~15-30 s per tower, pays for large splits
     max_per_split: Optional[int] = None

@@ -130,7 +130,7 @@ CHOICES = {
     "pretrain.schedule": "['onecycle', 'cosine']",
     "data.bad_records": "['error', 'skip']",
     "data.format": "['bioscan5m', 'bioscan1m', 'hdf5', 'tabular', 'fasta']",
-    "eval.index": "['flat', 'ivf', 'ivfpq', 'hnsw']",
+    "eval.index": "['auto', 'flat', 'ivf', 'ivfpq', 'hnsw']",
     "eval.precision": "['auto', 'fp32', 'bf16']",
     "eval.split": "['test', 'val']",
     "model.image.finetune": "['full', 'lora', 'frozen']",

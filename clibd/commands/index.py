@@ -7,7 +7,7 @@ BIOSCAN-5M metadata), calibrated on a seeded hold-out of its own species
 (``clibd.index.table_library``).
 
 ``clibd index build --checkpoint DIR [--config CONFIG] --modality dna|image|text --out LIB
-[--kind flat|ivf|ivfpq|hnsw] [key=value ...]``: a library of the config's key specimens, calibrated
+[--kind auto|flat|ivf|ivfpq|hnsw] [key=value ...]``: a library of the config's key specimens, calibrated
 on its validation queries (``clibd.index.library``). ``--kind`` (default: the config's
 ``eval.index``) picks the FAISS index; IVF lists and PQ codes are sized from the key count
 (``clibd.index.faiss_index``; docs/scale.md for libraries of millions of keys).
@@ -45,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_checkpoint_arguments(build)
     build.add_argument("--modality", required=True, choices=MODALITIES, help="key embeddings")
     build.add_argument("--out", required=True, help="library folder to write")
-    build.add_argument("--kind", default=None, help="flat | ivf | ivfpq | hnsw (default: the config's eval.index)")
+    build.add_argument(
+        "--kind", default=None, help="auto | flat | ivf | ivfpq | hnsw (default: the config's eval.index, auto)"
+    )
     build.add_argument(
         "--from",
         dest="table",
