@@ -39,15 +39,13 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import scipy.sparse as sp
 
 from clibd.data.dna_tokenizer import KmerTokenizer
-from clibd.data.kmer_counts import token_counts
 
 K = 8
 FORWARD, REVERSE = "+", "-"
 STRAND_FILE = "strand.npy"
-_CHUNK = 50_000  # sequences counted at a time: bounds the [chunk, 4^8] sparse count matrix
+_CHUNK = 50_000  # sequences tokenised at a time: bounds the [chunk, length] token array
 
 _COMPLEMENT = np.arange(256, dtype=np.uint8)
 _COMPLEMENT[128:] = ord("N")  # a byte of a non-ASCII character: unknown (such a read fails quality anyway)
@@ -81,11 +79,24 @@ def _rc_kmer_index() -> np.ndarray:
 _RC = _rc_kmer_index()
 
 
-def _counts(sequences: Sequence[str]) -> sp.csr_matrix:
-    """``[n, 4^8]`` ACGT 8-mer counts of each sequence (the tokenizer's cleaning; N k-mers left out)."""
+def _kmers(sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(row, kmer)``: one entry per ACGT 8-mer occurrence of each sequence (the tokenizer's cleaning;
+    N k-mers left out); ``kmer`` indexes ``itertools.product("ACGT")`` order. Plain numpy: a barcode
+    command orients its queries without importing scipy."""
     longest = max([K, *map(len, sequences)])
     tokenizer = KmerTokenizer(k=K, max_nucleotides=longest, stride=1)
-    return token_counts(sequences, tokenizer)[:, tokenizer.kmer_offset :]
+    encoding = tokenizer(sequences)
+    valid = (encoding.attention_mask == 1) & (encoding.ids >= tokenizer.kmer_offset)
+    rows, _ = np.nonzero(valid)
+    return rows, (encoding.ids[valid] - tokenizer.kmer_offset).astype(np.int64)
+
+
+def _totals(sequences: Sequence[str]) -> np.ndarray:
+    """``[4^8]`` counts of each 8-mer over ``sequences``."""
+    totals = np.zeros(4**K, dtype=np.float64)
+    for start in range(0, len(sequences), _CHUNK):
+        totals += np.bincount(_kmers(sequences[start : start + _CHUNK])[1], minlength=4**K)
+    return totals
 
 
 def _weights(totals: np.ndarray) -> np.ndarray:
@@ -105,20 +116,25 @@ class StrandModel:
         """The model of ``barcodes`` once oriented, and which of them were on the other strand
         (module docstring: leave-one-out scores against the rows as given)."""
         barcodes = list(barcodes)
-        totals = np.zeros(4**K, dtype=np.float64)
-        for start in range(0, len(barcodes), _CHUNK):
-            totals += np.asarray(_counts(barcodes[start : start + _CHUNK]).sum(axis=0)).ravel()
+        totals = _totals(barcodes)
         reverse = np.zeros(len(barcodes), dtype=bool)
         for start in range(0, len(barcodes), _CHUNK):
-            counts = _counts(barcodes[start : start + _CHUNK]).tocoo()
-            own = counts.data
+            chunk = barcodes[start : start + _CHUNK]
+            rows, kmers = _kmers(chunk)
+            # Each (row, 8-mer) once with its count in the row, and the row's count of its reverse complement.
+            pairs, own = np.unique(rows * 4**K + kmers, return_counts=True)
+            if not len(pairs):  # no ACGT 8-mer in the chunk: every row scores 0, kept as given
+                continue
+            row, kmer = pairs // 4**K, pairs % 4**K
+            wanted = row * 4**K + _RC[kmer]
+            at = np.minimum(np.searchsorted(pairs, wanted), len(pairs) - 1)
+            own_rc = np.where(pairs[at] == wanted, own[at], 0)
             # This row's count of x and of rc(x) left out: the rows as given, less this one.
-            own_rc = np.asarray(counts.tocsr()[counts.row, _RC[counts.col]]).ravel()
-            loo = np.log1p(totals[counts.col] - own) - np.log1p(totals[_RC[counts.col]] - own_rc)
-            score = np.bincount(counts.row, weights=own * loo, minlength=counts.shape[0])
-            reverse[start : start + counts.shape[0]] = score < 0
+            loo = np.log1p(totals[kmer] - own) - np.log1p(totals[_RC[kmer]] - own_rc)
+            score = np.bincount(row, weights=own * loo, minlength=len(chunk))
+            reverse[start : start + len(chunk)] = score < 0
         if reverse.any():
-            as_given = np.asarray(_counts(np.array(barcodes, dtype=object)[reverse].tolist()).sum(axis=0)).ravel()
+            as_given = _totals(np.array(barcodes, dtype=object)[reverse].tolist())
             totals += as_given[_RC] - as_given  # the flipped rows' 8-mers, now counted on the other strand
         return cls(_weights(totals)), reverse
 
@@ -126,9 +142,11 @@ class StrandModel:
         """Mean 8-mer log-odds of each sequence being on the library's strand (0: no ACGT 8-mer)."""
         out = np.zeros(len(sequences), dtype=np.float64)
         for start in range(0, len(sequences), _CHUNK):
-            counts = _counts(list(sequences[start : start + _CHUNK]))
-            total = np.asarray(counts.sum(axis=1)).ravel()
-            out[start : start + len(total)] = (counts @ self.weights) / np.maximum(total, 1)
+            chunk = list(sequences[start : start + _CHUNK])
+            rows, kmers = _kmers(chunk)
+            total = np.bincount(rows, minlength=len(chunk))
+            summed = np.bincount(rows, weights=self.weights[kmers].astype(np.float64), minlength=len(chunk))
+            out[start : start + len(chunk)] = summed / np.maximum(total, 1)
         return out
 
     def orient(self, sequences: Sequence[str]) -> tuple[list[str], np.ndarray]:
