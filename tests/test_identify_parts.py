@@ -75,18 +75,21 @@ def test_hit_identity_exact_values() -> None:
     assert np.isnan(found.identity[1]).all() and (found.overlap[1] == 0).all()  # no query barcode
 
 
-def test_rerank_aligns_one_key_per_species_in_the_margin() -> None:
-    keys = KeyBarcodes([_mutated(BASE, range(0, 300, 10)), _mutated(BASE, [5, 6, 7]), _mutated(BASE, [1]), BASE, BASE])
-    species = pd.Series(["a", "b", "b", None, "c"], dtype="string")
-    rerank = Rerank.for_library(species, candidates=5, margin=0.1)
-    scores = np.array([[0.9, 0.88, 0.85, 0.79, 0.5]])
-    found = rerank_by_identity([BASE], scores, np.array([[0, 1, 2, 3, 4]]), keys, rerank)
-    # In the margin (>= 0.8): keys 0 (a, 90 %) and 1 (b, 99 %; key 2, also b, follows it unaligned);
-    # keys 3 and 4 lie beyond it and keep their cosine order, though both are 100 % identical.
-    assert found.positions.tolist() == [[1, 2, 0, 3, 4]] and found.aligned == 2
-    np.testing.assert_allclose(found.identity.identity[0, [0, 2]], [99.0, 90.0])
-    assert np.isnan(found.identity.identity[0, [1, 3, 4]]).all()
-    np.testing.assert_allclose(found.scores, [[0.88, 0.85, 0.9, 0.79, 0.5]])
+def test_rerank_aligns_every_candidate_in_the_margin_and_orders_species_by_their_best() -> None:
+    keys = KeyBarcodes(
+        [_mutated(BASE, range(0, 300, 10)), _mutated(BASE, [5, 6, 7]), _mutated(BASE, [1]), BASE, BASE, BASE]
+    )
+    species = pd.Series(["a", "b", "b", None, "c", "b"], dtype="string")
+    rerank = Rerank.for_library(species, candidates=6, margin=0.1)
+    scores = np.array([[0.9, 0.88, 0.85, 0.79, 0.5, 0.4]])
+    found = rerank_by_identity([BASE], scores, np.array([[0, 1, 2, 3, 4, 5]]), keys, rerank)
+    # In the margin (>= 0.8): keys 0 (a, 90 %), 1 (b, 99 %) and 2 (b, 99.67 %), each aligned. Species b
+    # comes first by its best key, key 2, though key 1 is nearer by cosine; then a. Keys 3, 4 and 5 lie
+    # beyond the margin and keep their cosine order, though all are 100 % identical (key 5 is b's too).
+    assert found.positions.tolist() == [[2, 1, 0, 3, 4, 5]] and found.aligned == 3
+    np.testing.assert_allclose(found.identity.identity[0, :3], [100 * 299 / 300, 99.0, 90.0])
+    assert np.isnan(found.identity.identity[0, 3:]).all()
+    np.testing.assert_allclose(found.scores, [[0.85, 0.88, 0.9, 0.79, 0.5, 0.4]])
     with pytest.raises(ValueError, match="at least 1 candidate"):
         Rerank.for_library(species, candidates=0)
 

@@ -6,19 +6,20 @@ aligned columns, else NaN), beside the cosine similarity of the embedding search
 
 Re-rank (``clibd classify --rerank identity``, :func:`rerank_by_identity`): the embedding search
 returns each query's ``candidates`` nearest keys; those it cannot tell apart from the nearest,
-within ``margin`` of its cosine similarity, are re-ranked by % identity. Identity is measured
-species by species: the nearest candidate of each species in the margin (its representative;
-a key without a species name is its own) is aligned, and the species are ordered by it (ties,
-and keys no aligned read overlaps: in cosine order). A species' other candidates follow its
-representative in cosine order; candidates beyond the margin follow all of them. So the work
-is one alignment per species the embedding finds close, not one per key: a library with
-hundreds of specimens of a species aligns one of them.
+within ``margin`` of its cosine similarity, are each aligned and re-ranked: species by the best
+identity among their candidates in the margin (a key without a species name is its own), then
+within a species by identity (ties, and keys no aligned read overlaps: in cosine order).
+Candidates beyond the margin follow all of them in cosine order. So the work is at most
+``candidates`` alignments a query (3.7 on average on the shared 4k file), never one per key of a
+large library.
 
-Why the margin and the grouping (shared 4k file, bench protocol, the recipe's fitted table):
-re-ranking the 10 nearest keys by identity beat alignment 1-NN (a k-mer-8 prefilter of 50 keys,
-each aligned) on every column, at 10 alignments a query; a margin of 0.1 with one
-representative per species gave the same figures at 1.1 (seen species) to 4.2 (unseen) alignments
-a query. ``bench/rerank.py`` measures it (docs/identify.md has the table).
+Why every candidate in the margin and not only each species' nearest (shared 4k file, bench
+protocol, the recipe's table fitted on the seen keys, 10 candidates, margin 0.1): aligning one
+representative per species (2.3 alignments a query) gave seen species 0.9858, below alignment
+1-NN's 0.9873: a species' nearest key by cosine is not always its closest barcode. Aligning each
+candidate in the margin (3.7 a query) gives 0.9873 / 0.8653 / 0.9402 (seen species / unseen genus /
+unseen family) against alignment 1-NN's 0.9873 / 0.8404 / 0.9081 (a k-mer-8 prefilter of 50 keys,
+each aligned). ``bench/rerank.py`` measures it (docs/identify.md has the table).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class Rerank:
 class Reranked(NamedTuple):
     scores: np.ndarray  # [n, candidates] cosine similarity, in the new order
     positions: np.ndarray  # [n, candidates] key positions, in the new order
-    identity: HitIdentity  # [n, candidates]: measured for the aligned representatives, NaN elsewhere
+    identity: HitIdentity  # [n, candidates]: measured for the candidates in the margin, NaN elsewhere
     aligned: int  # alignments made
 
 
@@ -119,22 +120,20 @@ def rerank_by_identity(
     window = valid & (scores >= scores[:, :1] - rerank.margin)
     group = np.where(valid, rerank.groups[np.where(valid, positions, 0)], -1)
     group = np.where(group >= 0, group, -2 - np.arange(c))  # a key without a species is a group of its own
-    # leader[j]: the first candidate in the margin of j's species, at or before j (j itself if it is the first).
-    same = group[:, :, None] == group[:, None, :]  # [n, j, i]
-    not_after = np.tril(np.ones((c, c), dtype=bool))  # [j, i]: i <= j
-    leader = np.argmax(same & window[:, None, :] & not_after, axis=2)
-    representative = window & (leader == np.arange(c))
-    wanted = np.where(representative, positions, -1)
-    measured = hit_identity(queries, wanted, barcodes, threads=rerank.threads)
-    # Sort key per candidate: its group representative's identity (window only), then the representative's
-    # rank (keeps a species together, ties in cosine order), then its own rank.
-    rep_identity = np.take_along_axis(measured.identity, leader, axis=1)
-    primary = np.where(window, np.nan_to_num(rep_identity, nan=-1.0), -np.inf)
-    secondary = np.where(window, leader, np.arange(c))
-    order = np.lexsort((np.broadcast_to(np.arange(c), (n, c)), secondary, -primary), axis=1)
+    measured = hit_identity(queries, np.where(window, positions, -1), barcodes, threads=rerank.threads)
+    own = np.where(window, np.nan_to_num(measured.identity, nan=-1.0), -np.inf)
+    # Each candidate's species' best identity in the window: [n, j] = max over i of the same group.
+    same = group[:, :, None] == group[:, None, :]
+    best = np.max(np.where(same & window[:, None, :], own[:, None, :], -np.inf), axis=2)
+    primary = np.where(window, best, -np.inf)
+    # Species by their best identity, a species' candidates together by their own identity, then cosine order.
+    # A species' first candidate in the window keeps its candidates together when two species tie;
+    # beyond the window, cosine order.
+    secondary = np.where(window, np.argmax(same & window[:, None, :], axis=2), np.arange(c))
+    order = np.lexsort((np.broadcast_to(np.arange(c), (n, c)), -own, secondary, -primary), axis=1)
     take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
     identity = HitIdentity(take(measured.identity), take(measured.overlap))
-    return Reranked(take(scores), take(positions), identity, int(representative.sum()))
+    return Reranked(take(scores), take(positions), identity, int(window.sum()))
 
 
 class BarcodeHits(NamedTuple):
