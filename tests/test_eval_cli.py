@@ -164,8 +164,14 @@ def _macro_top1(results: dict, pair: str, rank: str, role: str) -> float:
     return results[pair][role]["macro"][rank]["top1"]
 
 
-def _max_weight_difference(a, b) -> float:
-    return max((x - y).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+def _mean_weight_difference(a, b) -> float:
+    """Mean absolute difference over the randomly initialised weights of two models of one architecture
+    (the DNA tower's k-mer table is fitted from the barcodes, the same for every seed, so it is left out)."""
+    other = b.state_dict()
+    pairs = [
+        (x, other[k]) for k, x in a.state_dict().items() if x.is_floating_point() and not k.startswith("towers.dna.")
+    ]
+    return sum((x - y).abs().sum().item() for x, y in pairs) / sum(x.numel() for x, _ in pairs)
 
 
 @pytest.mark.slow
@@ -212,8 +218,12 @@ def test_demo_train_then_evaluate(tmp_path: Path) -> None:
     start = build_model(cfg, train_rows, None).eval()
     set_seed(cfg.train.seed + 1)
     other_init = build_model(cfg, train_rows, None)
-    # Guard on the pairing: training moved no weight by more than 0.07; another init differs by 0.27.
-    assert _max_weight_difference(model, start) < 0.5 * _max_weight_difference(model, other_init)
+    # Guard on the pairing: the rebuilt start is the one training left least. Per randomly initialised weight
+    # on average (0.010 from its start, 0.028 from another init), not the largest move: 15 epochs at the
+    # full rate moved one weight by 0.21 while another init differs by 0.28.
+    moved, other = _mean_weight_difference(model, start), _mean_weight_difference(model, other_init)
+    print(f"mean weight difference: trained vs its start {moved:.4g}, vs another init {other:.4g}")
+    assert moved < 0.5 * other, (moved, other)
     untrained = _evaluate(cfg, start, tmp_path / "eval-untrained")
     random_cfg = load_config(ROOT / "configs" / "demo.yaml", [*overrides, "model.dna.init=random"])
     set_seed(cfg.train.seed)
