@@ -126,9 +126,8 @@ def rerank_by_identity(
     same = group[:, :, None] == group[:, None, :]
     best = np.max(np.where(same & window[:, None, :], own[:, None, :], -np.inf), axis=2)
     primary = np.where(window, best, -np.inf)
-    # Species by their best identity, a species' candidates together by their own identity, then cosine order.
-    # A species' first candidate in the window keeps its candidates together when two species tie;
-    # beyond the window, cosine order.
+    # Sort keys: the species' best identity; the species' first candidate in the window (keeps a species
+    # together when two tie; beyond the window, the candidate's own rank); its own identity; cosine order.
     secondary = np.where(window, np.argmax(same & window[:, None, :], axis=2), np.arange(c))
     order = np.lexsort((np.broadcast_to(np.arange(c), (n, c)), -own, secondary, -primary), axis=1)
     take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
