@@ -147,9 +147,9 @@ class Embedder:
         wanted = list(MODALITIES if modalities is None else modalities)
         if isinstance(model_or_checkpoint_dir, (str, Path)):
             run = Path(model_or_checkpoint_dir)
-            self.checkpoint_hash: Optional[str] = checkpoint_hash(run)
             at_once = [m for m in wanted if m not in background] if background else modalities
             model = CLIBDModel.from_pretrained(run, modalities=at_once)
+            self.checkpoint_hash: Optional[str] = model.checkpoint_hash or checkpoint_hash(run)
         elif background:
             raise ValueError("towers load in the background from a checkpoint directory, not from a model object")
         else:

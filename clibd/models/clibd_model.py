@@ -81,6 +81,9 @@ class CLIBDModel(nn.Module):
         self.image_normalization: Optional[dict[str, list[float]]] = None
         # {"eval_resize": ..., "pipeline": ...}: the data.* evaluation view of training (saved in config.json).
         self.image_view: Optional[dict[str, Any]] = None
+        # clibd.embed.run_dir.checkpoint_hash of the folder it was loaded from, as its verified manifest
+        # records it (None: not loaded, or saved before manifests): the weights are not hashed twice.
+        self.checkpoint_hash: Optional[str] = None
         self._add_towers([m for m in self.enabled if modalities is None or m in modalities])
 
     @property
@@ -199,9 +202,11 @@ class CLIBDModel(nn.Module):
         load only these of its towers (the others' weights are not read, their libraries not imported)."""
         directory = Path(directory)
         config_file = directory / "config.json"
+        if not directory.is_dir():
+            raise FileNotFoundError(f"checkpoint folder not found: {directory}")
         if not config_file.is_file():
             raise FileNotFoundError(f"{directory}: not a saved CLIBD model (no config.json)")
-        check_saved_files(directory)
+        verified_hash = check_saved_files(directory)
         try:
             meta = json.loads(config_file.read_text())
         except (UnicodeDecodeError, ValueError) as err:
@@ -221,6 +226,7 @@ class CLIBDModel(nn.Module):
         model._load_weights(directory / WEIGHTS)
         model.image_normalization = meta.get("image_normalization")
         model.image_view = meta.get("image_view")
+        model.checkpoint_hash = verified_hash
         if model.dna_tokenizer is not None:  # absent from models saved before data.dna_cleaning existed
             model.dna_tokenizer.cleaning = (meta.get("dna_tokenizer") or {}).get("cleaning", "clibd")
         return model
@@ -256,18 +262,20 @@ def _weight_prefixes(modalities: Sequence[str]) -> tuple[str, ...]:
     return tuple(f"{part}.{m}." for m in modalities for part in ("towers", "heads"))
 
 
-def check_saved_files(directory: Path) -> None:
+def check_saved_files(directory: Path) -> Optional[str]:
     """Every file of a saved model as ``save_pretrained`` wrote it (its manifest's checksums, the
-    weights hashed whole): a flipped bit or a file of another save is refused naming the file. A
-    model saved before manifests existed is loaded with a warning that it was not checked."""
+    weights hashed whole): a flipped bit or a file of another save is refused naming the file. Returns
+    the checkpoint hash the manifest records (of the bytes just checked). A model saved before
+    manifests existed is loaded with a warning that it was not checked (returns None)."""
     if (directory / MANIFEST).is_file():
-        verify_manifest(directory, MANIFEST_KIND, "saved model", full_check_bytes=None)
+        return verify_manifest(directory, MANIFEST_KIND, "saved model", full_check_bytes=None).get("checkpoint_hash")
     else:
         warnings.warn(
             f"{directory}: no {MANIFEST} (saved by an older clibd): its files' checksums cannot be checked; "
             "save it again (CLIBDModel.from_pretrained(...).save_pretrained(...)) to record them",
             stacklevel=3,
         )
+        return None
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
