@@ -180,12 +180,13 @@ class Classifier:
 
 def provenance(checkpoint: Path, metadata: dict[str, Any]) -> dict[str, Any]:
     """What the page says about where its answers come from: the library's build (dataset, key splits,
-    checkpoint), the data the model was trained on, and whether that was the synthetic demo data
+    checkpoint; a library built from a table has its ``provenance`` in the health answer itself), the
+    data the model was trained on, and whether that was the synthetic demo data
     (``data.demo_specimens`` of the run's config.yaml: the demo generator made it)."""
     found = find_run_config(checkpoint)
     data = load_config(found).data if found is not None else None
     return {
-        "library": {key: metadata.get(key) for key in ("dataset", "key_splits", "checkpoint", "provenance")},
+        "library": {key: metadata.get(key) for key in ("dataset", "key_splits", "checkpoint")},
         "trained_on": f"{data.format}:{data.root}" if data is not None else None,
         "synthetic_demo": bool(data is not None and data.demo_specimens > 0),
     }

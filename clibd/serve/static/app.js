@@ -278,7 +278,8 @@ fetch("/api/health").then((r) => r.json()).then((h) => {
   $("model").textContent = `model ${h.model} · index ${h.index} (${h.keys} ${h.index_modality} keys) · hash ${hash}`;
   const lib = h.library || {};
   $("provenance").textContent = `Reference library: ${h.keys} ${h.index_modality} keys` +
-    (lib.dataset ? ` from ${lib.dataset}` : "") + (lib.key_splits ? ` (splits ${lib.key_splits.join(", ")})` : "") +
+    (lib.dataset ? ` from ${lib.dataset}` : h.provenance ? ` from ${h.provenance.file} (${h.provenance.rows} rows)` : "") +
+    (lib.key_splits ? ` (splits ${lib.key_splits.join(", ")})` : "") +
     ` · built with checkpoint ${String(h.index_checkpoint_hash).slice(0, 12)}` +
     (lib.checkpoint ? ` (${lib.checkpoint})` : "") + ` · model trained on ${h.trained_on || "unknown data"}.`;
   if (h.synthetic_demo) {
